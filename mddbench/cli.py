@@ -1,0 +1,312 @@
+"""``mddbench``: run, distill, evaluate, inspect and publish medical dataset distillation results."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, MddError
+
+DEFAULT_OUT = "mddbench_out"
+
+
+# ------------------------------------------------------------------------------------- commands
+def cmd_list(args) -> None:
+    from .budgets import BUDGETS
+    from .registry import DATASETS, METHODS, NETWORKS, load_plugins
+
+    load_plugins(args.plugin)
+    if args.what == "methods":
+        rows = [(n, cls.label_type, getattr(cls, "summary", "")) for n, cls in METHODS.items()]
+        _print_rows(["method", "labels", "summary"], rows)
+        for name, why in METHODS.failures.items():
+            print(f"! plugin {name} failed to load: {why}", file=sys.stderr)
+    elif args.what == "datasets":
+        rows = [(n, s.title, s.source, "x".join(map(str, s.shape)), s.n_classes, "yes" if s.benchmark else "")
+                for n, s in DATASETS.items() if _glob(n, args.pattern)]
+        _print_rows(["dataset", "title", "source", "input", "classes", "MDD benchmark"], rows)
+    elif args.what == "networks":
+        print("\n".join(NETWORKS.names(args.pattern)))
+    else:
+        _print_rows(["budget", "eval models", "eval epochs", "real epochs", "experts", "expert epochs"],
+                    [(b.name, b.eval_models, b.eval_epochs, b.real_epochs, b.experts, b.expert_epochs)
+                     for b in BUDGETS.values()])
+
+
+def cmd_info(args) -> None:
+    from .data import data_root, get_spec
+
+    spec = get_spec(args.dataset)
+    root = data_root(args.data_root)
+    print(f"{spec.name}: {spec.title}")
+    print(f"  source       {spec.source}{'  (one of the six MDD benchmark datasets)' if spec.benchmark else ''}")
+    print(f"  input        {'x'.join(map(str, spec.shape))} ({spec.dims}D), task {spec.task}")
+    print(f"  classes      {spec.n_classes}: " + "; ".join(f"{i} {n}" for i, n in enumerate(spec.label_names)))
+    if spec.n_samples:
+        print("  splits       " + " / ".join(f"{k} {v:,}" for k, v in spec.n_samples.items()))
+    else:
+        print("  splits       70 / 10 / 20 stratified (seeded), sizes known once the folder is cached")
+    print(f"  license      {spec.license}")
+    if spec.filename:
+        where = root / spec.filename
+        print(f"  file         {where} ({'present' if where.exists() else 'missing'})")
+    if spec.url:
+        print(f"  url          {spec.url}")
+    if spec.md5:
+        print(f"  md5          {spec.md5}")
+    print(f"  data root    {root} (set with --data-root or MDDBENCH_DATA)")
+    print(f"  setup        {spec.where}")
+    print(f"  cite         {spec.citation}")
+
+
+def _job(args, method: str, dataset: str, ipc, seed: int):
+    from .method import parse_overrides
+    from .runner import Job
+
+    return Job(method=method, dataset=dataset, ipc=None if method == "real" else ipc, seed=seed, budget=args.budget,
+               hparams=tuple(sorted(parse_overrides(args.hp).items())), eval_models=tuple(args.eval_model),
+               eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs, time_budget=args.time_budget,
+               snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out, device=args.device,
+               plugins=tuple(args.plugin or ()), progress=not args.quiet)
+
+
+def cmd_run(args) -> None:
+    from .runner import run_job
+
+    job = _job(args, args.method, args.dataset, args.ipc, args.seed)
+    records = run_job(job)
+    _print_records(records)
+    print(f"run folder: {job.run_dir}\nresults:    {Path(job.out) / 'results.sqlite'}")
+
+
+def cmd_distill(args) -> None:
+    from .runner import ARTIFACT, distill, prepare
+
+    job = _job(args, args.method, args.dataset, args.ipc, args.seed)
+    p = prepare(job)
+    if not p.method.shareable:
+        raise ConfigError(f"{args.method} has no synthetic set to save (it trains on the real data); use `run`")
+    synset = distill(p)
+    path = job.run_dir / ARTIFACT
+    if args.save:
+        path = synset.save(args.save)
+    print(f"synthetic set: {path} ({len(synset)} images, {synset.label_type} labels"
+          f"{f', learned lr {synset.lr:.4g}' if synset.lr else ''}; distilled in {synset.meta['distill_seconds']:.1f} s)")
+
+
+def cmd_eval(args) -> None:
+    from .budgets import get_budget
+    from .data import load_dataset
+    from .evaluate import EvalConfig, evaluate
+    from .results import ResultStore
+    from .runner import ensure_writable, make_record, resolve_device
+    from .synset import SyntheticSet
+
+    synset = SyntheticSet.load(args.artifact)
+    meta = synset.meta
+    if "dataset" not in meta:
+        raise ConfigError(f"{args.artifact} has no dataset in its metadata; it was not made by mddbench")
+    data = load_dataset(meta["dataset"], args.data_root)
+    if meta.get("data_checksum") and meta["data_checksum"] != data.checksum:
+        print(f"warning: {meta['dataset']} on disk (md5 {data.checksum}) differs from the data the set was "
+              f"distilled from (md5 {meta['data_checksum']})", file=sys.stderr)
+    budget_name = args.budget or meta.get("budget", "quick")
+    budget = get_budget(budget_name)
+    device = resolve_device(args.device)
+    records = []
+    for model in args.model:
+        cfg = EvalConfig(model=model, n_models=budget.eval_models, epochs=budget.eval_epochs).with_(
+            n_models=args.eval_n_models, epochs=args.eval_epochs)
+        result = evaluate(synset, data, cfg, seed=args.seed if args.seed is not None else meta.get("seed", 0),
+                          device=device, progress=not args.quiet)
+        label = budget_name if args.eval_n_models is None and args.eval_epochs is None else f"{budget_name}-custom"
+        job_id = meta.get("job_id", "external")
+        if label != meta.get("budget") or args.seed is not None:
+            job_id = f"{job_id}:eval-{label}-s{args.seed}"
+        records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
+                                   str(args.artifact), job_id))
+    _print_records(records)
+    if not args.no_record:
+        ensure_writable(Path(args.out))
+        store = ResultStore(Path(args.out) / "results.sqlite")
+        for r in records:
+            store.add(r)
+        print(f"recorded in {Path(args.out) / 'results.sqlite'}")
+
+
+def cmd_show(args) -> None:
+    from .show import show_synset
+
+    out = show_synset(args.artifact, args.output)
+    print(f"wrote {out}")
+
+
+def cmd_leaderboard(args) -> None:
+    from .leaderboard import write_leaderboards
+    from .results import ResultStore
+
+    store_path = Path(args.results) / "results.sqlite"
+    if args.records:
+        records = [json.loads(line) for line in Path(args.records).read_text().splitlines() if line.strip()]
+    elif store_path.exists():
+        store = ResultStore(store_path)
+        records = store.records()
+        Path(args.to).mkdir(parents=True, exist_ok=True)
+        store.export_jsonl(Path(args.to) / "records.jsonl")
+    else:
+        raise ConfigError(f"no results store at {store_path}; run `mddbench run ...` first or pass --records FILE")
+    if not records:
+        raise ConfigError("no records to tabulate")
+    paths = write_leaderboards(records, Path(args.to))
+    print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
+
+
+def cmd_buffers(args) -> None:
+    from .budgets import get_budget
+    from .data import load_dataset
+    from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertProvider, mean_expert_accuracy
+    from .runner import resolve_device
+    from dataclasses import replace
+
+    data = load_dataset(args.dataset, args.data_root)
+    recipe = replace(FLAT_RECIPE if args.flat else MTT_RECIPE, model=args.model, n_experts=args.experts,
+                     epochs=args.epochs)
+    provider = ExpertProvider(Path(args.out) / "experts", data, get_budget(args.budget), resolve_device(args.device),
+                              progress=not args.quiet)
+    traj = provider(recipe)
+    print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
+          f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _glob(name: str, pattern: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatch(name, pattern)
+
+
+def _print_rows(header, rows) -> None:
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers=header, tablefmt="simple"))
+
+
+def _print_records(records) -> None:
+    rows = []
+    for r in records:
+        m = r["metrics"]
+        rows.append((r["method"], r["dataset"], r["ipc"], r["eval_model"], r["budget"],
+                     f"{100 * m['test_acc']['mean']:.2f} ± {100 * m['test_acc']['std']:.2f}",
+                     f"{100 * m['balanced_acc']['mean']:.2f}", f"{100 * m['auc']['mean']:.2f}", m["test_acc"]["n"],
+                     r.get("distill_seconds")))
+    _print_rows(["method", "dataset", "ipc", "model", "budget", "test acc", "bal acc", "AUC", "n", "distill s"], rows)
+
+
+def _common(p: argparse.ArgumentParser, eval_opts: bool = True) -> None:
+    p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"results, runs and expert cache (default: {DEFAULT_OUT})")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    p.add_argument("--budget", default="quick", help="smoke | quick | paper (default: quick)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
+
+
+def _run_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
+    p.add_argument("--ipc", type=int, default=2, help="images per class (default 2; ignored by `real`)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
+    p.add_argument("--eval-model", action="append", default=None, metavar="NET",
+                   help="evaluation network(s): convnet (default), lenet, alexnet, resnet18, ...")
+    p.add_argument("--eval-n-models", type=int, help="override the budget's number of evaluation models")
+    p.add_argument("--eval-epochs", type=int, help="override the budget's evaluation epochs")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop distilling after this many seconds")
+    p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="save the synthetic set every N iterations (for accuracy-vs-time curves)")
+    p.add_argument("--save", help="(distill) also save the synthetic set to this path")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mddbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mddbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list methods, datasets, networks or budgets")
+    p.add_argument("what", nargs="?", default="methods", choices=["methods", "datasets", "networks", "budgets"])
+    p.add_argument("--pattern", default="*", help="glob filter, e.g. 'organ*'")
+    p.add_argument("--plugin", action="append", metavar="FILE.py")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")
+    p.add_argument("dataset")
+    p.add_argument("--data-root")
+    p.set_defaults(fn=cmd_info)
+
+    for name, fn, text in (("run", cmd_run, "distill, evaluate and record one job"),
+                           ("distill", cmd_distill, "distill and save a synthetic set, without evaluating")):
+        p = sub.add_parser(name, help=text)
+        _run_opts(p)
+        _common(p)
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("eval", help="evaluate a saved synthetic set (protocol v1)")
+    p.add_argument("artifact")
+    p.add_argument("--model", action="append", default=None, metavar="NET", help="evaluation network(s)")
+    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the set's own)")
+    p.add_argument("--eval-n-models", type=int)
+    p.add_argument("--eval-epochs", type=int)
+    p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
+    _common(p)
+    p.set_defaults(fn=cmd_eval, budget=None)
+
+    p = sub.add_parser("show", help="write a PNG grid of a synthetic set's images per class")
+    p.add_argument("artifact", help="a .safetensors synthetic set or a run folder")
+    p.add_argument("--output", "-o", help="PNG path (default: beside the artifact)")
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store")
+    p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
+    p.add_argument("--records", help="a records.jsonl export to render instead of the store")
+    p.add_argument("--to", default="leaderboards", help="output folder (default: leaderboards)")
+    p.set_defaults(fn=cmd_leaderboard)
+
+    p = sub.add_parser("buffers", help="train (or find cached) expert trajectories")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", default="convnet")
+    p.add_argument("--flat", action="store_true", help="FTD's flat (GSAM) experts instead of MTT's SGD experts")
+    p.add_argument("--experts", type=int, help="number of experts (default: the budget's)")
+    p.add_argument("--epochs", type=int, help="epochs per expert (default: the budget's)")
+    _common(p)
+    p.set_defaults(fn=cmd_buffers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "eval_model", "unset") is None:
+        args.eval_model = ["convnet"]
+    if getattr(args, "model", "unset") is None:
+        args.model = ["convnet"]
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        args.fn(args)
+    except MddError as exc:
+        if args.verbose:
+            raise
+        print(f"mddbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmddbench: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

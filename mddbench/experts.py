@@ -1,0 +1,222 @@
+"""Expert trajectories: networks trained on the real train split, every epoch's parameters kept.
+
+Two recipes, both from the official code: MTT's (plain SGD, no momentum, no weight decay, DSA)
+and FTD's flat one (GSAM, sharpness-aware, with ``rho`` and ``alpha``). A buffer is cached under
+a key that hashes everything that shapes it (dataset and its checksum, resolution, normalisation,
+network, recipe, seed, epochs), one safetensors file per expert beside a readable ``meta.json``.
+Building is resumable expert by expert, and a buffer with more experts reuses the ones it has.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .augment import DEFAULT_STRATEGY, DSA
+from .budgets import Budget
+from .data import RealData
+from .errors import ConfigError
+from .evaluate import score
+from .networks import create_network, flat_parameters
+from .seeding import generator as seeded
+from .synset import cross_entropy
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """How experts are trained. ``n_experts``/``epochs`` of None take the budget's values."""
+
+    model: str = "convnet"
+    optimizer: str = "sgd"  # "sgd" (MTT) or "gsam" (FTD's flat experts)
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch: int = 256
+    dsa_strategy: str = DEFAULT_STRATEGY
+    rho: float = 0.01  # GSAM perturbation radius
+    alpha: float = 0.3  # GSAM surrogate-gap weight
+    adaptive: bool = True  # ASAM-style element-wise scaling of the perturbation
+    n_experts: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "gsam"):
+            raise ConfigError(f"expert optimizer must be 'sgd' or 'gsam', got {self.optimizer!r}")
+
+    def for_budget(self, budget: Budget) -> "ExpertRecipe":
+        return replace(self, n_experts=self.n_experts or budget.experts, epochs=self.epochs or budget.expert_epochs)
+
+    def shaping(self) -> dict:
+        """The fields that shape a trajectory (not how many experts there are)."""
+        d = asdict(self)
+        d.pop("n_experts")
+        if self.optimizer == "sgd":
+            for k in ("rho", "alpha", "adaptive"):
+                d.pop(k)
+        return d
+
+
+MTT_RECIPE = ExpertRecipe()
+FLAT_RECIPE = ExpertRecipe(optimizer="gsam")
+
+
+# ------------------------------------------------------------------------------------------ GSAM
+def gsam_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
+              rho: float, alpha: float, adaptive: bool = True, eps: float = 1e-12) -> torch.Tensor:
+    """One GSAM step (Zhuang et al. 2022, as FTD's buffer uses it).
+
+    g = grad at w; perturb w by e = rho * s * g / ||s * g|| with s = |w| (adaptive) or 1, and
+    e scaled by s once more (ASAM); g' = grad at w + e; subtract alpha times the component of g
+    orthogonal to g'; undo the perturbation; let the base optimiser step with the result.
+    """
+    params = list(params)
+    loss = loss_fn()
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        if adaptive:
+            norm = torch.sqrt(sum(((p.abs() * g) ** 2).sum() for p, g in zip(params, grads)))
+            perturb = [rho * p * p * g / (norm + eps) for p, g in zip(params, grads)]
+        else:
+            norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+            perturb = [rho * g / (norm + eps) for g in grads]
+        for p, e in zip(params, perturb):
+            p.add_(e)
+    grads_p = torch.autograd.grad(loss_fn(), params)
+    with torch.no_grad():
+        for p, e in zip(params, perturb):
+            p.sub_(e)
+        inner = sum((g * gp).sum() for g, gp in zip(grads, grads_p))
+        n_old = torch.sqrt(sum((g ** 2).sum() for g in grads))
+        n_new = torch.sqrt(sum((gp ** 2).sum() for gp in grads_p))
+        cosine = inner / (n_old * n_new + eps)
+        for p, g, gp in zip(params, grads, grads_p):
+            vertical = g - cosine * n_old * gp / (n_new + eps)
+            p.grad = gp - alpha * vertical
+    opt.step()
+    return loss.detach()
+
+
+# ------------------------------------------------------------------------------------- training
+def train_expert(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: ExpertRecipe, epochs: int,
+                 generator: torch.Generator, bar: tqdm | None = None) -> torch.Tensor:
+    """Train ``net`` on (x, y) and return its flat parameters at init and after every epoch, (epochs+1, P)."""
+    aug = DSA(recipe.dsa_strategy)
+    opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    snapshots = [flat_parameters(net).cpu()]
+    net.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=generator).split(recipe.batch):
+            idx = idx.to(x.device)
+            xb, yb = aug(x[idx], generator), y[idx]
+            if recipe.optimizer == "gsam":
+                gsam_step(list(net.parameters()), lambda: cross_entropy(net(xb), yb), opt, recipe.rho, recipe.alpha,
+                          recipe.adaptive)
+            else:
+                loss = cross_entropy(net(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        snapshots.append(flat_parameters(net).cpu())
+        if bar is not None:
+            bar.update(1)
+    return torch.stack(snapshots)
+
+
+# -------------------------------------------------------------------------------------- buffers
+class Trajectories:
+    """A loaded expert buffer: ``len(self)`` experts, each an (epochs+1, P) tensor of snapshots."""
+
+    def __init__(self, trajectories: list[torch.Tensor], meta: dict):
+        self.trajectories = trajectories
+        self.meta = meta
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    @property
+    def epochs(self) -> int:
+        return self.trajectories[0].shape[0] - 1
+
+    def snapshot(self, expert: int, epoch: int) -> torch.Tensor:
+        return self.trajectories[expert][epoch]
+
+    def final(self, expert: int) -> torch.Tensor:
+        return self.trajectories[expert][-1]
+
+
+def cache_key(data: RealData, recipe: ExpertRecipe) -> str:
+    spec = data.spec
+    ident = {"format": CACHE_FORMAT, "dataset": spec.name, "checksum": data.checksum, "size": spec.size,
+             "dims": spec.dims, "channels": spec.channels, "mean": [round(v, 6) for v in data.mean],
+             "std": [round(v, 6) for v in data.std], "recipe": recipe.shaping()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class ExpertProvider:
+    """Finds a matching cached buffer or builds the missing experts; ``task.experts(recipe)``."""
+
+    def __init__(self, root: Path, data: RealData, budget: Budget, device: torch.device, progress: bool = True):
+        self.root = Path(root)
+        self.data = data
+        self.budget = budget
+        self.device = device
+        self.progress = progress
+        self.build_seconds = 0.0
+        self.used: list[str] = []
+
+    def folder(self, recipe: ExpertRecipe) -> Path:
+        recipe = recipe.for_budget(self.budget)
+        return self.root / f"{self.data.spec.name}_{recipe.model}_{recipe.optimizer}_{cache_key(self.data, recipe)}"
+
+    def __call__(self, recipe: ExpertRecipe = MTT_RECIPE) -> Trajectories:
+        recipe = recipe.for_budget(self.budget)
+        folder = self.folder(recipe)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta_path = folder / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {
+            "key": cache_key(self.data, recipe), "dataset": self.data.spec.name, "data_checksum": self.data.checksum,
+            "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
+            "recipe": recipe.shaping(), "experts": {}}
+        missing = [i for i in range(recipe.n_experts) if not (folder / f"expert_{i:03d}.safetensors").exists()]
+        if missing:
+            self._build(recipe, folder, missing, meta, meta_path)
+        self.used.append(folder.name)
+        trajectories = [load_file(str(folder / f"expert_{i:03d}.safetensors"))["trajectory"]
+                        for i in range(recipe.n_experts)]
+        return Trajectories(trajectories, meta)
+
+    def _build(self, recipe: ExpertRecipe, folder: Path, missing: list[int], meta: dict, meta_path: Path) -> None:
+        start = time.perf_counter()
+        spec, data = self.data.spec, self.data.to(self.device)
+        x, y = data.x["train"], data.y["train"]
+        desc = f"experts {spec.name} {recipe.optimizer} ({len(missing)} x {recipe.epochs} ep)"
+        with tqdm(total=len(missing) * recipe.epochs, desc=desc, unit="ep", disable=not self.progress) as bar:
+            for i in missing:
+                key = meta["key"]
+                net = create_network(recipe.model, spec.channels, spec.n_classes, spec.size, spec.dims,
+                                     generator=seeded(key, recipe.seed, "init", i), device=self.device)
+                traj = train_expert(net, x, y, recipe, recipe.epochs, seeded(key, recipe.seed, "data", i), bar)
+                if not torch.isfinite(traj).all():
+                    raise ConfigError(f"expert {i} diverged (non-finite parameters); lower the expert lr")
+                tmp = folder / f"expert_{i:03d}.safetensors.tmp"
+                save_file({"trajectory": traj.contiguous()}, str(tmp))
+                tmp.replace(folder / f"expert_{i:03d}.safetensors")
+                meta["experts"][str(i)] = {k: round(v, 4) for k, v in score(net, self.data, self.device).items()}
+                meta_path.write_text(json.dumps(meta, indent=2))
+        self.build_seconds += time.perf_counter() - start
+
+
+def mean_expert_accuracy(meta: dict) -> float:
+    accs = [e["test_acc"] for e in meta.get("experts", {}).values()]
+    return sum(accs) / len(accs) if accs else math.nan

@@ -1,0 +1,301 @@
+"""Leaderboards rendered from result records (never typed by hand).
+
+A cell pools the per-model values of every record (every seed) that falls into it: mean and
+numpy std (ddof=0) over the pooled values, in points (x100), with n the number of pooled values.
+The ``real`` row (ipc "full") has no ipc of its own: it is repeated in every column of its dataset
+(and eval model), or gets a "<dataset> full" column when nothing else ran on that dataset.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+from .results import METRIC_NAMES
+
+PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
+METHOD_ORDER = ("random", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
+EVAL_MODEL_ORDER = ("convnet", "lenet", "resnet18", "alexnet")
+DATASET_ORDER = ("pathmnist", "octmnist", "organmnist3d", "covid19-cxr", "breast-uls", "skin-ham")
+METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
+                 "auc": "macro AUC", "balanced_acc": "balanced accuracy"}
+REAL = "real"
+
+Record = dict[str, Any]
+ColKey = tuple[str, Any, str]  # (dataset, ipc, eval_model)
+RowKey = tuple[str, str]  # (method, label_type)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A pooled cell, in points."""
+    mean: float
+    std: float
+    n: int
+
+
+def pool(records: Iterable[Record], metric: str = "test_acc") -> Stat:
+    """Pool the per-model values of ``records``: mean, std (ddof=0) and count, in points."""
+    values = np.array([v for r in records for v in r["metrics"][metric]["per_model"]], dtype=float) * 100
+    if values.size == 0:
+        raise ConfigError(f"no {metric} values to pool")
+    return Stat(float(values.mean()), float(values.std()), int(values.size))
+
+
+def format_pm(mean: float, std: float) -> str:
+    """``"57.63 ± 1.00"``: both in points, two decimals."""
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def _cell(stat: Stat | None, bold: bool = False) -> str:
+    if stat is None:
+        return ""
+    pm = format_pm(stat.mean, stat.std)
+    return f"{f'**{pm}**' if bold else pm} (n={stat.n})"
+
+
+# --- ordering -------------------------------------------------------------------------------
+
+def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+    return (order.index(value) if value in order else len(order), value)
+
+
+def _ipc_rank(ipc: Any) -> tuple[int, int]:
+    return (1, 0) if ipc == "full" else (0, int(ipc))
+
+
+def _ipc_label(ipc: Any) -> str:
+    return "full" if ipc == "full" else f"ipc{ipc}"
+
+
+def _row_key(r: Record) -> RowKey:
+    return (r["method"], r.get("label_type") or "hard")
+
+
+def _row_order(key: RowKey) -> tuple:
+    return (key[0] == REAL, _rank(key[0], METHOD_ORDER), key[1])
+
+
+def _row_label(key: RowKey) -> str:
+    return f"{key[0]} (soft labels)" if key[1] == "soft" else key[0]
+
+
+def _col_key(r: Record) -> ColKey:
+    return (r["dataset"], r["ipc"], r["eval_model"])
+
+
+def _col_order(key: ColKey) -> tuple:
+    return (_rank(key[0], DATASET_ORDER), _ipc_rank(key[1]), _rank(key[2], EVAL_MODEL_ORDER))
+
+
+def _record_order(r: Record) -> tuple:
+    return (_col_order(_col_key(r)), _row_order(_row_key(r)), r["budget"], r["protocol"], r["seed"], r["job_id"])
+
+
+# --- selection ------------------------------------------------------------------------------
+
+def _scope(records: Iterable[Record], metric: str, budget: str | None, protocol: str | None) -> list[Record]:
+    """Records of one budget and protocol; None means "the only one present"."""
+    if metric not in METRIC_NAMES:
+        raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+    records = list(records)
+    for field, value in (("budget", budget), ("protocol", protocol)):
+        if value is None:
+            present = sorted({r[field] for r in records})
+            if len(present) > 1:
+                raise ConfigError(f"records span several {field}s ({', '.join(present)}); choose one with {field}=")
+        else:
+            records = [r for r in records if r[field] == value]
+    return records
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool) -> pd.DataFrame:
+    """Rows = (method, label type), columns = (dataset, ipc, eval model); ipc "full" spreads."""
+    cols = {_col_key(r) for r in records if r["ipc"] != "full"}
+    spread = {(d, em) for d, _, em in cols}
+    cols |= {_col_key(r) for r in records if r["ipc"] == "full" and (r["dataset"], r["eval_model"]) not in spread}
+    cols = sorted(cols, key=_col_order)
+    cells: dict[tuple[RowKey, ColKey], list[Record]] = defaultdict(list)
+    for r in records:
+        d, ipc, em = _col_key(r)
+        targets = [c for c in cols if c[0] == d and c[2] == em] if ipc == "full" else [(d, ipc, em)]
+        for c in targets:
+            cells[(_row_key(r), c)].append(r)
+    stats = {k: pool(v, metric) for k, v in cells.items()}
+    best: dict[ColKey, float] = {}
+    for (row, col), s in stats.items():
+        if row[0] != REAL:
+            best[col] = max(best.get(col, -np.inf), round(s.mean, 2))
+    rows = sorted({_row_key(r) for r in records}, key=_row_order)
+    data = [[_cell(stats.get((row, c)), bold and row[0] != REAL and (row, c) in stats
+                   and round(stats[(row, c)].mean, 2) == best.get(c)) for c in cols] for row in rows]
+    index = pd.Index([_row_label(row) for row in rows], name="method")
+    return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
+
+
+def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
+               budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
+    """The paper's layout: rows = methods, columns = "<dataset> ipc<k>", cells "mean ± std (n=N)".
+
+    ``bold`` marks the best mean per column (``real`` excluded) with ``**...**`` for markdown.
+    """
+    records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
+    return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
+
+
+def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str = "test_acc",
+                     budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
+    """Rows = methods, columns = "<dataset> <eval model>" at one ipc (all ipcs, labelled, if None)."""
+    records = _scope(records, metric, budget, protocol)
+    if ipc is None:
+        return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])} {c[2]}", bold)
+    datasets = {r["dataset"] for r in records if r["ipc"] == ipc}
+    records = [r for r in records if r["dataset"] in datasets and r["ipc"] in (ipc, "full")]
+    return _pivot(records, metric, lambda c: f"{c[0]} {c[2]}", bold)
+
+
+def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
+                           metric: str = "test_acc") -> pd.DataFrame:
+    """Every (dataset, ipc, method, eval model) the paper reports, beside ours, then what only we ran.
+
+    Our records are grouped by budget, protocol and label type (one row each); the difference is
+    ours minus the paper's mean, in points.
+    """
+    if metric not in METRIC_NAMES:
+        raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+    ours: dict[tuple[str, str, str, str], dict[tuple[str, str, str], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        ours[(r["dataset"], str(r["ipc"]), r["method"], r["eval_model"])][
+            (r["budget"], r["protocol"], r.get("label_type") or "hard")].append(r)
+
+    def rows_for(table: str, key: tuple[str, str, str, str], reported: float | None, reported_std: float | None):
+        dataset, ipc, method, eval_model = key
+        base = {"table": table, "dataset": dataset, "ipc": ipc, "method": method, "eval_model": eval_model,
+                "reported": "not reported" if reported is None else format_pm(reported, reported_std)}
+        groups = ours.get(key, {})
+        if not groups:
+            return [{**base, "label_type": "", "reproduced": "not run", "difference": "", "budget": "", "protocol": ""}]
+        out = []
+        for (budget, protocol, label_type), recs in sorted(groups.items()):
+            s = pool(recs, metric)
+            diff = "" if reported is None else f"{s.mean - reported:+.2f}"
+            out.append({**base, "label_type": label_type, "reproduced": _cell(s), "difference": diff,
+                        "budget": budget, "protocol": protocol})
+        return out
+
+    paper = pd.read_csv(paper_csv, dtype=str, keep_default_na=False)
+    rows: list[dict[str, str]] = []
+    seen = set()
+    for p in paper.itertuples(index=False):
+        key = (p.dataset, p.ipc, p.method, p.eval_model)
+        seen.add(key)
+        rows += rows_for(p.table, key, float(p.acc_mean), float(p.acc_std) * 100)
+    extra = sorted((k for k in ours if k not in seen),
+                   key=lambda k: (_col_order((k[0], k[1] if k[1] == "full" else int(k[1]), k[3])),
+                                  _row_order((k[2], ""))))
+    for key in extra:
+        rows += rows_for("", key, None, None)
+    columns = ["table", "dataset", "ipc", "method", "eval_model", "label_type", "reported", "reproduced",
+               "difference", "budget", "protocol"]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def tidy(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per record; metric means/stds in points (recomputed from per-model values, ddof=0)."""
+    rows = []
+    for r in sorted(records, key=_record_order):
+        row = {k: r.get(k) for k in ("job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget",
+                                     "protocol", "seed")}
+        row["label_type"] = r.get("label_type") or "hard"
+        test = pool([r], "test_acc")
+        row.update(test_acc_mean=round(test.mean, 4), test_acc_std=round(test.std, 4), test_acc_n=test.n)
+        for metric in ("val_acc", "auc", "balanced_acc"):
+            row[f"{metric}_mean"] = round(pool([r], metric).mean, 4)
+        row.update(distill_seconds=r.get("distill_seconds"), peak_memory_mb=r.get("peak_memory_mb"))
+        rows.append(row)
+    columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "protocol", "seed",
+               "label_type", "test_acc_mean", "test_acc_std", "test_acc_n", "val_acc_mean", "auc_mean",
+               "balanced_acc_mean", "distill_seconds", "peak_memory_mb"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def to_markdown(df: pd.DataFrame, title: str, notes: Sequence[str], n_records: int) -> str:
+    """A generated header (title, notes, provenance) followed by the table."""
+    table = df.to_markdown(tablefmt="pipe", disable_numparse=True, index=df.index.name is not None)
+    provenance = (f"Generated by `mddbench leaderboard` from {n_records} records; never edited by hand "
+                  "(regenerate it instead).")
+    return "\n\n".join([f"# {title}", *notes, provenance, table]) + "\n"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="\n")
+    return path
+
+
+def _write_table(out_dir: Path, stem: str, csv_df: pd.DataFrame, md_df: pd.DataFrame,
+                 title: str, notes: Sequence[str], n_records: int) -> list[Path]:
+    return [_write(out_dir / f"{stem}.csv", csv_df.to_csv(lineterminator="\n", index=csv_df.index.name is not None)),
+            _write(out_dir / f"{stem}.md", to_markdown(md_df, title, notes, n_records))]
+
+
+def _cell_notes(protocol: str, budget: str, eval_note: str) -> list[str]:
+    return [f"Protocol `{protocol}`, budget `{budget}`, {eval_note}.",
+            "Cells: mean ± std (numpy, ddof=0) in points over the per-model values of all seeds pooled; "
+            "n = number of trained evaluation models. Best mean per column in bold (`real` excluded).",
+            "`real` (the full training set) is repeated in every ipc column of its dataset and eval model; "
+            "\"(soft labels)\" marks methods evaluated with learned soft labels."]
+
+
+def _budget_note(budgets: list[str]) -> str:
+    note = f"Our records were run at budget(s): {', '.join(f'`{b}`' for b in budgets) or 'none'}."
+    smaller = [f"`{b}`" for b in budgets if b != "paper"]
+    if smaller:
+        note += (f" {', '.join(smaller)} {'is' if len(smaller) == 1 else 'are'} smaller than the paper's full "
+                 "protocol (`paper`): numbers at a smaller budget are not expected to match it.")
+    return note
+
+
+def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str],
+                       paper_csv: str | os.PathLike[str] = PAPER_RESULTS) -> list[Path]:
+    """Write every leaderboard (CSV + markdown) for ``records`` into ``out_dir``; return the paths."""
+    records = sorted(records, key=_record_order)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    scopes = sorted({(r["protocol"], r["budget"]) for r in records})
+    several_protocols = len({p for p, _ in scopes}) > 1
+    for protocol, budget in scopes:
+        recs = _scope(records, "test_acc", budget, protocol)
+        suffix = f"{protocol}_{budget}" if several_protocols else budget
+        used = [r for r in recs if r["eval_model"] == "convnet"]
+        for metric, stem in (("test_acc", f"main_{suffix}"), ("balanced_acc", f"main_{suffix}_balanced_acc")):
+            paths += _write_table(out, stem, main_table(used, metric), main_table(used, metric, bold=True),
+                                  f"Main leaderboard: {METRIC_LABELS[metric]} (%), ConvNet",
+                                  _cell_notes(protocol, budget, "evaluated on ConvNet"), len(used))
+        cross = {(r["dataset"], r["ipc"]) for r in recs if r["eval_model"] != "convnet"}
+        if cross:
+            used = [r for r in recs if (r["dataset"], r["ipc"]) in cross
+                    or (r["ipc"] == "full" and r["dataset"] in {d for d, _ in cross})]
+            paths += _write_table(out, f"cross_arch_{suffix}", cross_arch_table(used, None),
+                                  cross_arch_table(used, None, bold=True),
+                                  "Cross-architecture leaderboard: test accuracy (%)",
+                                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks"),
+                                  len(used))
+    rvr = reported_vs_reproduced(records, paper_csv)
+    notes = ["The paper's reported test accuracy (mean ± std in points; the paper writes std as a fraction) "
+             "beside ours (mean ± std over pooled per-model values, n models), and ours minus reported.",
+             _budget_note(sorted({r["budget"] for r in records})),
+             "Rows with table \"\" are runs the paper does not report."]
+    paths += _write_table(out, "reported_vs_reproduced", rvr, rvr, "Reported vs reproduced", notes, len(records))
+    paths.append(_write(out / "records.csv", tidy(records).to_csv(lineterminator="\n", index=False)))
+    return paths

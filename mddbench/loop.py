@@ -1,0 +1,190 @@
+"""The distillation loop every method runs: progress, metrics log, checkpoints, resume, NaN guard.
+
+A method keeps its live objects (synthetic images, optimisers, generators, counters) in a
+``state`` dict and passes a ``step(it) -> metrics`` function and a ``current() -> SyntheticSet``
+view. :func:`distill_loop` then saves an atomic checkpoint every ``task.checkpoint_every``
+iterations (the task generator included, so a resumed run repeats the uninterrupted one exactly),
+resumes from one when it exists, logs every iteration to ``log.jsonl``, stops at a time budget,
+keeps snapshots for accuracy-vs-time curves, and stops with :class:`DistillationDiverged` when the
+loss or the images stop being finite, after saving the last good set beside the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from .errors import DistillationDiverged
+from .synset import SyntheticSet
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak on a GPU, the process's max RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------ checkpoint
+class Checkpoint:
+    """Atomic save/restore of a method's live state (tensors in place, optimisers, generators)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, state: dict[str, Any], extra: dict[str, Any]) -> None:
+        payload = {"state": {k: _dump(v) for k, v in state.items()}, **extra}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.path)
+
+    def restore(self, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        for key, saved in payload["state"].items():
+            if key not in state:
+                continue
+            live = state[key]
+            if isinstance(live, torch.Tensor) and isinstance(saved, torch.Tensor) and live.shape == saved.shape:
+                with torch.no_grad():
+                    live.copy_(saved)
+            elif isinstance(live, torch.Generator):
+                live.set_state(saved)
+            elif hasattr(live, "load_state_dict"):
+                live.load_state_dict(_to_device(saved, device))
+            else:
+                state[key] = _to_device(saved, device)
+        return {k: v for k, v in payload.items() if k != "state"}
+
+
+def _dump(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().clone()
+    if isinstance(v, torch.Generator):
+        return v.get_state()
+    if hasattr(v, "state_dict"):
+        return v.state_dict()
+    if isinstance(v, (list, tuple)):
+        return [_dump(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _dump(x) for k, x in v.items()}
+    return v
+
+
+def _to_device(v: Any, device: torch.device) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, list):
+        return [_to_device(x, device) for x in v]
+    if isinstance(v, dict):
+        return {k: _to_device(x, device) for k, x in v.items()}
+    return v
+
+
+# ------------------------------------------------------------------------------------------ log
+class MetricsLog:
+    """Append-only JSON lines, flushed per line so a crash loses at most the line being written."""
+
+    def __init__(self, path: Path | None, resume_from: int = 0):
+        self.path = path
+        if path is not None and path.exists() and resume_from is not None:
+            keep = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("it", -1) < resume_from]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, **row: Any) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    return v
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------- loop
+@dataclass
+class LoopResult:
+    iterations: int
+    seconds: float
+    stopped_by_time: bool = False
+
+
+def _finite(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return bool(torch.isfinite(x).all())
+    return x is None or math.isfinite(float(x))
+
+
+def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[int], dict[str, Any]],
+                 current: Callable[[], SyntheticSet], name: str = "distill") -> LoopResult:
+    """Run ``step(it)`` for ``it`` in ``[resume point, iterations)``; see the module docstring."""
+    run_dir = task.run_dir
+    state = dict(state, __task_generator__=task.generator)
+    ckpt = Checkpoint(run_dir / f"{name}.ckpt") if run_dir is not None else None
+    start, elapsed = 0, 0.0
+    if ckpt is not None and ckpt.exists():
+        meta = ckpt.restore(state, task.device)
+        start, elapsed = meta["iteration"], meta["seconds"]
+    log = MetricsLog(run_dir / f"{name}_log.jsonl" if run_dir is not None else None, resume_from=start)
+    snap_dir = run_dir / "snapshots" if run_dir is not None and task.snapshot_every else None
+
+    def save(it: int) -> None:
+        if ckpt is not None:
+            ckpt.save(state, {"iteration": it, "seconds": elapsed})
+
+    last_good = current()
+    stopped_by_time = False
+    it = start
+    with tqdm(total=iterations, initial=start, desc=f"{name} {task.spec.name} ipc{task.ipc}",
+              disable=not task.progress, unit="it", leave=False) as bar:
+        for it in range(start, iterations):
+            t0 = time.perf_counter()
+            metrics = step(it)
+            if task.device.type == "cuda":
+                torch.cuda.synchronize(task.device)
+            elapsed += time.perf_counter() - t0
+            now = current()
+            bad = [k for k, v in metrics.items() if not _finite(v)]
+            if bad or not _finite(now.images) or not _finite(now.labels):
+                where = ""
+                if run_dir is not None:
+                    where = f"; the last good synthetic set (iteration {it}) is in {last_good.save(run_dir / 'last_good.safetensors')}"
+                raise DistillationDiverged(
+                    f"{name} diverged at iteration {it}: {', '.join(bad) or 'synthetic set'} not finite{where}. "
+                    "Lower the image learning rate (--hp lr_img=...) or the number of unrolled steps.")
+            last_good = now
+            log.write(it=it, seconds=round(elapsed, 4), peak_mb=round(peak_memory_mb(task.device), 1), **metrics)
+            bar.update(1)
+            if "loss" in metrics:
+                bar.set_postfix(loss=f"{float(metrics['loss']):.4g}")
+            if snap_dir is not None and (it + 1) % task.snapshot_every == 0:
+                now.meta.update(iteration=it + 1, seconds=elapsed)
+                now.save(snap_dir / f"it{it + 1:06d}.safetensors")
+            if ckpt is not None and (it + 1) % task.checkpoint_every == 0:
+                save(it + 1)
+            if task.time_budget is not None and elapsed >= task.time_budget:
+                stopped_by_time = True
+                break
+    done = it + 1 if iterations > start else start
+    save(done)
+    result = LoopResult(done, elapsed, stopped_by_time)
+    task.extra.setdefault("loops", []).append(result)
+    return result

@@ -1,0 +1,147 @@
+"""The method interface: what a distillation method declares and what it is handed.
+
+A method is a class with a name, its official default hyperparameters (``defaults``, the
+``paper`` budget), presets per dataset and ipc (``presets``), scaled-down values per budget
+(``budgets``), and ``distill(task) -> SyntheticSet``. The :class:`Task` hands it everything: the
+real data by class, the dataset spec, ipc, resolved hyperparameters, networks, augmentation,
+lazy expert trajectories, the device, a seeded generator, and the distillation loop (progress,
+metrics log, checkpoints, resume, NaN guard). A method never parses the CLI or writes results.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from .augment import DEFAULT_STRATEGY, DSA
+from .budgets import Budget
+from .data import DatasetSpec, RealData
+from .errors import ConfigError
+from .networks import create_network
+from .synset import SyntheticSet
+
+
+class Method:
+    name: ClassVar[str] = "?"
+    summary: ClassVar[str] = ""  # one line for `mddbench list methods`
+    label_type: ClassVar[str] = "hard"
+    supports_3d: ClassVar[bool] = True
+    shareable: ClassVar[bool] = True  # False when the "synthetic" set is real patient data (`real`)
+    defaults: ClassVar[dict[str, Any]] = {}
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
+        """Official per-dataset/ipc values that differ from ``defaults`` (paper budget)."""
+        return {}
+
+    def check(self, hp: dict[str, Any], spec: DatasetSpec, ipc: int, budget: Budget) -> None:
+        """Raise ConfigError for settings this method cannot run."""
+        if spec.dims == 3 and not self.supports_3d:
+            raise ConfigError(f"{self.name} does not support 3D datasets such as {spec.name}")
+
+    def eval_overrides(self, budget: Budget) -> dict[str, Any]:
+        """Changes to the evaluation config (e.g. `real` trains for budget.real_epochs)."""
+        return {}
+
+    def distill(self, task: "Task") -> SyntheticSet:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------ hyperparameters
+    def resolve(self, spec: DatasetSpec, ipc: int, budget: Budget, overrides: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+        """defaults <- presets(dataset, ipc) <- budget scaling <- user overrides (known keys only)."""
+        hp = dict(self.defaults)
+        hp.update(self.presets(spec, ipc))
+        hp.update(self.budgets.get(budget.name, {}))
+        for key, value in (overrides or {}).items():
+            if key not in hp:
+                known = ", ".join(sorted(hp)) or "(none)"
+                raise ConfigError(f"{self.name} has no hyperparameter {key!r}; known: {known}")
+            hp[key] = coerce(value, hp[key], key)
+        self.check(hp, spec, ipc, budget)
+        return hp
+
+
+def coerce(value: Any, like: Any, key: str) -> Any:
+    """Parse a CLI string (JSON, else plain string) and check it against the default's type."""
+    if isinstance(value, str) and not isinstance(like, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if like is None or value is None or isinstance(value, type(like)):
+        return value
+    if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"hyperparameter {key!r} expects {type(like).__name__}, got {value!r}")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--hp expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        if key in out:
+            raise ConfigError(f"--hp {key} given twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class Task:
+    """Everything a method needs to distill one synthetic set."""
+
+    spec: DatasetSpec
+    data: RealData
+    ipc: int
+    hp: dict[str, Any]
+    budget: Budget
+    seed: int
+    device: torch.device
+    generator: torch.Generator
+    run_dir: Path | None = None  # where checkpoints, logs and snapshots go (None: nowhere)
+    experts: Callable[..., Any] | None = None  # experts(recipe) -> Trajectories (built or cached)
+    checkpoint_every: int = 50
+    snapshot_every: int = 0  # save the synthetic set every n iterations (accuracy-vs-time curves)
+    time_budget: float | None = None  # stop distilling after this many seconds
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return self.spec.n_classes
+
+    def network(self, name: str | None = None, generator: torch.Generator | None = None, **kw) -> torch.nn.Module:
+        """A fresh network (the method's ``model`` hyperparameter by default) on the task's device."""
+        s = self.spec
+        return create_network(name or self.hp.get("model", "convnet"), s.channels, s.n_classes, s.size, s.dims,
+                              generator=generator or self.generator, device=self.device, **kw)
+
+    @property
+    def augment(self) -> DSA:
+        return DSA(self.hp.get("dsa_strategy", DEFAULT_STRATEGY))
+
+    def hard_labels(self, ipc: int | None = None) -> torch.Tensor:
+        return torch.arange(self.n_classes, device=self.device).repeat_interleave(ipc or self.ipc)
+
+    def initial_images(self, init: str = "real", ipc: int | None = None) -> torch.Tensor:
+        """ipc images per class, class-major: random real images or Gaussian noise."""
+        ipc = ipc or self.ipc
+        if init == "real":
+            x = torch.cat([self.data.sample_class(c, ipc, self.generator) for c in range(self.n_classes)])
+        elif init == "noise":
+            x = torch.randn((self.n_classes * ipc,) + self.spec.shape, generator=self.generator)
+        else:
+            raise ConfigError(f"unknown init {init!r}; use 'real' or 'noise'")
+        return x.to(self.device)
+
+    def real_batch(self, c: int, n: int) -> torch.Tensor:
+        """``n`` random real train images of class ``c`` on the device."""
+        return self.data.sample_class(c, n, self.generator).to(self.device, non_blocking=True)
+
+    def synset(self, images: torch.Tensor, labels: torch.Tensor, **kw) -> SyntheticSet:
+        return SyntheticSet(images.detach().clone(), labels.detach().clone(), **kw)

@@ -1,0 +1,152 @@
+"""Name -> factory registries for methods, datasets and networks (timm's registry is the model).
+
+Built-ins register with a decorator when their module is imported. Third-party methods arrive
+through the ``mddbench.methods`` entry-point group or as a single ``.py`` file (``--plugin``),
+and register with the same decorator a built-in uses.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+from .errors import MddError, UnknownNameError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named collection of objects, filled lazily from the built-in package and plugins."""
+
+    def __init__(self, kind: str, builtin_package: str | None = None, entry_point_group: str | None = None):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
+        self._builtin_package = builtin_package
+        self._entry_point_group = entry_point_group
+        self._loaded = False
+        self.failures: dict[str, str] = {}  # plugin name -> why it failed to load
+
+    def register(self, name: str, obj: T | None = None, *, aliases: tuple[str, ...] = (), replace: bool = False):
+        """Register ``obj`` under ``name``; used bare (``register(name, obj)``) or as a decorator."""
+
+        def add(o: T) -> T:
+            key = name.lower()
+            if key in self._items and self._items[key] is not o and not replace:
+                raise MddError(f"{self.kind} {key!r} is already registered by {_origin(self._items[key])}")
+            self._items[key] = o
+            for alias in aliases:
+                self._aliases[alias.lower()] = key
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> T:
+        self.load()
+        key = name.lower()
+        key = self._aliases.get(key, key)
+        if key not in self._items:
+            known = ", ".join(self.names()) or "(none)"
+            hint = ""
+            if self.failures:
+                hint = "\nplugins that failed to load: " + "; ".join(f"{k}: {v}" for k, v in self.failures.items())
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}{hint}")
+        return self._items[key]
+
+    def __contains__(self, name: str) -> bool:
+        self.load()
+        key = name.lower()
+        return key in self._items or key in self._aliases
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self.load()
+        return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern.lower()))
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(n, self._items[n]) for n in self.names()]
+
+    # ----------------------------------------------------------------- loading
+    def load(self) -> None:
+        """Import the built-in package and installed entry points once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        if self._builtin_package:
+            pkg = importlib.import_module(self._builtin_package)
+            for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+                if not info.name.startswith("_"):
+                    self._guarded(f"{self._builtin_package}.{info.name}", importlib.import_module,
+                                  f"{self._builtin_package}.{info.name}")
+        if self._entry_point_group:
+            for ep in importlib.metadata.entry_points(group=self._entry_point_group):
+                self._guarded(ep.name, self._load_entry_point, ep)
+
+    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        obj = ep.load()
+        # An entry point may name a module (its decorators register) or an object to register.
+        if not isinstance(obj, type(sys)) and ep.name.lower() not in self._items:
+            self.register(ep.name, obj)
+
+    def load_file(self, path: str | Path) -> None:
+        """Import a single plugin file; its decorators register what it defines."""
+        path = Path(path)
+        if not path.is_file():
+            raise MddError(f"plugin file {str(path)!r} does not exist")
+        self.load()
+        mod_name = f"mddbench_plugin_{path.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a broken plugin is reported by name, and the others stay usable
+            del sys.modules[mod_name]
+            self.failures[str(path)] = f"{type(exc).__name__}: {exc}"
+            raise MddError(f"plugin {str(path)!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+    def _guarded(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.failures[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("mddbench: %s plugin %r failed to load (%s: %s); the others are unaffected",
+                        self.kind, name, type(exc).__name__, exc)
+
+
+def _origin(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+METHODS: Registry = Registry("method", "mddbench.methods", "mddbench.methods")
+DATASETS: Registry = Registry("dataset", "mddbench.datasets", "mddbench.datasets")
+NETWORKS: Registry = Registry("network", "mddbench.networks")
+
+
+def register_method(name: str, **kw):
+    """Class decorator: ``@register_method("mymethod")`` on a :class:`mddbench.Method` subclass."""
+
+    def deco(cls):
+        cls.name = name
+        return METHODS.register(name, cls, **kw)
+
+    return deco
+
+
+def register_dataset(name: str, spec=None, **kw):
+    return DATASETS.register(name, spec, **kw)
+
+
+def register_network(name: str, **kw):
+    return NETWORKS.register(name, **kw)
+
+
+def load_plugins(paths: list[str] | None) -> None:
+    for p in paths or []:
+        METHODS.load_file(p)

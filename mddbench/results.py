@@ -1,0 +1,201 @@
+"""The results store: one SQLite file of evaluated-run records, safe for concurrent writers.
+
+Each record is a plain JSON-able dict, stored whole as JSON beside a few indexed columns. A record
+is identified by ``(job_id, eval_model)``: adding it again is a no-op that returns the existing id,
+so a sweep restarted after a crash never duplicates rows. Every write is one transaction on a
+connection opened for that operation (never shared across processes); WAL journaling with
+``synchronous=FULL`` keeps committed records through a writer's crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import time
+from contextlib import closing, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConfigError
+
+DEFAULT_FILENAME = "results.sqlite"
+REQUIRED_FIELDS = ("job_id", "method", "dataset", "ipc", "eval_model", "protocol", "budget", "seed", "metrics")
+METRIC_NAMES = ("test_acc", "val_acc", "auc", "balanced_acc")
+STAT_FIELDS = ("per_model", "mean", "std", "n")
+INDEXED = ("id", "job_id", "method", "dataset", "ipc", "eval_model", "budget", "protocol", "seed", "created")
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    ipc TEXT NOT NULL,
+    eval_model TEXT NOT NULL,
+    budget TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    record TEXT NOT NULL,
+    UNIQUE (job_id, eval_model)
+);
+CREATE INDEX IF NOT EXISTS records_cell ON records (method, dataset, ipc, eval_model);
+CREATE INDEX IF NOT EXISTS records_budget ON records (budget, protocol);
+"""
+
+
+def record_id(job_id: str, eval_model: str) -> str:
+    """The id of a record: derived from its identity, so every store (and re-run) agrees on it."""
+    return hashlib.sha256(json.dumps([job_id, eval_model]).encode()).hexdigest()[:16]
+
+
+def validate(record: dict[str, Any]) -> None:
+    """Raise ConfigError naming every missing or malformed field of a result record."""
+    if not isinstance(record, dict):
+        raise ConfigError(f"a result record must be a dict, got {type(record).__name__}")
+    missing = [f for f in REQUIRED_FIELDS if f not in record]
+    if missing:
+        raise ConfigError(f"result record is missing required field(s): {', '.join(missing)}")
+    problems: list[str] = []
+    ipc = record["ipc"]
+    if not (ipc == "full" or (isinstance(ipc, int) and not isinstance(ipc, bool) and ipc > 0)):
+        problems.append(f"ipc must be a positive int or 'full', got {ipc!r}")
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
+        problems.append(f"seed must be an int, got {record['seed']!r}")
+    for field in ("job_id", "method", "dataset", "eval_model", "protocol", "budget"):
+        if not isinstance(record[field], str) or not record[field]:
+            problems.append(f"{field} must be a non-empty string, got {record[field]!r}")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict):
+        problems.append("metrics must be a dict")
+    else:
+        problems += [f"metrics.{m}: {p}" for m in METRIC_NAMES for p in _stat_problems(metrics.get(m))]
+    if problems:
+        raise ConfigError("invalid result record: " + "; ".join(problems))
+
+
+def _stat_problems(stat: Any) -> list[str]:
+    if not isinstance(stat, dict):
+        return ["missing (expected {per_model, mean, std, n})"]
+    missing = [k for k in STAT_FIELDS if k not in stat]
+    if missing:
+        return [f"missing {', '.join(missing)}"]
+    values = stat["per_model"]
+    if not isinstance(values, list) or not values or not all(_is_fraction(v) for v in values):
+        return [f"per_model must be a non-empty list of floats in [0, 1], got {values!r}"]
+    if stat["n"] != len(values):
+        return [f"n={stat['n']!r} but per_model has {len(values)} values"]
+    return []
+
+
+def _is_fraction(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+
+
+class ResultStore:
+    """Records in an SQLite file; ``path`` is the file, or a directory that holds ``results.sqlite``."""
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_FILENAME) -> None:
+        path = Path(path)
+        self.path = path / DEFAULT_FILENAME if path.is_dir() else path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._init_schema()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as conn:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")
+            yield conn
+
+    def _init_schema(self) -> None:
+        # Switching to WAL takes an exclusive lock and may fail at once (no busy wait) while
+        # another process is creating the same store; retry within the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                with self._connect() as conn:
+                    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                        raise ConfigError(f"{self.path}: SQLite refused WAL journaling (network filesystem?)")
+                    conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                transient = "locked" in str(exc) or "busy" in str(exc)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def add(self, record: dict[str, Any]) -> str:
+        """Store ``record`` and return its id; an existing (job_id, eval_model) is kept as it is."""
+        return self._add(record)[0]
+
+    def _add(self, record: dict[str, Any]) -> tuple[str, bool]:
+        validate(record)
+        rid = record_id(record["job_id"], record["eval_model"])
+        stored = {**record, "id": rid, "created": record.get("created") or _now()}
+        try:
+            text = json.dumps(stored, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"result record {record['job_id']!r} is not JSON-serialisable: {exc}") from exc
+        with self._connect() as conn:
+            cur = conn.execute(
+                "INSERT INTO records (id, job_id, method, dataset, ipc, eval_model, budget, protocol, seed,"
+                " created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (rid, stored["job_id"], stored["method"], stored["dataset"], str(stored["ipc"]),
+                 stored["eval_model"], stored["budget"], stored["protocol"], stored["seed"],
+                 str(stored["created"]), text),
+            )
+            return rid, cur.rowcount == 1
+
+    def has(self, job_id: str, eval_model: str) -> bool:
+        with self._connect() as conn:
+            row = conn.execute("SELECT 1 FROM records WHERE job_id = ? AND eval_model = ?",
+                               (job_id, eval_model)).fetchone()
+        return row is not None
+
+    def records(self, **filters: Any) -> list[dict[str, Any]]:
+        """Records whose indexed columns equal the given values (e.g. ``method="dm", ipc=10``), by id."""
+        unknown = sorted(set(filters) - set(INDEXED))
+        if unknown:
+            raise ConfigError(f"cannot filter records on {', '.join(unknown)}; indexed fields: {', '.join(INDEXED)}")
+        where = " AND ".join(f"{k} = ?" for k in filters) or "1"
+        values = [v if k == "seed" else str(v) for k, v in filters.items()]
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT record FROM records WHERE {where} ORDER BY id", values).fetchall()
+        return [json.loads(text) for (text,) in rows]
+
+    def __len__(self) -> int:
+        with self._connect() as conn:
+            return conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def export_jsonl(self, path: str | os.PathLike[str]) -> int:
+        """Write every record, one JSON object per line, sorted by id; return how many."""
+        path = Path(path)
+        records = self.records()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, path)
+        return len(records)
+
+    def import_jsonl(self, path: str | os.PathLike[str]) -> int:
+        """Add every record of a JSONL file (duplicates are skipped); return how many were new."""
+        added = 0
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+                added += self._add(record)[1]
+        return added
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,231 @@
+"""Jobs: one (method, dataset, ipc, seed, budget) cell run end to end as an independent unit.
+
+A :class:`Job` names every input of a run, so a grid can be spread over machines; its id is a
+hash of what determines the result (not of where files go). ``run_job`` loads the data, builds or
+reuses experts, distills (resuming from the run folder's checkpoint), saves the synthetic set,
+evaluates it under protocol v1 for each evaluation network, and adds one record per network to
+the results store. A finished step is never redone: rerunning a job is cheap and idempotent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .budgets import get_budget
+from .data import DatasetSpec, RealData, get_spec, load_dataset
+from .errors import ConfigError
+from .evaluate import EvalConfig, EvalResult, evaluate
+from .loop import peak_memory_mb
+from .method import Method, Task
+from .registry import METHODS, load_plugins
+from .results import ResultStore
+from .seeding import generator as seeded
+from .synset import SyntheticSet
+
+ARTIFACT = "synset.safetensors"
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    dataset: str
+    ipc: int | None = 2  # None: the `real` row ("full")
+    seed: int = 0
+    budget: str = "quick"
+    hparams: tuple[tuple[str, str], ...] = ()
+    eval_models: tuple[str, ...] = ("convnet",)
+    eval_n_models: int | None = None  # overrides of the budget's evaluation size (recorded)
+    eval_epochs: int | None = None
+    time_budget: float | None = None  # stop distilling after this many seconds
+    snapshot_every: int = 0
+    data_root: str | None = None
+    out: str = "mddbench_out"
+    device: str = "auto"
+    plugins: tuple[str, ...] = ()
+    progress: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the result (not where files go or how it is shown)."""
+        return {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "seed": self.seed,
+                "budget": self.budget, "hparams": sorted(self.hparams), "time_budget": self.time_budget,
+                "eval_n_models": self.eval_n_models, "eval_epochs": self.eval_epochs}
+
+    @property
+    def job_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def run_name(self) -> str:
+        ipc = "full" if self.ipc is None else f"ipc{self.ipc}"
+        return f"{self.method}_{self.dataset}_{ipc}_s{self.seed}_{self.budget}_{self.job_id[:8]}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / "runs" / self.run_name
+
+    @property
+    def budget_label(self) -> str:
+        """The budget as recorded: a budget with overridden evaluation size is not that budget."""
+        return self.budget if self.eval_n_models is None and self.eval_epochs is None else f"{self.budget}-custom"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def check_ipc(ipc: int | None, method: str, data: RealData) -> None:
+    if method == "real":
+        return
+    if ipc is None or not isinstance(ipc, int) or ipc < 1:
+        raise ConfigError(f"--ipc must be a positive integer (images per class), got {ipc!r}")
+    counts = data.class_counts()
+    smallest = min(counts)
+    if ipc > smallest:
+        c = counts.index(smallest)
+        raise ConfigError(f"--ipc {ipc} is larger than class {c} ({data.spec.label_names[c]!r}) of "
+                          f"{data.spec.name}, which has {smallest} train images")
+
+
+def ensure_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {folder} ({exc.strerror or exc}); choose another --out") from exc
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class Prepared:
+    job: Job
+    method: Method
+    spec: DatasetSpec
+    data: RealData
+    hp: dict[str, Any]
+    device: torch.device
+
+
+def prepare(job: Job) -> Prepared:
+    """Validate every input of a job before any expensive work."""
+    load_plugins(list(job.plugins))
+    method = METHODS.get(job.method)()
+    spec = get_spec(job.dataset)
+    spec.check_distillable()
+    budget = get_budget(job.budget)
+    device = resolve_device(job.device)
+    data = load_dataset(spec, job.data_root)
+    check_ipc(job.ipc, job.method, data)
+    hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
+    return Prepared(job, method, spec, data, hp, device)
+
+
+def distill(p: Prepared) -> SyntheticSet:
+    """Distill (or load the finished artifact of) a prepared job."""
+    from .experts import ExpertProvider
+
+    job, run_dir = p.job, p.job.run_dir
+    artifact = run_dir / ARTIFACT
+    if artifact.is_file():
+        synset = SyntheticSet.load(artifact)
+        if synset.meta.get("job_id") == job.job_id:
+            return synset
+    ensure_writable(run_dir)
+    (run_dir / "job.json").write_text(json.dumps({"job_id": job.job_id, **asdict(job)}, indent=2, default=str))
+    budget = get_budget(job.budget)
+    experts = ExpertProvider(Path(job.out) / "experts", p.data, budget, p.device, progress=job.progress)
+    task = Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
+                device=p.device, generator=seeded(job.seed, "distill", job.method), run_dir=run_dir,
+                experts=experts, snapshot_every=job.snapshot_every, time_budget=job.time_budget,
+                progress=job.progress)
+    if p.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(p.device)
+    start = time.perf_counter()
+    synset = p.method.distill(task)
+    wall = time.perf_counter() - start - experts.build_seconds
+    loops = task.extra.get("loops", [])
+    synset.meta.update({
+        "job_id": job.job_id, "method": job.method, "dataset": p.spec.name, "ipc": job.ipc, "seed": job.seed,
+        "budget": job.budget, "hparams": p.hp, "label_type": synset.label_type, "data_checksum": p.data.checksum,
+        "normalisation": {"mean": list(p.data.mean), "std": list(p.data.std)}, "shape": list(p.spec.shape),
+        "n_classes": p.spec.n_classes, "version": __version__, "git_commit": git_commit(),
+        "distill_seconds": round(sum(r.seconds for r in loops) if loops else wall, 3),
+        "iterations": sum(r.iterations for r in loops) if loops else None,
+        "stopped_by_time": any(r.stopped_by_time for r in loops),
+        "peak_memory_mb": round(peak_memory_mb(p.device), 1), "device": str(p.device),
+        "experts": experts.used, "time_budget": job.time_budget, "lr": synset.lr,
+    })
+    if p.method.shareable:
+        synset.save(artifact)
+    return synset
+
+
+def eval_config(p: Prepared, model: str) -> EvalConfig:
+    budget = get_budget(p.job.budget)
+    cfg = EvalConfig(model=model, n_models=budget.eval_models, epochs=budget.eval_epochs)
+    cfg = cfg.with_(**p.method.eval_overrides(budget))
+    return cfg.with_(n_models=p.job.eval_n_models, epochs=p.job.eval_epochs)
+
+
+def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, budget: str,
+                artifact: str | None, job_id: str | None = None) -> dict[str, Any]:
+    """One complete result record (benchmark.md's fields) from a synthetic set's metadata."""
+    ipc = meta.get("ipc")
+    return {
+        "job_id": job_id or meta["job_id"], "method": meta["method"], "dataset": spec.name,
+        "resolution": spec.size, "dims": spec.dims, "channels": spec.channels,
+        "ipc": "full" if ipc is None or meta["method"] == "real" else ipc,
+        "eval_model": result.config.model, "protocol": result.config.protocol, "budget": budget,
+        "seed": meta.get("seed", 0), "label_type": meta.get("label_type", "hard"), "metrics": result.summary(),
+        "eval_config": result.config.as_dict(), "eval_seconds": round(result.seconds, 3),
+        **{k: meta.get(k) for k in ("hparams", "data_checksum", "version", "distill_seconds", "iterations",
+                                    "stopped_by_time", "peak_memory_mb", "device", "git_commit", "experts")},
+        "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),
+        "artifact": artifact, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """Distill, evaluate with every requested network, record; returns the records."""
+    p = prepare(job)
+    ensure_writable(Path(job.out))
+    store = ResultStore(Path(job.out) / "results.sqlite")
+    todo = [m for m in job.eval_models if not store.has(job.job_id, m)]
+    records = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in job.eval_models]
+    if not todo:
+        return records
+    synset = distill(p)
+    for model in todo:
+        result = evaluate(synset, p.data, eval_config(p, model), seed=job.seed, device=p.device,
+                          progress=job.progress)
+        record = make_record(synset.meta, p.spec, result, job.budget_label,
+                             str(job.run_dir / ARTIFACT) if p.method.shareable else None)
+        store.add(record)
+        records.append(record)
+        if p.method.shareable:
+            (job.run_dir / f"result_{model}.json").write_text(json.dumps(record, indent=2))
+    return records

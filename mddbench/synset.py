@@ -1,0 +1,136 @@
+"""Synthetic sets: what a method returns, what evaluation trains on, what users share.
+
+A :class:`SyntheticSet` holds images (normalised, in the dataset's layout), hard labels or soft
+label logits, the learned student learning rate when the method has one, and, for methods whose
+set is not a plain list of images, either sequential stages (SeqMatch) or a *renderer* named from
+a registry (HaBa's hallucinators) with its tensors. Files are safetensors plus JSON metadata:
+loading one cannot execute code, and a renderer is only ever looked up by name in the registry.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import ArtifactError
+
+FORMAT = "mddbench.synset/1"
+
+
+class Renderer(Protocol):
+    """Turns stored tensors into training images (e.g. HaBa: base x random hallucinator)."""
+
+    def render(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+    def to(self, device: torch.device | str) -> "Renderer": ...
+
+
+RENDERERS: dict[str, Callable[[dict[str, torch.Tensor], dict], Renderer]] = {}
+
+
+def register_renderer(name: str):
+    def deco(factory):
+        RENDERERS[name] = factory
+        return factory
+
+    return deco
+
+
+@dataclass
+class SyntheticSet:
+    images: torch.Tensor
+    labels: torch.Tensor  # (N,) int64 hard labels, or (N, K) float logits for soft labels
+    lr: float | None = None  # learned student step size, used by evaluation when present
+    stages: list[int] | None = None  # SeqMatch: sizes of consecutive subsets, trained cumulatively
+    stage_lrs: list[float] | None = None
+    renderer: str | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.images = self.images.detach()
+        self.labels = self.labels.detach()
+        if len(self.images) != len(self.labels):
+            raise ArtifactError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.stages is not None and sum(self.stages) != len(self.images):
+            raise ArtifactError(f"stages {self.stages} do not add up to {len(self.images)} images")
+
+    @property
+    def label_type(self) -> str:
+        return "soft" if self.labels.is_floating_point() else "hard"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def hard_labels(self) -> torch.Tensor:
+        return self.labels.argmax(1) if self.label_type == "soft" else self.labels
+
+    def phases(self, default_lr: float) -> list[tuple[int, float]]:
+        """(number of leading images to train on, learning rate) for each training phase."""
+        if self.stages is None:
+            return [(len(self), self.lr if self.lr is not None else default_lr)]
+        lrs = self.stage_lrs or [self.lr if self.lr is not None else default_lr] * len(self.stages)
+        ends = torch.tensor(self.stages).cumsum(0).tolist()
+        return list(zip(ends, lrs))
+
+    def make_renderer(self) -> Renderer | None:
+        if self.renderer is None:
+            return None
+        if self.renderer not in RENDERERS:
+            import mddbench.registry as registry  # renderers register when their method module loads
+
+            registry.METHODS.load()
+        if self.renderer not in RENDERERS:
+            raise ArtifactError(f"unknown renderer {self.renderer!r}; known: {sorted(RENDERERS)}")
+        return RENDERERS[self.renderer](self.extra, self.meta)
+
+    # ------------------------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"images": self.images.cpu().contiguous(), "labels": self.labels.cpu().contiguous()}
+        tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in self.extra.items()})
+        header = {"format": FORMAT, "version": __version__, "lr": self.lr, "stages": self.stages,
+                  "stage_lrs": self.stage_lrs, "renderer": self.renderer, "label_type": self.label_type,
+                  "meta": self.meta}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"mddbench": json.dumps(header, default=str)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SyntheticSet":
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path} does not exist")
+        try:
+            tensors = load_file(str(path))
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                header = json.loads((f.metadata() or {})["mddbench"])
+        except (SafetensorError, KeyError, ValueError, OSError) as exc:
+            raise ArtifactError(
+                f"{path} is not an mddbench synthetic set ({type(exc).__name__}: {exc}). mddbench only reads "
+                "safetensors files with its own metadata and never unpickles, so .pt/.pkl files are refused.") from exc
+        if header.get("format") != FORMAT:
+            raise ArtifactError(f"{path}: unsupported format {header.get('format')!r}, expected {FORMAT}")
+        if "images" not in tensors or "labels" not in tensors:
+            raise ArtifactError(f"{path} lacks images or labels")
+        extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+        return cls(tensors["images"], tensors["labels"], header.get("lr"), header.get("stages"),
+                   header.get("stage_lrs"), header.get("renderer"), extra, header.get("meta") or {})
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with hard labels, or DATM's soft cross-entropy with label logits."""
+    if labels.is_floating_point():
+        return -(F.softmax(labels, dim=1) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return F.cross_entropy(logits, labels)

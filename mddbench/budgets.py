@@ -28,7 +28,7 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget("smoke", eval_models=2, eval_epochs=20, real_epochs=1, experts=2, expert_epochs=3),
-    "quick": Budget("quick", eval_models=5, eval_epochs=300, real_epochs=30, experts=5, expert_epochs=15),
+    "quick": Budget("quick", eval_models=5, eval_epochs=300, real_epochs=30, experts=4, expert_epochs=12),
     "paper": Budget("paper", eval_models=10, eval_epochs=1000, real_epochs=50, experts=100, expert_epochs=50),
 }
 

@@ -31,6 +31,7 @@ class Method:
     supports_3d: ClassVar[bool] = True
     shareable: ClassVar[bool] = True  # False when the "synthetic" set is real patient data (`real`)
     defaults: ClassVar[dict[str, Any]] = {}
+    # per-budget values; a value may be a callable (hp, budget) -> value that scales the preset
     budgets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
@@ -55,7 +56,8 @@ class Method:
         """defaults <- presets(dataset, ipc) <- budget scaling <- user overrides (known keys only)."""
         hp = dict(self.defaults)
         hp.update(self.presets(spec, ipc))
-        hp.update(self.budgets.get(budget.name, {}))
+        for key, value in self.budgets.get(budget.name, {}).items():
+            hp[key] = value(hp, budget) if callable(value) else value  # a callable scales the preset
         for key, value in (overrides or {}).items():
             if key not in hp:
                 known = ", ".join(sorted(hp)) or "(none)"

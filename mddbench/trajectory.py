@@ -1,0 +1,147 @@
+"""The trajectory-matching family's shared distillation loop (MTT; SMDD, FTD, DATM subclass it).
+
+Per iteration: choose an expert and a segment ``[start_epoch, start_epoch + expert_epochs]``,
+unroll the student from the segment's start on the synthetic set (:func:`mddbench.unroll.match`),
+and step the images and the learned step size on the normalised parameter distance. Subclasses
+override the hooks: which experts (``recipe``), how the set starts (``initial_images``,
+``initial_labels``), which segment (``segment``), which parameters count (``mask``), whether to step
+(``accept``), what happens after a step (``after_step``) and what is returned (``result``).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from .augment import DEFAULT_STRATEGY
+from .budgets import Budget
+from .data import DatasetSpec
+from .errors import ConfigError
+from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
+from .loop import distill_loop
+from .method import Method, Task
+from .synset import SyntheticSet
+from .unroll import MatchResult, Student, TensorSource, match
+
+# CIFAR-10 rows of the official tables (methods.md 4.5), the transfer the spec recommends for data
+# without published values, ZCA off as in the medical precedent (HoP-TM).
+MTT_IPC1 = dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01)
+MTT_IPC10 = dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.001)
+MTT_IPC50 = dict(syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.001)
+
+
+def mtt_preset(ipc: int) -> dict[str, Any]:
+    """Official rows by ipc: below 10 the ipc-1 row, 10..49 the ipc-10 row, 50 and up the ipc-50 row."""
+    return dict(MTT_IPC1 if ipc < 10 else MTT_IPC10 if ipc < 50 else MTT_IPC50)
+
+
+def fit_start(hp: dict, budget: Budget) -> int:
+    """Clamp the start window so segments fit the budget's trajectories (quick/smoke experts are short)."""
+    return max(1, min(hp["max_start_epoch"], budget.expert_epochs - hp["expert_epochs"]))
+
+
+class TrajectoryMatching(Method):
+    flat_experts = False  # FTD, DATM and PTM match GSAM ("flat") experts
+    defaults: dict[str, Any] = dict(
+        iterations=5000, syn_steps=20, expert_epochs=3, max_start_epoch=25, lr_img=1000.0, lr_lr=1e-5,
+        lr_teacher=0.01, momentum_img=0.5, batch_syn=0, init="real", dsa_strategy=DEFAULT_STRATEGY,
+        model="convnet", unroll_memory="full", expert_alpha=0.3, expert_rho=0.01)
+    budgets = {
+        "quick": dict(iterations=100, syn_steps=lambda hp, b: min(hp["syn_steps"], 20), max_start_epoch=fit_start),
+        "smoke": dict(iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=fit_start),
+    }
+
+    def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
+        return mtt_preset(ipc)
+
+    def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
+        super().check(hp, spec, ipc, budget)
+        need = hp["max_start_epoch"] + hp["expert_epochs"]
+        if need > budget.expert_epochs:
+            raise ConfigError(f"{self.name}: max_start_epoch {hp['max_start_epoch']} + expert_epochs "
+                              f"{hp['expert_epochs']} needs trajectories of {need} epochs, the {budget.name} budget's "
+                              f"experts have {budget.expert_epochs}")
+        if hp["unroll_memory"] not in ("full", "constant"):
+            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
+
+    # ------------------------------------------------------------------------------------- hooks
+    def recipe(self, hp: dict) -> ExpertRecipe:
+        if self.flat_experts:
+            return replace(FLAT_RECIPE, model=hp["model"], alpha=hp["expert_alpha"], rho=hp["expert_rho"])
+        return replace(MTT_RECIPE, model=hp["model"])
+
+    def initial_images(self, task: Task, experts: Trajectories) -> torch.Tensor:
+        return task.initial_images(task.hp["init"])
+
+    def initial_labels(self, task: Task, experts: Trajectories, images: torch.Tensor) -> torch.Tensor:
+        return task.hard_labels()
+
+    def segment(self, it: int, task: Task, experts: Trajectories) -> tuple[int, int, int]:
+        """(expert, start epoch, target epoch): MTT draws the expert and ``start ~ U{0..max_start-1}``."""
+        hp, g = task.hp, task.generator
+        e = int(torch.randint(len(experts), (1,), generator=g))
+        start = int(torch.randint(hp["max_start_epoch"], (1,), generator=g))
+        return e, start, start + hp["expert_epochs"]
+
+    def steps(self, task: Task, start: int, target: int) -> int:
+        return task.hp["syn_steps"]
+
+    def mask(self, task: Task, state: dict, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def accept(self, task: Task, state: dict, result: MatchResult) -> bool:
+        return True
+
+    def extra_state(self, task: Task, state: dict) -> dict[str, Any]:
+        return {}
+
+    def after_step(self, task: Task, state: dict, result: MatchResult) -> dict[str, Any]:
+        return {}
+
+    def result(self, task: Task, state: dict) -> SyntheticSet:
+        return task.synset(state["images"], state["labels"], lr=float(state["syn_lr"].detach()))
+
+    # -------------------------------------------------------------------------------------- loop
+    def setup(self, task: Task) -> tuple[dict[str, Any], Trajectories, Student]:
+        hp = task.hp
+        experts = task.experts(self.recipe(hp))
+        images = self.initial_images(task, experts).detach().clone().requires_grad_(True)
+        labels = self.initial_labels(task, experts, images)
+        syn_lr = torch.tensor(float(hp["lr_teacher"]), device=task.device).requires_grad_(True)
+        state: dict[str, Any] = {
+            "images": images, "labels": labels, "syn_lr": syn_lr,
+            "opt_img": torch.optim.SGD([images], lr=hp["lr_img"], momentum=hp["momentum_img"]),
+            "opt_lr": torch.optim.SGD([syn_lr], lr=hp["lr_lr"], momentum=0.5),
+        }
+        state.update(self.extra_state(task, state))
+        return state, experts, Student(task.network())
+
+    def match_step(self, task: Task, state: dict, experts: Trajectories, student: Student, it: int
+                   ) -> tuple[MatchResult, dict[str, Any]]:
+        e, t0, t1 = self.segment(it, task, experts)
+        start = experts.snapshot(e, t0).to(task.device)
+        target = experts.snapshot(e, t1).to(task.device)
+        for opt in (o for k, o in state.items() if k.startswith("opt_")):
+            opt.zero_grad(set_to_none=True)
+        res = match(student, TensorSource(state["images"], state["labels"]), state["syn_lr"], start, target,
+                    steps=self.steps(task, t0, t1), generator=task.generator, batch=task.hp["batch_syn"] or None,
+                    augment=task.augment, memory=task.hp["unroll_memory"],
+                    mask=self.mask(task, state, start, target))
+        stepped = self.accept(task, state, res)
+        if stepped:
+            for opt in (o for k, o in state.items() if k.startswith("opt_")):
+                opt.step()
+        metrics = {"loss": res.loss, "student_ce": res.ce, "syn_lr": float(state["syn_lr"].detach()), "expert": e,
+                   "start_epoch": t0, "target_epoch": t1, "stepped": int(stepped)}
+        metrics.update(self.after_step(task, state, res))
+        return res, metrics
+
+    def distill(self, task: Task) -> SyntheticSet:
+        state, experts, student = self.setup(task)
+
+        def step(it: int) -> dict[str, Any]:
+            return self.match_step(task, state, experts, student, it)[1]
+
+        distill_loop(task, task.hp["iterations"], state, step, lambda: self.result(task, state), name=self.name)
+        return self.result(task, state)

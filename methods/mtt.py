@@ -1,0 +1,13 @@
+"""MTT: Matching Training Trajectories (Cazenavette et al., CVPR'22), methods.md 4.5.
+
+Random segment of an SGD expert trajectory, ``syn_steps`` student steps on the synthetic set with
+per-sample DSA and a learned step size, normalised parameter distance. Presets: the official
+CIFAR-10 rows by ipc (ZCA off); see ``mddbench.trajectory``.
+"""
+from mddbench.registry import register_method
+from mddbench.trajectory import TrajectoryMatching
+
+
+@register_method("mtt")
+class MTT(TrajectoryMatching):
+    summary = "trajectory matching: random expert segments, learned step size"

@@ -125,6 +125,7 @@ class LoopResult:
     iterations: int
     seconds: float
     stopped_by_time: bool = False
+    peak_mb: float = 0.0  # the largest per-iteration peak (CUDA) or the process peak RSS (CPU)
 
 
 def _finite(x: Any) -> bool:
@@ -137,7 +138,7 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
                  current: Callable[[], SyntheticSet], name: str = "distill") -> LoopResult:
     """Run ``step(it)`` for ``it`` in ``[resume point, iterations)``; see the module docstring."""
     run_dir = task.run_dir
-    state = dict(state, __task_generator__=task.generator)
+    state["__task_generator__"] = task.generator  # in place: restored counters must reach the method
     ckpt = Checkpoint(run_dir / f"{name}.ckpt") if run_dir is not None else None
     start, elapsed = 0, 0.0
     if ckpt is not None and ckpt.exists():
@@ -152,15 +153,20 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
 
     last_good = current()
     stopped_by_time = False
+    run_peak = 0.0
     it = start
     with tqdm(total=iterations, initial=start, desc=f"{name} {task.spec.name} ipc{task.ipc}",
               disable=not task.progress, unit="it", leave=False) as bar:
         for it in range(start, iterations):
+            if task.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(task.device)  # so peak_mb is this iteration's
             t0 = time.perf_counter()
             metrics = step(it)
             if task.device.type == "cuda":
                 torch.cuda.synchronize(task.device)
             elapsed += time.perf_counter() - t0
+            peak = peak_memory_mb(task.device)
+            run_peak = max(run_peak, peak)
             now = current()
             bad = [k for k, v in metrics.items() if not _finite(v)]
             if bad or not _finite(now.images) or not _finite(now.labels):
@@ -171,7 +177,7 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
                     f"{name} diverged at iteration {it}: {', '.join(bad) or 'synthetic set'} not finite{where}. "
                     "Lower the image learning rate (--hp lr_img=...) or the number of unrolled steps.")
             last_good = now
-            log.write(it=it, seconds=round(elapsed, 4), peak_mb=round(peak_memory_mb(task.device), 1), **metrics)
+            log.write(it=it, seconds=round(elapsed, 4), peak_mb=round(peak, 1), **metrics)
             bar.update(1)
             if "loss" in metrics:
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4g}")
@@ -185,6 +191,6 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
                 break
     done = it + 1 if iterations > start else start
     save(done)
-    result = LoopResult(done, elapsed, stopped_by_time)
+    result = LoopResult(done, elapsed, stopped_by_time, run_peak)
     task.extra.setdefault("loops", []).append(result)
     return result

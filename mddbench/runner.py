@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .evaluate import EvalConfig, EvalResult, evaluate
 from .loop import peak_memory_mb
 from .method import Method, Task
-from .registry import METHODS, load_plugins
+from .registry import METHODS, NETWORKS, load_plugins
 from .results import ResultStore
 from .seeding import generator as seeded
 from .synset import SyntheticSet
@@ -137,7 +137,10 @@ def prepare(job: Job) -> Prepared:
     spec = get_spec(job.dataset)
     spec.check_distillable()
     budget = get_budget(job.budget)
+    for model in job.eval_models:
+        NETWORKS.get(model)  # an unknown evaluation network fails here, not after distilling
     device = resolve_device(job.device)
+    ensure_writable(Path(job.out))
     data = load_dataset(spec, job.data_root)
     check_ipc(job.ipc, job.method, data)
     hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
@@ -176,7 +179,8 @@ def distill(p: Prepared) -> SyntheticSet:
         "distill_seconds": round(sum(r.seconds for r in loops) if loops else wall, 3),
         "iterations": sum(r.iterations for r in loops) if loops else None,
         "stopped_by_time": any(r.stopped_by_time for r in loops),
-        "peak_memory_mb": round(peak_memory_mb(p.device), 1), "device": str(p.device),
+        "peak_memory_mb": round(max([r.peak_mb for r in loops] + [peak_memory_mb(p.device)]), 1),
+        "device": str(p.device),
         "experts": experts.used, "time_budget": job.time_budget, "lr": synset.lr,
     })
     if p.method.shareable:
@@ -212,7 +216,6 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
 def run_job(job: Job) -> list[dict[str, Any]]:
     """Distill, evaluate with every requested network, record; returns the records."""
     p = prepare(job)
-    ensure_writable(Path(job.out))
     store = ResultStore(Path(job.out) / "results.sqlite")
     todo = [m for m in job.eval_models if not store.has(job.job_id, m)]
     records = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in job.eval_models]

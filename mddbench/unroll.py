@@ -87,6 +87,31 @@ class MatchResult:
     loss: float
     end: torch.Tensor  # the student's final parameters (detached)
     ce: float  # mean student cross-entropy over the unroll
+    graph_mb: float = 0.0  # tensors autograd kept for the backward pass (what grows with the steps)
+
+
+class GraphCensus:
+    """Counts the bytes of the distinct storages autograd saves while active (device independent)."""
+
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        self.storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    def __enter__(self) -> "GraphCensus":
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    @property
+    def mb(self) -> float:
+        return sum(self.storages.values()) / 2**20
 
 
 def _step_batch(source: Source, idx: torch.Tensor, augment: DSA | None, generator: torch.Generator
@@ -111,15 +136,17 @@ def match(student: Student, source: Source, lr: torch.Tensor, start: torch.Tenso
     if memory == "full":
         w = start.clone().requires_grad_(True)
         ces = []
-        for idx in schedule:
-            x, y = _step_batch(source, idx, augment, generator)
-            ce = cross_entropy(student(w, x), y)
-            g = torch.autograd.grad(ce, w, create_graph=True)[0]
-            w = w - lr * g
-            ces.append(ce.detach())
-        loss = loss_fn(w, start, target, mask)
+        with GraphCensus() as census:
+            for idx in schedule:
+                x, y = _step_batch(source, idx, augment, generator)
+                ce = cross_entropy(student(w, x), y)
+                g = torch.autograd.grad(ce, w, create_graph=True)[0]
+                w = w - lr * g
+                ces.append(ce.detach())
+            loss = loss_fn(w, start, target, mask)
         (weight * loss).backward()
-        return MatchResult(float(loss.detach()), w.detach(), float(torch.stack(ces).mean()) if ces else 0.0)
+        return MatchResult(float(loss.detach()), w.detach(), float(torch.stack(ces).mean()) if ces else 0.0,
+                           census.mb)
     if memory == "constant":
         return _match_constant(student, source, lr, start, target, schedule, generator, augment, mask, weight, loss_fn)
     raise ValueError(f"memory must be 'full' or 'constant', got {memory!r}")
@@ -150,10 +177,14 @@ def _match_constant(student, source, lr, start, target, schedule, generator, aug
         (weight * (d_end * -grad_sum).sum().detach() * lr).backward()
     replay = torch.Generator()
     v = (-lr_value * d_end * weight).detach()
+    peak = 0.0
     for idx, state, w_i in zip(schedule, states, points):
         replay.set_state(state)
         w_req = w_i.detach().requires_grad_(True)
-        x, y = _step_batch(source, idx, augment, replay)
-        g = torch.autograd.grad(cross_entropy(student(w_req, x), y), w_req, create_graph=True)[0]
-        (g * v).sum().backward()
-    return MatchResult(float(loss.detach()), end.detach(), float(torch.stack(ces).mean()) if ces else 0.0)
+        with GraphCensus() as census:
+            x, y = _step_batch(source, idx, augment, replay)
+            g = torch.autograd.grad(cross_entropy(student(w_req, x), y), w_req, create_graph=True)[0]
+            s = (g * v).sum()
+        peak = max(peak, census.mb)
+        s.backward()
+    return MatchResult(float(loss.detach()), end.detach(), float(torch.stack(ces).mean()) if ces else 0.0, peak)

@@ -1,0 +1,129 @@
+"""PTM: schedule arithmetic, the overlap loss, retraining resets, reduction to MTT, learning on tiny data."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mddbench.unroll import Student, TensorSource, match
+from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
+from mddbench.methods.ptm import (halves, mmd2_unnormalised, overlap_loss, reset_complement, retraining_iterations,
+                                  retraining_points, stage_of)
+
+
+@pytest.mark.parametrize("T,k,expected", [
+    (10, 1, [(5.0, 2.5)]),
+    (10, 2, [(20 / 3, 5.0), (10 / 3, 5 / 3)]),
+    (12, 3, [(9.0, 7.5), (6.0, 4.5), (3.0, 1.5)]),
+    (6, 2, [(4.0, 3.0), (2.0, 1.0)]),
+])
+def test_retraining_points_by_hand(T, k, expected):
+    got = retraining_points(T, k)
+    assert len(got) == k
+    for (m, s), (em, es) in zip(got, expected):
+        assert m == pytest.approx(em) and s == pytest.approx(es)
+
+
+def test_retraining_iterations_by_hand():
+    # T = 6 over 120 iterations: 20 iterations per epoch of progress; m = 4, 2; snapshots at 3, 1
+    assert retraining_iterations(120, 6, 2) == [(80, 60), (40, 20)]
+    # T = 10, k = 2, 100 iterations: m = 6.67 -> 67, 3.33 -> 34; snapshots 5 -> 50, 1.67 -> 17
+    assert retraining_iterations(100, 10, 2) == [(67, 50), (34, 17)]
+
+
+def test_stage_schedule_grows_from_1_to_T():
+    assert [stage_of(it, 10, 5) for it in range(10)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert [stage_of(it, 7, 3) for it in range(7)] == [1, 1, 1, 2, 2, 3, 3]
+
+
+def test_halves_split_each_class_and_odd_ipc_favours_the_foundation():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    assert halves(labels, 2).tolist() == [False, False, True, False, False, True, True]
+
+
+def test_overlap_loss_is_minus_mmd2_by_hand():
+    f, c = torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0], [4.0]])
+    e = math.exp
+    mmd2 = (2 + 2 * e(-0.5)) * 2 - 2 * (2 * e(-4.5) + e(-8) + e(-2))
+    assert float(mmd2_unnormalised(f, c, 1.0)) == pytest.approx(mmd2, rel=1e-6)
+    images = torch.cat([f, c]).view(4, 1, 1, 1)
+    labels = torch.zeros(4, dtype=torch.long)
+    loss, _ = overlap_loss(images, labels, halves(labels, 1), 1, sigma=1.0)
+    assert float(loss) == pytest.approx(-mmd2, rel=1e-6)
+
+
+def test_overlap_gradient_pushes_the_halves_apart():
+    g = torch.Generator().manual_seed(0)
+    images = (torch.randn(6, 1, 4, 4, generator=g) * 0.1).requires_grad_(True)
+    labels = torch.zeros(6, dtype=torch.long)
+    comp = halves(labels, 1)
+    before, _ = overlap_loss(images, labels, comp, 1, sigma=1.0)
+    before.backward()
+    with torch.no_grad():
+        moved = images - 0.5 * images.grad
+    after, _ = overlap_loss(moved, labels, comp, 1, sigma=1.0)
+    gap = lambda x: (x[~comp].mean(0) - x[comp].mean(0)).norm()  # noqa: E731
+    assert float(after) < float(before)  # MMD^2 between the halves grew
+    assert gap(moved) > gap(images.detach())
+
+
+def test_reset_restores_the_complement_exactly_and_leaves_the_foundation():
+    images = torch.arange(12.0).view(6, 1, 1, 2).requires_grad_(True)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    comp = halves(labels, 2)
+    snapshot = torch.full((int(comp.sum()), 1, 1, 2), -7.0)
+    opt = torch.optim.SGD([images], lr=0.1, momentum=0.5)
+    images.sum().backward()
+    opt.step()
+    foundation_before = images.detach()[~comp].clone()
+    reset_complement(images, comp, snapshot, opt)
+    assert torch.equal(images.detach()[comp], snapshot)
+    assert torch.equal(images.detach()[~comp], foundation_before)
+    buf = opt.state[images]["momentum_buffer"]
+    assert torch.all(buf[comp] == 0) and torch.all(buf[~comp] != 0)
+
+
+def test_progressive_run_logs(tmp_path, expert_cache):
+    synset, task = distill("ptm", dataset="tiny28", ipc=4, hp={"iterations": 12, "end_epoch": 3},
+                           run_dir=tmp_path / "run", expert_root=expert_cache)
+    rows = log_rows(task, "ptm")
+    ends = [r["end_epoch"] for r in rows]
+    assert all(r["start_epoch"] == 0 for r in rows)  # the student always starts at the expert's first snapshot
+    assert ends == sorted(ends) and ends[0] == 1 and ends[-1] == 3  # the end point never decreases
+    assert [r["student_steps"] for r in rows] == [min(4, 2 * t) for t in ends]  # smoke: 2 steps/epoch, cap 4
+    assert rows[-1]["resets"] == 2
+
+
+def test_reduces_to_mtt_from_epoch_zero(tmp_path, expert_cache):
+    hp = {"iterations": 1, "end_epoch": 1, "steps_per_epoch": 3, "max_syn_steps": 3, "overlap": False}
+    method, task = make_task("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "run",
+                             expert_root=expert_cache)
+    state, experts, student = method.setup(task)  # draws the initial images from the task generator
+    images0, lr0 = state["images"].detach().clone(), float(state["syn_lr"])
+    after_setup = task.generator.get_state()
+    method2, task2 = make_task("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "run2",
+                               expert_root=expert_cache)
+    method2.distill(task2)
+    ptm_loss = log_rows(task2, "ptm")[0]["match_loss"]
+
+    # MTT's loss from epoch 0 to epoch 1 on the same images, expert and random stream
+    g = torch.Generator()
+    g.set_state(after_setup)
+    e = int(torch.randint(len(experts), (1,), generator=g))
+    images = images0.clone().requires_grad_(True)
+    lr = torch.tensor(lr0, requires_grad=True)
+    res = match(student, TensorSource(images, task.hard_labels()), lr, experts.snapshot(e, 0),
+                experts.snapshot(e, 1), steps=3, generator=g, augment=task.augment)
+    assert res.loss == pytest.approx(ptm_loss, rel=1e-6)
+
+
+def test_matching_loss_falls_and_beats_noise(tmp_path, expert_cache):
+    hp = {"iterations": 40, "end_epoch": 2, "steps_per_epoch": 3, "max_syn_steps": 6, "lr_img": 100.0}
+    synset, task = distill("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "run", expert_root=expert_cache)
+    rows = log_rows(task, "ptm")
+    for t in (1, 2):  # within a stage the target is fixed, so the loss must fall there
+        stage = [r["match_loss"] for r in rows if r["end_epoch"] == t]
+        assert falls(stage, window=5), stage
+    data = load("tiny28")
+    assert small_eval(synset, data) > small_eval(noise_like(synset), data) + 0.05

@@ -6,8 +6,8 @@ is shared by the whole batch, and :meth:`DSA.pair` applies the *same* draw to a 
 synthetic batch. Every op is differentiable with respect to the images. Randomness comes only
 from an explicit CPU ``torch.Generator``, so a seed fixes the augmentation on any device.
 
-3D volumes (N, C, D, H, W): crop, cutout, flip and scale act on all three axes; rotation turns the
-H-W plane (axial slices) by the same angle range.
+3D volumes (N, C, D, H, W): crop, cutout and scale act on all three axes; flip mirrors the last
+(W) axis, as in 2D; rotation turns the H-W plane (axial slices) by the same angle range.
 """
 from __future__ import annotations
 

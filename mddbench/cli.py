@@ -16,17 +16,21 @@ DEFAULT_OUT = "mddbench_out"
 # ------------------------------------------------------------------------------------- commands
 def cmd_list(args) -> None:
     from .budgets import BUDGETS
-    from .registry import DATASETS, METHODS, NETWORKS, load_plugins
+    from .registry import DATASETS, METHODS, NETWORKS
 
-    load_plugins(args.plugin)
+    for path in args.plugin or []:
+        try:
+            METHODS.load_file(path)
+        except MddError as exc:  # listed with the other failures below; the rest still lists
+            METHODS.failures.setdefault(str(path), str(exc))
     if args.what == "methods":
-        rows = [(n, cls.label_type, getattr(cls, "summary", "")) for n, cls in METHODS.items()]
+        methods = [(n, METHODS.get(n)) for n in METHODS.names(args.pattern)]
+        rows = [(n, cls.label_type, getattr(cls, "summary", "")) for n, cls in methods]
         _print_rows(["method", "labels", "summary"], rows)
-        for name, why in METHODS.failures.items():
-            print(f"! plugin {name} failed to load: {why}", file=sys.stderr)
     elif args.what == "datasets":
+        specs = [(n, DATASETS.get(n)) for n in DATASETS.names(args.pattern)]
         rows = [(n, s.title, s.source, "x".join(map(str, s.shape)), s.n_classes, "yes" if s.benchmark else "")
-                for n, s in DATASETS.items() if _glob(n, args.pattern)]
+                for n, s in specs]
         _print_rows(["dataset", "title", "source", "input", "classes", "MDD benchmark"], rows)
     elif args.what == "networks":
         print("\n".join(NETWORKS.names(args.pattern)))
@@ -34,6 +38,8 @@ def cmd_list(args) -> None:
         _print_rows(["budget", "eval models", "eval epochs", "real epochs", "experts", "expert epochs"],
                     [(b.name, b.eval_models, b.eval_epochs, b.real_epochs, b.experts, b.expert_epochs)
                      for b in BUDGETS.values()])
+    for name, why in METHODS.failures.items():
+        print(f"! plugin {name} failed to load: {why}", file=sys.stderr)
 
 
 def cmd_info(args) -> None:
@@ -182,12 +188,6 @@ def cmd_buffers(args) -> None:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _glob(name: str, pattern: str) -> bool:
-    import fnmatch
-
-    return fnmatch.fnmatch(name, pattern)
-
-
 def _print_rows(header, rows) -> None:
     from tabulate import tabulate
 

@@ -144,11 +144,18 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+CACHE_ABOVE_BYTES = 64 << 20  # smaller files hash in well under a second: always hashed afresh
+
+
 def verified_md5(path: Path) -> str:
-    """md5 of ``path``, remembered in a sidecar keyed by size and mtime so large files hash once."""
+    """md5 of ``path``; for large files remembered under the user cache, keyed by path, size, inode and
+    mtime, so a 10 GB file hashes once. Nothing is ever written beside the data (it may be read-only)."""
     stat = path.stat()
-    stamp = path.with_name(path.name + ".md5")
-    key = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if stat.st_size < CACHE_ABOVE_BYTES:
+        return md5sum(path)
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "mddbench" / "md5"
+    stamp = cache_dir / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".json")
+    key = f"{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}"
     try:
         cached = json.loads(stamp.read_text())
         if cached.get("key") == key:
@@ -157,24 +164,27 @@ def verified_md5(path: Path) -> str:
         pass
     digest = md5sum(path)
     try:
-        stamp.write_text(json.dumps({"key": key, "md5": digest}))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"path": str(path.resolve()), "key": key, "md5": digest}))
     except OSError:
-        pass  # a read-only data folder just means hashing again next time
+        pass  # no cache folder just means hashing again next time
     return digest
 
 
 def read_npz(path: Path, expected_n: dict[str, int] | None = None) -> tuple[dict, dict]:
     """Read a MedMNIST-layout npz safely (no pickles) with errors that name the file."""
+    keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
     try:
         with np.load(path, allow_pickle=False) as f:
-            images = {s: f[f"{s}_images"] for s in SPLITS}
-            labels = {s: np.asarray(f[f"{s}_labels"]) for s in SPLITS}
-    except KeyError as exc:
-        raise DataError(f"{path} lacks the array {exc}; expected keys "
-                        + ", ".join(f"{s}_images, {s}_labels" for s in SPLITS)) from exc
+            missing = [k for k in keys if k not in f.files]
+            if not missing:
+                images = {s: f[f"{s}_images"] for s in SPLITS}
+                labels = {s: np.asarray(f[f"{s}_labels"]) for s in SPLITS}
     except Exception as exc:  # BadZipFile, truncated member, pickled object arrays ...
         raise DataError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
                         "delete it and download or build it again") from exc
+    if missing:
+        raise DataError(f"{path} lacks the array(s) {', '.join(missing)}; expected keys {', '.join(keys)}")
     for s in SPLITS:
         if len(images[s]) != len(labels[s]):
             raise DataError(f"{path}: {s} has {len(images[s])} images but {len(labels[s])} labels")

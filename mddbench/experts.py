@@ -8,10 +8,12 @@ Building is resumable expert by expert, and a buffer with more experts reuses th
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -184,13 +186,15 @@ class ExpertProvider:
         folder = self.folder(recipe)
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {
-            "key": cache_key(self.data, recipe), "dataset": self.data.spec.name, "data_checksum": self.data.checksum,
-            "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
-            "recipe": recipe.shaping(), "experts": {}}
-        missing = [i for i in range(recipe.n_experts) if not (folder / f"expert_{i:03d}.safetensors").exists()]
-        if missing:
-            self._build(recipe, folder, missing, meta, meta_path)
+        with _locked(folder / ".lock"):  # concurrent jobs wait for one builder instead of racing
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {
+                "key": cache_key(self.data, recipe), "dataset": self.data.spec.name,
+                "data_checksum": self.data.checksum,
+                "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
+                "recipe": recipe.shaping(), "experts": {}}
+            missing = [i for i in range(recipe.n_experts) if not (folder / f"expert_{i:03d}.safetensors").exists()]
+            if missing:
+                self._build(recipe, folder, missing, meta, meta_path)
         self.used.append(folder.name)
         trajectories = [load_file(str(folder / f"expert_{i:03d}.safetensors"))["trajectory"]
                         for i in range(recipe.n_experts)]
@@ -213,8 +217,20 @@ class ExpertProvider:
                 save_file({"trajectory": traj.contiguous()}, str(tmp))
                 tmp.replace(folder / f"expert_{i:03d}.safetensors")
                 meta["experts"][str(i)] = {k: round(v, 4) for k, v in score(net, self.data, self.device).items()}
-                meta_path.write_text(json.dumps(meta, indent=2))
+                tmp_meta = meta_path.with_name("meta.json.tmp")
+                tmp_meta.write_text(json.dumps(meta, indent=2))
+                tmp_meta.replace(meta_path)
         self.build_seconds += time.perf_counter() - start
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def mean_expert_accuracy(meta: dict) -> float:

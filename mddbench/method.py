@@ -43,6 +43,10 @@ class Method:
         if spec.dims == 3 and not self.supports_3d:
             raise ConfigError(f"{self.name} does not support 3D datasets such as {spec.name}")
 
+    def expert_recipes(self, hp: dict[str, Any]) -> list:
+        """The expert buffers (``ExpertRecipe``) this method reads, so a sweep can build them once first."""
+        return []
+
     def eval_overrides(self, budget: Budget) -> dict[str, Any]:
         """Changes to the evaluation config (e.g. `real` trains for budget.real_epochs)."""
         return {}

@@ -32,6 +32,7 @@ class Registry(Generic[T]):
         self._builtin_package = builtin_package
         self._entry_point_group = entry_point_group
         self._loaded = False
+        self._files: set[Path] = set()  # plugin files already imported
         self.failures: dict[str, str] = {}  # plugin name -> why it failed to load
 
     def register(self, name: str, obj: T | None = None, *, aliases: tuple[str, ...] = (), replace: bool = False):
@@ -92,6 +93,8 @@ class Registry(Generic[T]):
         obj = ep.load()
         # An entry point may name a module (its decorators register) or an object to register.
         if not isinstance(obj, type(sys)) and ep.name.lower() not in self._items:
+            if isinstance(obj, type) and getattr(obj, "name", None) == "?":
+                obj.name = ep.name.lower()  # what register_method does for a decorated class
             self.register(ep.name, obj)
 
     def load_file(self, path: str | Path) -> None:
@@ -100,8 +103,12 @@ class Registry(Generic[T]):
         if not path.is_file():
             raise MddError(f"plugin file {str(path)!r} does not exist")
         self.load()
+        if path.resolve() in self._files:
+            return  # importing it again would register its classes a second time
         mod_name = f"mddbench_plugin_{path.stem}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None:
+            raise MddError(f"plugin file {str(path)!r} is not a Python file (.py)")
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
         try:
@@ -110,6 +117,7 @@ class Registry(Generic[T]):
             del sys.modules[mod_name]
             self.failures[str(path)] = f"{type(exc).__name__}: {exc}"
             raise MddError(f"plugin {str(path)!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        self._files.add(path.resolve())
 
     def _guarded(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
         try:

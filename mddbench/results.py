@@ -73,19 +73,22 @@ def validate(record: dict[str, Any]) -> None:
     if not isinstance(metrics, dict):
         problems.append("metrics must be a dict")
     else:
-        problems += [f"metrics.{m}: {p}" for m in METRIC_NAMES for p in _stat_problems(metrics.get(m))]
+        problems += [f"metrics.{m}: {p}" for m in METRIC_NAMES
+                     for p in _stat_problems(metrics.get(m), allow_nan=m == "auc")]
     if problems:
         raise ConfigError("invalid result record: " + "; ".join(problems))
 
 
-def _stat_problems(stat: Any) -> list[str]:
+def _stat_problems(stat: Any, allow_nan: bool = False) -> list[str]:
+    """AUC may be NaN: it is undefined when the test split holds a single class."""
     if not isinstance(stat, dict):
         return ["missing (expected {per_model, mean, std, n})"]
     missing = [k for k in STAT_FIELDS if k not in stat]
     if missing:
         return [f"missing {', '.join(missing)}"]
     values = stat["per_model"]
-    if not isinstance(values, list) or not values or not all(_is_fraction(v) for v in values):
+    ok = lambda v: _is_fraction(v) or (allow_nan and isinstance(v, float) and math.isnan(v))  # noqa: E731
+    if not isinstance(values, list) or not values or not all(ok(v) for v in values):
         return [f"per_model must be a non-empty list of floats in [0, 1], got {values!r}"]
     if stat["n"] != len(values):
         return [f"n={stat['n']!r} but per_model has {len(values)} values"]

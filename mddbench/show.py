@@ -45,7 +45,7 @@ def show_synset(artifact: str | Path, output: str | Path | None = None) -> Path:
     n_classes = int(meta.get("n_classes") or int(labels.max()) + 1)
     per_class = [torch.nonzero(labels == c).flatten() for c in range(n_classes)]
     cols = max(1, max(len(i) for i in per_class))
-    x = displayable(synset.images, meta)
+    x = displayable(synset.images, meta).numpy()  # matplotlib takes arrays, not tensors
     fig, axes = plt.subplots(n_classes, cols, figsize=(1.3 * cols + 1.5, 1.3 * n_classes + 0.6), squeeze=False)
     names = meta.get("label_names") or [str(c) for c in range(n_classes)]
     for c in range(n_classes):

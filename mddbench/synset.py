@@ -120,13 +120,17 @@ class SyntheticSet:
             raise ArtifactError(
                 f"{path} is not an mddbench synthetic set ({type(exc).__name__}: {exc}). mddbench only reads "
                 "safetensors files with its own metadata and never unpickles, so .pt/.pkl files are refused.") from exc
-        if header.get("format") != FORMAT:
-            raise ArtifactError(f"{path}: unsupported format {header.get('format')!r}, expected {FORMAT}")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            found = header.get("format") if isinstance(header, dict) else header
+            raise ArtifactError(f"{path}: unsupported format {found!r}, expected {FORMAT}")
         if "images" not in tensors or "labels" not in tensors:
             raise ArtifactError(f"{path} lacks images or labels")
         extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-        return cls(tensors["images"], tensors["labels"], header.get("lr"), header.get("stages"),
-                   header.get("stage_lrs"), header.get("renderer"), extra, header.get("meta") or {})
+        try:
+            return cls(tensors["images"], tensors["labels"], header.get("lr"), header.get("stages"),
+                       header.get("stage_lrs"), header.get("renderer"), extra, dict(header.get("meta") or {}))
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path} has malformed mddbench metadata ({type(exc).__name__}: {exc})") from exc
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,215 @@
+"""The command line end to end: listing, info, runs, leaderboards, reruns, and clear errors for bad input."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mddbench.cli import main
+from mddbench.datasets import medmnist_sets
+from mddbench.results import ResultStore
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+BREAST = SHARED / "breastmnist.npz"
+BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
+needs_breast = pytest.mark.skipif(not BREAST.is_file(), reason=f"{BREAST} is not available")
+RANDOM_DEMO = ["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke", "--quiet"]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_data(monkeypatch, tmp_path):
+    monkeypatch.delenv("MDDBENCH_DATA", raising=False)
+    monkeypatch.delenv("MDDBENCH_OFFLINE", raising=False)
+    monkeypatch.setattr(medmnist_sets, "MEDMNIST_ROOT", tmp_path / "no-medmnist-root")
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    """One finished `run` of the random baseline on the demo set (shared by the tests that read it)."""
+    out = tmp_path_factory.mktemp("out")
+    assert main(RANDOM_DEMO + ["--out", str(out)]) == 0
+    return out
+
+
+# ----------------------------------------------------------------------------------- listing
+def test_list_methods_datasets_networks_budgets(capsys):
+    rc, out, _ = cli(capsys, "list", "methods")
+    assert rc == 0 and {"random", "real", "mtt"} <= {line.split()[0] for line in out.splitlines()[2:]}
+    rc, out, _ = cli(capsys, "list", "methods", "--pattern", "r*")
+    assert rc == 0 and "random" in out and "mtt" not in out
+
+    rc, out, _ = cli(capsys, "list", "datasets")
+    names = {line.split()[0] for line in out.splitlines()[2:]}
+    assert rc == 0 and {"demo", "pathmnist", "breastmnist", "organmnist3d", "covid19-cxr", "skin-ham",
+                        "breast-uls"} <= names
+    rc, out, _ = cli(capsys, "list", "datasets", "--pattern", "organ*3d*")
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["organmnist3d", "organmnist3d_64"]
+    assert "1x28x28x28" in out
+
+    rc, out, _ = cli(capsys, "list", "networks", "--pattern", "convnet*")
+    assert rc == 0 and out.split() == ["convnet", "convnet_bn"]
+    rc, out, _ = cli(capsys, "list", "budgets")
+    assert rc == 0 and all(b in out for b in ("smoke", "quick", "paper"))
+
+
+def test_info(capsys):
+    rc, out, _ = cli(capsys, "info", "pathmnist")
+    assert rc == 0
+    for needed in ("PathMNIST", "3x28x28 (2D)", "classes      9: 0 adipose", "train 89,996 / val 10,004 / test 7,180",
+                   "a8b06965200029087d5bd730944a56c1", "zenodo.org", "--data-root", "MDD benchmark", "missing"):
+        assert needed in out, needed
+    if BREAST.is_file():
+        rc, out, _ = cli(capsys, "info", "breastmnist", "--data-root", SHARED)
+        assert rc == 0 and f"{BREAST} (present)" in out and "CC BY 4.0" in out
+
+
+# -------------------------------------------------------------------------------------- runs
+def test_run_random_on_demo(random_run):
+    store = ResultStore(random_run / "results.sqlite")
+    [record] = store.records()
+    assert (record["method"], record["dataset"], record["ipc"], record["budget"], record["eval_model"]) == \
+        ("random", "demo", 2, "smoke", "convnet")
+    assert record["metrics"]["test_acc"]["n"] == 2 and record["protocol"] == "v1"
+    assert (record["resolution"], record["channels"], record["dims"]) == (28, 1, 2)
+    run_dir = Path(record["artifact"]).parent
+    assert run_dir.parent == random_run / "runs"
+    assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}
+
+
+@needs_breast
+def test_run_real_on_breastmnist(tmp_path, capsys):
+    rc, out, _ = cli(capsys, "run", "--method", "real", "--dataset", "breastmnist", "--data-root", SHARED,
+                     "--budget", "smoke", "--out", tmp_path, "--quiet")
+    assert rc == 0 and "real" in out and "breastmnist" in out
+    [record] = ResultStore(tmp_path / "results.sqlite").records()
+    assert record["ipc"] == "full" and record["data_checksum"] == BREAST_MD5
+    assert record["eval_config"]["epochs"] == 1 and record["metrics"]["test_acc"]["n"] == 2  # smoke budget
+    assert record["artifact"] is None  # real patient images are never written out
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_leaderboard_writes_csv_and_markdown(random_run, tmp_path, capsys):
+    to = tmp_path / "lb"
+    rc, out, _ = cli(capsys, "leaderboard", "--results", random_run, "--to", to)
+    assert rc == 0 and "1 records" in out
+    table = pd.read_csv(to / "main_smoke.csv", index_col=0)
+    [record] = ResultStore(random_run / "results.sqlite").records()
+    mean = 100 * record["metrics"]["test_acc"]["mean"]
+    assert list(table.index) == ["random"] and table.loc["random", "demo ipc2"].startswith(f"{mean:.2f} ± ")
+    markdown = (to / "main_smoke.md").read_text()
+    assert "| random" in markdown and "demo ipc2" in markdown
+    assert (to / "records.jsonl").read_text().count("\n") == 1
+    rc, _, err = cli(capsys, "leaderboard", "--results", tmp_path / "nothing", "--to", to)
+    assert rc == 2 and "no results store" in err
+
+
+def test_rerunning_a_finished_job_adds_nothing(random_run, capsys):
+    store = ResultStore(random_run / "results.sqlite")
+    before = store.records()
+    artifact = Path(before[0]["artifact"])
+    stamp = artifact.stat().st_mtime_ns
+    rc, out, _ = cli(capsys, *RANDOM_DEMO, "--out", random_run)
+    assert rc == 0 and "random" in out  # the finished result is shown again
+    assert store.records() == before and artifact.stat().st_mtime_ns == stamp  # not redistilled
+
+
+# -------------------------------------------------------------------------------- bad input
+def broken_breast(folder: Path, how: str) -> Path:
+    folder.mkdir()
+    payload = BREAST.read_bytes()
+    if how == "truncated":
+        payload = payload[: len(payload) // 3]
+    else:
+        middle = len(payload) // 2
+        payload = payload[:middle] + bytes(b ^ 0xFF for b in payload[middle:middle + 8]) + payload[middle + 8:]
+    (folder / "breastmnist.npz").write_bytes(payload)
+    return folder
+
+
+BAD_INPUT = {
+    "unknown method": (["--method", "nosuch"], ["unknown method 'nosuch'", "random", "real"]),
+    "unknown dataset": (["--method", "random", "--dataset", "nosuch"], ["unknown dataset 'nosuch'", "pathmnist"]),
+    "unknown eval model": (["--method", "random", "--eval-model", "nosuch"],
+                           ["unknown network 'nosuch'", "convnet", "lenet"]),
+    "unknown budget": (["--method", "random", "--budget", "huge"], ["unknown budget 'huge'", "smoke"]),
+    "unknown hyperparameter": (["--method", "random", "--hp", "lr_img=1"], ["no hyperparameter 'lr_img'"]),
+    "ipc 0": (["--method", "random", "--ipc", "0"], ["--ipc must be a positive integer", "got 0"]),
+    "negative ipc": (["--method", "random", "--ipc", "-3"], ["--ipc must be a positive integer", "got -3"]),
+}
+
+
+@pytest.mark.parametrize("args, expected", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_exit_code_2_with_a_clear_message(tmp_path, capsys, args, expected):
+    out = tmp_path / "out"
+    rc, _, err = cli(capsys, "run", "--budget", "smoke", *args, "--out", out, "--quiet")
+    assert rc == 2
+    assert err.startswith("mddbench: error: ") and "Traceback" not in err
+    for text in expected:
+        assert text in err, text
+    assert not (out / "runs").exists()  # refused before any distillation
+
+
+@needs_breast
+def test_ipc_larger_than_a_class(tmp_path, capsys):
+    rc, _, err = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", SHARED,
+                     "--ipc", "148", "--budget", "smoke", "--out", tmp_path, "--quiet")
+    assert rc == 2 and "--ipc 148 is larger than class 0 ('malignant')" in err and "147 train images" in err
+    rc, _, _ = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", SHARED,
+                   "--ipc", "147", "--budget", "smoke", "--eval-n-models", "1", "--eval-epochs", "1",
+                   "--out", tmp_path, "--quiet")
+    assert rc == 0  # exactly a class's size is fine
+
+
+@needs_breast
+@pytest.mark.parametrize("how", ["flipped", "truncated"])
+def test_corrupt_data_file(tmp_path, capsys, how):
+    root = broken_breast(tmp_path / "data", how)
+    rc, _, err = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", root,
+                     "--budget", "smoke", "--out", tmp_path / "out", "--quiet")
+    assert rc == 2 and "Traceback" not in err
+    assert str(root / "breastmnist.npz") in err and "corrupt" in err and f"expected {BREAST_MD5}" in err
+
+
+def test_missing_file_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MDDBENCH_OFFLINE", "1")
+    rc, _, err = cli(capsys, "run", "--method", "random", "--dataset", "pneumoniamnist", "--data-root", tmp_path,
+                     "--budget", "smoke", "--out", tmp_path / "out", "--quiet")
+    assert rc == 2 and "Traceback" not in err
+    for needed in ("pneumoniamnist.npz", str(tmp_path), "offline", "--data-root", "MDDBENCH_DATA",
+                   "https://zenodo.org/records/10519652/files/pneumoniamnist.npz"):
+        assert needed in err, needed
+
+
+@pytest.mark.parametrize("where", ["under a file", "a file"])
+def test_unwritable_output_folder(tmp_path, capsys, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file")  # chmod would not stop root; a file in the path stops everyone
+    out = blocker / "out" if where == "under a file" else blocker
+    rc, _, err = cli(capsys, *RANDOM_DEMO, "--out", out)
+    assert rc == 2 and f"cannot write to {out}" in err and "choose another --out" in err
+    assert blocker.read_text() == "a regular file"
+
+
+def test_argument_errors_and_the_real_exit_code(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--method", "random", "--ipc", "two"])
+    assert info.value.code == 2
+    proc = subprocess.run([sys.executable, "-m", "mddbench", "run", "--method", "nosuch", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("mddbench: error: unknown method 'nosuch'") and "Traceback" not in proc.stderr
+
+
+def test_console_script_is_installed():
+    assert shutil.which("mddbench") or (Path(sys.executable).parent / "mddbench").is_file()

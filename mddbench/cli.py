@@ -170,6 +170,50 @@ def cmd_leaderboard(args) -> None:
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
+def cmd_sweep(args) -> None:
+    from .method import parse_overrides
+    from .sweep import expand, run_sweep
+
+    kw = dict(budget=args.budget, hparams=tuple(sorted(parse_overrides(args.hp).items())),
+              eval_models=tuple(args.eval_model), eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs,
+              time_budget=args.time_budget, snapshot_every=args.snapshot_every, data_root=args.data_root,
+              out=args.out, device=args.device, plugins=tuple(args.plugin or ()))
+    jobs = expand(args.methods, args.datasets, args.ipc, args.seeds, **kw)
+    outcomes = run_sweep(jobs, workers=args.jobs, progress=not args.quiet)
+    failed = [o for o in outcomes if not o.ok]
+    print(f"{len(jobs)} jobs: {len(outcomes) - len(failed)} ran now, {len(jobs) - len(outcomes)} were already done, "
+          f"{len(failed)} failed")
+    for o in failed:
+        print(f"  FAILED {o.job.run_name}: {o.message.strip()}", file=sys.stderr)
+    if failed:
+        raise MddError(f"{len(failed)} job(s) failed; fix them and rerun the same sweep (finished jobs are skipped)")
+
+
+def cmd_curve(args) -> None:
+    from .data import load_dataset
+    from .evaluate import EvalConfig, evaluate
+    from .figures import accuracy_curve
+    from .runner import resolve_device
+
+    job = json.loads((Path(args.run) / "job.json").read_text())
+    data = load_dataset(job["dataset"], args.data_root or job.get("data_root"))
+    cfg = EvalConfig(n_models=args.eval_n_models, epochs=args.eval_epochs)
+    device = resolve_device(args.device)
+    points = accuracy_curve(Path(args.run), lambda s: evaluate(s, data, cfg, seed=job.get("seed", 0), device=device,
+                                                              progress=False))
+    for p in points:
+        print(f"it {p['iteration']:>6}  {p['seconds']:>8.1f} s  test {100 * p['test_acc']:.2f}  "
+              f"val {100 * p['val_acc']:.2f}")
+    print(f"wrote {Path(args.run) / 'curve.json'}")
+
+
+def cmd_plot(args) -> None:
+    from .figures import plot_runs
+
+    for path in plot_runs([Path(r) for r in args.runs], Path(args.to)):
+        print(f"wrote {path}")
+
+
 def cmd_buffers(args) -> None:
     from .budgets import get_budget
     from .data import load_dataset
@@ -214,11 +258,12 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = True) -> None:
     p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
 
 
-def _run_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True)
-    p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
-    p.add_argument("--ipc", type=int, default=2, help="images per class (default 2; ignored by `real`)")
-    p.add_argument("--seed", type=int, default=0)
+def _run_opts(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    if not sweep:
+        p.add_argument("--method", required=True)
+        p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
+        p.add_argument("--ipc", type=int, default=2, help="images per class (default 2; ignored by `real`)")
+        p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
     p.add_argument("--eval-model", action="append", default=None, metavar="NET",
                    help="evaluation network(s): convnet (default), lenet, alexnet, resnet18, ...")
@@ -227,7 +272,8 @@ def _run_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop distilling after this many seconds")
     p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
                    help="save the synthetic set every N iterations (for accuracy-vs-time curves)")
-    p.add_argument("--save", help="(distill) also save the synthetic set to this path")
+    if not sweep:
+        p.add_argument("--save", help="(distill) also save the synthetic set to this path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +320,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", help="a records.jsonl export to render instead of the store")
     p.add_argument("--to", default="leaderboards", help="output folder (default: leaderboards)")
     p.set_defaults(fn=cmd_leaderboard)
+
+    p = sub.add_parser("sweep", help="run a grid of jobs (skips finished ones; safe to kill and restart)")
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--ipc", nargs="+", type=int, default=[1, 2, 10])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores/jobs threads)")
+    _run_opts(p, sweep=True)
+    _common(p)
+    p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("curve", help="evaluate a run's snapshots: accuracy against distillation time")
+    p.add_argument("run", help="a run folder made with --snapshot-every N")
+    p.add_argument("--eval-n-models", type=int, default=3)
+    p.add_argument("--eval-epochs", type=int, default=300)
+    p.add_argument("--data-root")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_curve)
+
+    p = sub.add_parser("plot", help="figures from run folders (accuracy/time, memory/stage, loss, MMD)")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--to", default="figures", help="output folder (default: figures)")
+    p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("buffers", help="train (or find cached) expert trajectories")
     p.add_argument("--dataset", required=True)

@@ -1,0 +1,50 @@
+"""Sweeps: grid expansion, skipping finished cells, and a kill -9 in the middle losing and duplicating nothing."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mddbench.results import ResultStore
+from mddbench.runner import Job
+from mddbench.sweep import expand, pending
+
+
+def test_expand_gives_real_one_job_per_dataset_and_seed():
+    jobs = expand(["random", "real"], ["demo", "breastmnist"], [1, 2, 10], [0, 1], budget="smoke")
+    assert len(jobs) == 2 * 2 * 3 + 2 * 2
+    assert {j.ipc for j in jobs if j.method == "real"} == {None}
+    assert len({j.job_id for j in jobs}) == len(jobs)
+
+
+def test_pending_skips_jobs_whose_records_exist(tmp_path):
+    store = ResultStore(tmp_path / "results.sqlite")
+    done, todo = Job("random", "demo", 1, budget="smoke"), Job("random", "demo", 2, budget="smoke")
+    metric = {"per_model": [0.5], "mean": 0.5, "std": 0.0, "n": 1}
+    store.add({"job_id": done.job_id, "method": "random", "dataset": "demo", "ipc": 1, "eval_model": "convnet",
+               "protocol": "v1", "budget": "smoke", "seed": 0,
+               "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}})
+    assert pending([done, todo], store) == [todo]
+
+
+def test_killed_sweep_restarts_without_losing_or_duplicating(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo",
+           "--ipc", "1", "2", "3", "4", "--budget", "smoke", "--eval-epochs", "5", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    store_path = out / "results.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if store_path.exists() and len(ResultStore(store_path)) >= 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep dies at once, mid-grid
+    proc.wait()
+    before = len(ResultStore(store_path))
+    assert 1 <= before < 4
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = ResultStore(store_path).records()
+    assert sorted(r["ipc"] for r in records) == [1, 2, 3, 4]  # every cell exactly once
+    assert len({r["job_id"] for r in records}) == 4

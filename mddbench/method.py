@@ -38,6 +38,10 @@ class Method:
         """Official per-dataset/ipc values that differ from ``defaults`` (paper budget)."""
         return {}
 
+    def adapt(self, hp: dict[str, Any], spec: DatasetSpec, ipc: int) -> dict[str, Any]:
+        """Changes to the presets that depend on the data itself (e.g. its size); applied before budgets."""
+        return {}
+
     def check(self, hp: dict[str, Any], spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         """Raise ConfigError for settings this method cannot run."""
         if spec.dims == 3 and not self.supports_3d:
@@ -57,9 +61,10 @@ class Method:
     # ------------------------------------------------------------------------ hyperparameters
     def resolve(self, spec: DatasetSpec, ipc: int, budget: Budget, overrides: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
-        """defaults <- presets(dataset, ipc) <- budget scaling <- user overrides (known keys only)."""
+        """defaults <- presets(dataset, ipc) <- adapt(data) <- budget scaling <- user overrides (known keys only)."""
         hp = dict(self.defaults)
         hp.update(self.presets(spec, ipc))
+        hp.update(self.adapt(hp, spec, ipc))
         for key, value in self.budgets.get(budget.name, {}).items():
             hp[key] = value(hp, budget) if callable(value) else value  # a callable scales the preset
         for key, value in (overrides or {}).items():
@@ -148,6 +153,13 @@ class Task:
     def real_batch(self, c: int, n: int) -> torch.Tensor:
         """``n`` random real train images of class ``c`` on the device."""
         return self.data.sample_class(c, n, self.generator).to(self.device, non_blocking=True)
+
+    def image_state(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Learnable images (``hp['init']``), their hard labels, and the loop state holding them and their
+        SGD optimiser (``hp['lr_img']``, ``hp['momentum_img']``): the start of every image-optimising method."""
+        images = self.initial_images(self.hp["init"]).detach().clone().requires_grad_(True)
+        opt = torch.optim.SGD([images], lr=self.hp["lr_img"], momentum=self.hp["momentum_img"])
+        return images, self.hard_labels(), {"images": images, "opt_img": opt}
 
     def synset(self, images: torch.Tensor, labels: torch.Tensor, **kw) -> SyntheticSet:
         return SyntheticSet(images.detach().clone(), labels.detach().clone(), **kw)

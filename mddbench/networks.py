@@ -47,7 +47,20 @@ def _flat_features(make: Callable[[], nn.Module], channels: int, size: int, dims
         return make()(torch.zeros(1, channels, *(size,) * dims)).flatten(1).shape[1]
 
 
-class ConvNet(nn.Module):
+class FeaturesThenClassifier(nn.Module):
+    """``features`` (a conv stack) -> flatten (the embedding DM and CAFE use) -> ``classifier``."""
+
+    features: nn.Module
+    classifier: nn.Module
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+class ConvNet(FeaturesThenClassifier):
     """depth x [conv3 -> norm -> ReLU -> avgpool2] -> linear (width 128, instance norm by default)."""
 
     def __init__(self, channels: int, n_classes: int, size: int, dims: int = 2, width: int = 128,
@@ -70,12 +83,6 @@ class ConvNet(nn.Module):
         self.features = make()
         self.classifier = nn.Linear(_flat_features(make, channels, size, dims), n_classes)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
-
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The ReLU output of every block, then the final pooled map (CAFE's layer-wise features)."""
         maps = []
@@ -87,7 +94,7 @@ class ConvNet(nn.Module):
         return maps
 
 
-class LeNet(nn.Module):
+class LeNet(FeaturesThenClassifier):
     """conv5(6) -> ReLU -> maxpool -> conv5(16) -> ReLU -> maxpool -> fc 120 -> fc 84 -> fc classes."""
 
     def __init__(self, channels: int, n_classes: int, size: int, dims: int = 2):
@@ -102,14 +109,8 @@ class LeNet(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(n, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                                         nn.Linear(84, n_classes))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
-
-
-class AlexNet(nn.Module):
+class AlexNet(FeaturesThenClassifier):
     """The small CIFAR-style AlexNet of the DC code (no normalisation by default)."""
 
     def __init__(self, channels: int, n_classes: int, size: int, dims: int = 2, norm: str = "none"):
@@ -125,12 +126,6 @@ class AlexNet(nn.Module):
 
         self.features = make()
         self.classifier = nn.Linear(_flat_features(make, channels, size, dims), n_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
 
 
 class BasicBlock(nn.Module):

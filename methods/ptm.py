@@ -37,7 +37,7 @@ from mddbench.loop import distill_loop
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.synset import SyntheticSet
-from mddbench.trajectory import TrajectoryMatching, mtt_preset
+from mddbench.trajectory import TrajectoryMatching, expert_steps_per_epoch, mtt_preset
 from mddbench.unroll import TensorSource, match
 
 
@@ -122,13 +122,23 @@ class PTM(TrajectoryMatching):
         beta1=1.0, beta2=0.01, overlap_sigma=0.0, overlap=True, retrain=True, retrain_points=2,
         schedule="progressive", backend_p=0.0)
     budgets = {
-        "quick": dict(iterations=120, end_epoch=6, steps_per_epoch=4, max_syn_steps=24),
-        "smoke": dict(iterations=6, end_epoch=2, steps_per_epoch=2, max_syn_steps=4),
+        "quick": dict(iterations=120, end_epoch=6, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 4),
+                      max_syn_steps=24),
+        "smoke": dict(iterations=6, end_epoch=2, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 2),
+                      max_syn_steps=4),
     }
 
     def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
         # image/lr learning rates and the initial step size from the FTD/MTT rows by ipc band
         return {k: v for k, v in mtt_preset(ipc).items() if k in ("lr_img", "lr_lr", "lr_teacher")}
+
+    def adapt(self, hp: dict, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
+        """Ours: at most as many student steps per epoch as the experts took, step size fixed there
+        (see ``mddbench.trajectory.fit_steps_to_experts`` for the measurement behind it)."""
+        per_epoch = expert_steps_per_epoch(spec)
+        if per_epoch is None or per_epoch >= hp["steps_per_epoch"]:
+            return {}
+        return {"steps_per_epoch": per_epoch, "lr_lr": 0.0}
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         if spec.dims == 3 and not self.supports_3d:

@@ -5,24 +5,31 @@ SGD (momentum 0.9, weight decay 5e-4) at the set's learned step size (0.01 other
 half time with the optimiser re-created as in the official code, batch 256, DSA augmentation,
 hard or soft cross-entropy, and the *final* epoch's network is scored (never the best epoch).
 Model ``i`` draws its initialisation, data order and augmentation from its own named seed
-streams, so a seed fixes every number and models can be trained one by one or all together.
+streams, so a seed fixes every number and models can be trained one by one (engine "loop", the
+reference) or side by side as one packed network (engine "batched", :mod:`mddbench.batched`),
+with the same numbers up to float rounding. Both engines run the one loop :func:`train_networks`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .augment import DEFAULT_STRATEGY, DSA
+from .augment import DEFAULT_STRATEGY, DSA, Draw
+from .batched import NotPackable, activation_bytes, augment_together, stack_networks, unstack_into
 from .data import RealData
+from .errors import ConfigError
 from .metrics import classification_metrics, summarize
 from .networks import create_network
 from .seeding import generator as seeded
-from .synset import SyntheticSet, cross_entropy
+from .synset import Renderer, SyntheticSet, cross_entropy
 
 PROTOCOL = "v1"
+ENGINES = ("auto", "loop", "batched")
+CPU_PACK_BYTES = 2 << 30  # activation memory one packed training step may take on the CPU
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class EvalResult:
     config: EvalConfig
     per_model: list[dict[str, float]]
     seconds: float = 0.0
+    engine: str = "loop"  # how the networks were trained: same numbers up to float rounding, recorded
 
     def summary(self) -> dict[str, dict]:
         keys = ("test_acc", "val_acc", "auc", "balanced_acc")
@@ -60,34 +68,68 @@ def model_streams(seed: int, index: int, model: str) -> tuple[torch.Generator, t
     return seeded(seed, "eval-init", model, index), seeded(seed, "eval-data", model, index)
 
 
-def train_on_synset(net: torch.nn.Module, synset: SyntheticSet, config: EvalConfig, data_gen: torch.Generator,
-                    device: torch.device, bar: tqdm | None = None) -> torch.nn.Module:
-    """The one training loop on a synthetic set (also used for ``real``, with the full train split)."""
+def epoch_schedule(synset: SyntheticSet, config: EvalConfig) -> Iterator[tuple[int, float, bool]]:
+    """(leading images to train on, learning rate, whether the optimiser is created afresh) per epoch.
+
+    Phase by phase; a fresh SGD at each phase start and at half time (lr x0.1), as the official
+    code re-creates it there, which also resets the momentum.
+    """
+    for end, lr in synset.phases(config.lr):
+        for epoch in range(config.epochs):
+            decayed = config.epochs > 1 and epoch >= config.epochs // 2
+            yield end, lr * 0.1 if decayed else lr, epoch == 0 or (decayed and epoch == config.epochs // 2)
+
+
+def _draw_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, renderer: Renderer | None,
+                aug: DSA, generator: torch.Generator) -> tuple[torch.Tensor, list[Draw], torch.Tensor]:
+    """One network's next batch: its images (rendered), its augmentation draw, its labels."""
+    x = images[idx]
+    if renderer is not None:
+        x = renderer.render(x, generator)
+    return x, aug.sample(x, generator), labels[idx]
+
+
+def train_networks(nets: list[torch.nn.Module], synset: SyntheticSet, config: EvalConfig,
+                   data_gens: list[torch.Generator], device: torch.device, bar: tqdm | None = None,
+                   probe: torch.Tensor | None = None) -> list[torch.nn.Module]:
+    """The one training loop on a synthetic set, for one network or several trained side by side.
+
+    Network ``i`` draws its data order, renderer draws and augmentation from ``data_gens[i]`` in
+    the order a lone network draws them, and several networks are packed into one
+    (:mod:`mddbench.batched`): the loss is the sum of the networks' own mean losses and SGD acts
+    element-wise, so each network gets its own gradient and update. ``probe`` checks the packing.
+    """
+    n = len(nets)
     aug = DSA(config.dsa_strategy)
     renderer = synset.make_renderer()
     if renderer is not None:
         renderer = renderer.to(device)
     images, labels = synset.images.to(device), synset.labels.to(device)
-    net.train()
-    for end, lr in synset.phases(config.lr):
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        for epoch in range(config.epochs):
-            if epoch == config.epochs // 2 and config.epochs > 1:
-                opt = torch.optim.SGD(net.parameters(), lr=lr * 0.1, momentum=config.momentum,
-                                      weight_decay=config.weight_decay)
-            for idx in torch.randperm(end, generator=data_gen).split(config.batch):
-                idx = idx.to(device)
-                x = images[idx]
-                if renderer is not None:
-                    x = renderer.render(x, data_gen)
-                x = aug(x, data_gen)
-                loss = cross_entropy(net(x), labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            if bar is not None:
-                bar.update(1)
-    return net
+    model = nets[0] if n == 1 else stack_networks(nets, probe)
+    model.train()
+    for end, lr, fresh in epoch_schedule(synset, config):
+        if fresh:
+            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                  weight_decay=config.weight_decay)
+        orders = [torch.randperm(end, generator=g).split(config.batch) for g in data_gens]
+        for idxs in zip(*orders):
+            xs, draws, ys = zip(*(_draw_batch(images, labels, idx.to(device), renderer, aug, g)
+                                  for idx, g in zip(idxs, data_gens)))
+            logits = model(torch.cat(augment_together(aug, xs, draws), 1))  # (batch, n * classes)
+            logits = logits.view(len(logits), n, -1).transpose(0, 1).reshape(-1, logits.shape[1] // n)
+            loss = cross_entropy(logits, torch.cat(ys)) * n
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if bar is not None:
+            bar.update(n)
+    return nets if n == 1 else unstack_into(model, nets)
+
+
+def train_on_synset(net: torch.nn.Module, synset: SyntheticSet, config: EvalConfig, data_gen: torch.Generator,
+                    device: torch.device, bar: tqdm | None = None) -> torch.nn.Module:
+    """Train one network (the reference path; also used for ``real``, with the full train split)."""
+    return train_networks([net], synset, config, [data_gen], device, bar)[0]
 
 
 @torch.no_grad()
@@ -103,23 +145,66 @@ def score(net: torch.nn.Module, data: RealData, device: torch.device) -> dict[st
     return {"test_acc": test["acc"], "val_acc": val["acc"], "auc": test["auc"], "balanced_acc": test["balanced_acc"]}
 
 
+def pack_size(net: torch.nn.Module, probe: torch.Tensor, synset: SyntheticSet, config: EvalConfig,
+              device: torch.device) -> int:
+    """How many networks to train side by side so that their training activations fit a budget.
+
+    A packed step holds every network's batch at once: ``real`` (batches of 256 real images) at
+    112 px would need tens of GB for ten networks, while small synthetic sets pack all of them.
+    """
+    step = 2 * activation_bytes(net, probe) * min(config.batch, len(synset))  # x2: backward's own buffers
+    budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else CPU_PACK_BYTES
+    return max(1, int(budget // step))
+
+
+def _networks_per_pack(engine: str, network: Callable[[int], torch.nn.Module], synset: SyntheticSet,
+                       config: EvalConfig, device: torch.device, probe: torch.Tensor) -> int:
+    """1 for the one-by-one loop; more when the networks can be packed ("batched" or "auto")."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown evaluation engine {engine!r}; choose {', '.join(ENGINES)}")
+    if engine == "loop" or config.n_models < 2 or (engine == "auto" and device.type != "cuda"):
+        return 1  # auto: packing pays on a GPU; on CPUs the step is compute-bound (benchmarks/bench_eval.py)
+    first = network(0)
+    try:
+        stack_networks([first, network(1)], probe)
+    except NotPackable as exc:
+        if engine == "batched":
+            raise NotPackable(f"cannot train these networks together: {exc}; use engine 'loop' or 'auto'") from exc
+        return 1
+    return min(config.n_models, pack_size(first, probe, synset, config, device))
+
+
 def evaluate(synset: SyntheticSet, data: RealData, config: EvalConfig = EvalConfig(), seed: int = 0,
-             device: torch.device | str = "cpu", progress: bool = True) -> EvalResult:
-    """Train ``config.n_models`` networks on ``synset`` one by one (the reference path)."""
+             device: torch.device | str = "cpu", progress: bool = True, engine: str = "auto") -> EvalResult:
+    """Train ``config.n_models`` networks on ``synset`` and score each on the real splits.
+
+    ``engine``: "loop" trains the networks one by one (the reference path); "batched" trains them
+    side by side as one packed network (:mod:`mddbench.batched`; the same numbers up to float
+    rounding; refused for networks that cannot be packed, e.g. with BatchNorm); "auto" packs them
+    on a GPU when possible and uses the loop on a CPU, where a training step of ConvNet-128 is
+    compute-bound and packing measured no faster. Packs are sized to a memory budget (:func:`pack_size`).
+    """
     import time
 
     device = torch.device(device)
     spec = data.spec
     start = time.perf_counter()
-    per_model = []
+
+    def network(i: int) -> torch.nn.Module:
+        return create_network(config.model, spec.channels, spec.n_classes, spec.size, spec.dims,
+                              generator=model_streams(seed, i, config.model)[0], device=device)
+
+    probe = torch.randn(2, spec.channels, *(spec.size,) * spec.dims, generator=torch.Generator().manual_seed(0))
+    size = _networks_per_pack(engine, network, synset, config, device, probe.to(device))
+    engine = "batched" if size > 1 else "loop"
+    per_model: list[dict[str, float]] = []
     total = config.n_models * config.epochs * len(synset.phases(config.lr))
-    with tqdm(total=total, desc=f"evaluate {config.model} x{config.n_models}", unit="ep", disable=not progress,
-              leave=False) as bar:
-        for i in range(config.n_models):
-            init_gen, data_gen = model_streams(seed, i, config.model)
-            net = create_network(config.model, spec.channels, spec.n_classes, spec.size, spec.dims,
-                                 generator=init_gen, device=device)
-            train_on_synset(net, synset, config, data_gen, device, bar)
-            per_model.append(score(net, data, device))
+    with tqdm(total=total, desc=f"evaluate {config.model} x{config.n_models} ({engine})", unit="ep",
+              disable=not progress, leave=False) as bar:
+        for first in range(0, config.n_models, size):
+            pack = range(first, min(first + size, config.n_models))
+            nets = train_networks([network(i) for i in pack], synset, config,
+                                  [model_streams(seed, i, config.model)[1] for i in pack], device, bar)
+            per_model += [score(net, data, device) for net in nets]
             bar.set_postfix(acc=f"{np.mean([m['test_acc'] for m in per_model]):.3f}")
-    return EvalResult(config, per_model, time.perf_counter() - start)
+    return EvalResult(config, per_model, time.perf_counter() - start, engine)

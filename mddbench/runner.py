@@ -206,6 +206,7 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
         "eval_model": result.config.model, "protocol": result.config.protocol, "budget": budget,
         "seed": meta.get("seed", 0), "label_type": meta.get("label_type", "hard"), "metrics": result.summary(),
         "eval_config": result.config.as_dict(), "eval_seconds": round(result.seconds, 3),
+        "eval_engine": result.engine, "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
         **{k: meta.get(k) for k in ("hparams", "data_checksum", "version", "distill_seconds", "iterations",
                                     "stopped_by_time", "peak_memory_mb", "device", "git_commit", "experts")},
         "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),

@@ -1,0 +1,118 @@
+"""Evaluation engines compared: one network at a time ("loop") versus all together ("batched").
+
+For each case the same synthetic set (a random real subset, ``ipc`` images per class) is evaluated
+by both engines in this process with the same seed; the script prints each engine's time, the
+speed-up (loop time / batched time), the speed-up of the training alone (set-up and scoring, timed
+by a 0-epoch run, subtracted: what a 1000-epoch evaluation sees) and whether the per-model test
+accuracies agree.
+
+    python benchmarks/bench_eval.py                     # n = 10 models, 20 epochs per case
+    python benchmarks/bench_eval.py --epochs 100 --threads 2 --cases breast-ipc2 3d-ipc2
+
+Every epoch is the same work, so a short run gives the ratio of a full evaluation. Over hundreds
+of epochs the engines' float rounding differences grow (training is chaotic; the loop itself
+diverges as much between 1 and 2 threads), so agreement is checked on short runs only.
+Timings on a shared machine are distorted by other processes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mddbench.data import DatasetSpec, RawArrays, RealData, load_dataset
+from mddbench.evaluate import EvalConfig, evaluate
+from mddbench.synset import SyntheticSet
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def random_3d(size: int = 28, n_classes: int = 3) -> RealData:
+    """Random 1 x size^3 volumes (3 classes): only the engines' speed and agreement matter here."""
+    rng = np.random.default_rng(0)
+    counts = {"train": 20, "val": 2, "test": 4}  # few scored volumes: the training is what is compared
+    images = {s: rng.integers(0, 256, (n * n_classes,) + (size,) * 3, dtype=np.uint8) for s, n in counts.items()}
+    labels = {s: np.repeat(np.arange(n_classes), n)[:, None].astype(np.uint8) for s, n in counts.items()}
+    spec = DatasetSpec(name="random3d", title="random3d", source="generated", dims=3, channels=1, size=size,
+                       label_names=tuple("abc"[:n_classes]), task="multi-class", license="-", citation="-",
+                       description="-", load=lambda spec, root, offline: RawArrays(images, labels, "random"))
+    return load_dataset(spec)
+
+
+def random_subset(data: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([data.sample_class(c, ipc, g) for c in range(data.n_classes)])
+    return SyntheticSet(x, torch.arange(data.n_classes).repeat_interleave(ipc))
+
+
+def cases(epochs: int) -> dict[str, tuple]:
+    """name -> (data loader, ipc, epochs)."""
+    def breast() -> RealData:
+        return load_dataset("breastmnist", SHARED_DATA if (SHARED_DATA / "breastmnist.npz").exists() else None)
+
+    def demo() -> RealData:
+        return load_dataset("demo")
+
+    return {"breast-ipc2": (breast, 2, epochs), "breast-ipc10": (breast, 10, epochs),
+            "demo-ipc2": (demo, 2, epochs), "demo-ipc10": (demo, 10, epochs),
+            "3d-ipc2": (random_3d, 2, max(2, epochs // 5))}
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, or nan when either is too short to mean anything (scoring dominated a tiny run)."""
+    return a / b if min(a, b) > 0.05 else float("nan")
+
+
+def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int) -> dict:
+    data = load()
+    synset = random_subset(data, ipc)
+    config = EvalConfig(n_models=n_models, epochs=epochs)
+    times: dict[str, list[float]] = {"loop": [], "batched": []}
+    fixed: dict[str, list[float]] = {"loop": [], "batched": []}  # set-up and scoring alone (0 epochs)
+    results = {}
+    for _ in range(repeats):  # alternate the engines so that a burst of load hits both alike
+        for engine in times:
+            fixed[engine].append(evaluate(synset, data, config.with_(epochs=0), progress=False, engine=engine).seconds)
+            res = evaluate(synset, data, config, seed=0, progress=False, engine=engine)
+            assert res.engine == engine
+            times[engine].append(res.seconds)
+            results[engine] = res
+    loop, batched = ([m["test_acc"] for m in results[e].per_model] for e in times)
+    t_loop, t_batched = min(times["loop"]), min(times["batched"])
+    row = {"case": name, "classes": data.n_classes, "ipc": ipc, "epochs": epochs, "loop_s": t_loop,
+           "batched_s": t_batched, "speedup": t_loop / t_batched,
+           "train_speedup": _ratio(t_loop - min(fixed["loop"]), t_batched - min(fixed["batched"])),
+           "acc_equal": loop == batched, "max_acc_diff": float(np.max(np.abs(np.subtract(loop, batched)))),
+           "mean_acc": float(np.mean(batched))}
+    print(f"{name:12s} {data.n_classes} classes ipc {ipc:2d}, {n_models} models x {epochs:3d} epochs: "
+          f"loop {t_loop:7.1f} s, batched {t_batched:7.1f} s, speed-up x{row['speedup']:.2f} "
+          f"(training alone x{row['train_speedup']:.2f}); per-model test acc equal: {row['acc_equal']} "
+          f"(max diff {row['max_acc_diff']:.4f}, mean {row['mean_acc']:.3f})", flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=20, help="epochs per 2D case (3D: a fifth, at least 2)")
+    p.add_argument("--n-models", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per engine; the fastest counts")
+    p.add_argument("--cases", nargs="*", default=None, help=f"default: all of {', '.join(cases(1))}")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
+          f"({platform.machine()}), load average {load}")
+    table = cases(args.epochs)
+    rows = [run(name, *table[name], args.n_models, args.repeats) for name in (args.cases or table)]
+    if not all(r["acc_equal"] for r in rows):
+        print("WARNING: per-model accuracies differ in", [r["case"] for r in rows if not r["acc_equal"]])
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,7 @@ REAL = "real"
 
 Record = dict[str, Any]
 ColKey = tuple[str, Any, str]  # (dataset, ipc, eval_model)
-RowKey = tuple[str, str]  # (method, label_type)
+RowKey = tuple[str, str, str]  # (method, label_type, variant)
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,29 @@ def _ipc_label(ipc: Any) -> str:
     return "full" if ipc == "full" else f"ipc{ipc}"
 
 
+def variant(r: Record) -> str:
+    """What sets a run apart from its method's defaults: hyperparameter overrides and a time budget.
+
+    Runs of one method with different variants are different rows (an ablation or a time-matched run
+    never pools into the method's main row); the main table shows only default runs.
+    """
+    parts = [f"{k}={v}" for k, v in sorted((r.get("overrides") or {}).items())]
+    if r.get("time_budget"):
+        parts.append(f"{r['time_budget']:g} s budget")
+    return ", ".join(parts)
+
+
 def _row_key(r: Record) -> RowKey:
-    return (r["method"], r.get("label_type") or "hard")
+    return (r["method"], r.get("label_type") or "hard", variant(r))
 
 
 def _row_order(key: RowKey) -> tuple:
-    return (key[0] == REAL, _rank(key[0], METHOD_ORDER), key[1])
+    return (key[0] == REAL, _rank(key[0], METHOD_ORDER), key[1], key[2])
 
 
 def _row_label(key: RowKey) -> str:
-    return f"{key[0]} (soft labels)" if key[1] == "soft" else key[0]
+    label = f"{key[0]} (soft labels)" if key[1] == "soft" else key[0]
+    return f"{label} [{key[2]}]" if key[2] else label
 
 
 def _col_key(r: Record) -> ColKey:
@@ -151,6 +164,18 @@ def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: 
     return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
 
 
+def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
+                   budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
+    """Variant runs (ablations, time budgets) beside the default runs of the same methods, in the
+    (dataset, ipc) cells where variants exist."""
+    records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
+    cells = {(r["dataset"], r["ipc"]) for r in records if variant(r)}
+    methods = {r["method"] for r in records if variant(r)}
+    records = [r for r in records if (r["dataset"], r["ipc"]) in cells and (variant(r) or r["method"] in methods
+                                                                             or r["method"] == "random")]
+    return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
+
+
 def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str = "test_acc",
                      budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
     """Rows = methods, columns = "<dataset> <eval model>" at one ipc (all ipcs, labelled, if None)."""
@@ -172,7 +197,7 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
     if metric not in METRIC_NAMES:
         raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
     ours: dict[tuple[str, str, str, str], dict[tuple[str, str, str], list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
+    for r in (r for r in records if not variant(r)):  # ablations and time-matched runs are not the method
         ours[(r["dataset"], str(r["ipc"]), r["method"], r["eval_model"])][
             (r["budget"], r["protocol"], r.get("label_type") or "hard")].append(r)
 
@@ -200,7 +225,7 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
         rows += rows_for(p.table, key, float(p.acc_mean), float(p.acc_std) * 100)
     extra = sorted((k for k in ours if k not in seen),
                    key=lambda k: (_col_order((k[0], k[1] if k[1] == "full" else int(k[1]), k[3])),
-                                  _row_order((k[2], ""))))
+                                  _row_order((k[2], "", ""))))
     for key in extra:
         rows += rows_for("", key, None, None)
     columns = ["table", "dataset", "ipc", "method", "eval_model", "label_type", "reported", "reproduced",
@@ -215,6 +240,7 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
         row = {k: r.get(k) for k in ("job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget",
                                      "protocol", "seed")}
         row["label_type"] = r.get("label_type") or "hard"
+        row["variant"] = variant(r)
         test = pool([r], "test_acc")
         row.update(test_acc_mean=round(test.mean, 4), test_acc_std=round(test.std, 4), test_acc_n=test.n)
         for metric in ("val_acc", "auc", "balanced_acc"):
@@ -222,7 +248,7 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
         row.update(distill_seconds=r.get("distill_seconds"), peak_memory_mb=r.get("peak_memory_mb"))
         rows.append(row)
     columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "protocol", "seed",
-               "label_type", "test_acc_mean", "test_acc_std", "test_acc_n", "val_acc_mean", "auc_mean",
+               "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "val_acc_mean", "auc_mean",
                "balanced_acc_mean", "distill_seconds", "peak_memory_mb"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -277,11 +303,22 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
     for protocol, budget in scopes:
         recs = _scope(records, "test_acc", budget, protocol)
         suffix = f"{protocol}_{budget}" if several_protocols else budget
-        used = [r for r in recs if r["eval_model"] == "convnet"]
+        used = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
         for metric, stem in (("test_acc", f"main_{suffix}"), ("balanced_acc", f"main_{suffix}_balanced_acc")):
             paths += _write_table(out, stem, main_table(used, metric), main_table(used, metric, bold=True),
                                   f"Main leaderboard: {METRIC_LABELS[metric]} (%), ConvNet",
                                   _cell_notes(protocol, budget, "evaluated on ConvNet"), len(used))
+        varied = [r for r in recs if r["eval_model"] == "convnet"]
+        if any(variant(r) for r in varied):
+            for metric, stem in (("test_acc", f"variants_{suffix}"),
+                                 ("balanced_acc", f"variants_{suffix}_balanced_acc")):
+                paths += _write_table(out, stem, variants_table(varied, metric),
+                                      variants_table(varied, metric, bold=True),
+                                      f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
+                                      _cell_notes(protocol, budget, "rows in [brackets] are runs with the "
+                                                  "hyperparameter overrides or distillation time budget shown"),
+                                      sum(1 for r in varied if variant(r)))
+        recs = [r for r in recs if not variant(r)]
         cross = {(r["dataset"], r["ipc"]) for r in recs if r["eval_model"] != "convnet"}
         if cross:
             used = [r for r in recs if (r["dataset"], r["ipc"]) in cross

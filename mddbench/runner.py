@@ -182,6 +182,7 @@ def distill(p: Prepared) -> SyntheticSet:
         "peak_memory_mb": round(max([r.peak_mb for r in loops] + [peak_memory_mb(p.device)]), 1),
         "device": str(p.device),
         "experts": experts.used, "time_budget": job.time_budget, "lr": synset.lr,
+        "overrides": dict(job.hparams),
     })
     if p.method.shareable:
         synset.save(artifact)
@@ -210,6 +211,7 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
         **{k: meta.get(k) for k in ("hparams", "data_checksum", "version", "distill_seconds", "iterations",
                                     "stopped_by_time", "peak_memory_mb", "device", "git_commit", "experts")},
         "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),
+        "overrides": meta.get("overrides") or {},
         "artifact": artifact, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -77,7 +77,8 @@ class TrajectoryMatching(Method):
     defaults: dict[str, Any] = dict(
         iterations=5000, syn_steps=20, expert_epochs=3, max_start_epoch=25, lr_img=1000.0, lr_lr=1e-5,
         lr_teacher=0.01, momentum_img=0.5, batch_syn=0, init="real", dsa_strategy=DEFAULT_STRATEGY,
-        model="convnet", unroll_memory="full", expert_alpha=0.3, expert_rho=0.01)
+        model="convnet", unroll_memory="full", expert_alpha=0.3, expert_rho=0.01,
+        experts="default")  # "sgd" or "flat" to match other experts than the method's own (e.g. MTT on flat ones)
     budgets = {
         "quick": dict(iterations=100, syn_steps=lambda hp, b: min(hp["syn_steps"], 20), max_start_epoch=fit_start),
         "smoke": dict(iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=fit_start),
@@ -98,10 +99,12 @@ class TrajectoryMatching(Method):
                               f"experts have {budget.expert_epochs}")
         if hp["unroll_memory"] not in ("full", "constant"):
             raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
+        if hp.get("experts", "default") not in ("default", "sgd", "flat"):
+            raise ConfigError("experts is 'default' (the method's own), 'sgd' (MTT's) or 'flat' (FTD's GSAM experts)")
 
     # ------------------------------------------------------------------------------------- hooks
     def recipe(self, hp: dict) -> ExpertRecipe:
-        if self.flat_experts:
+        if hp.get("experts", "default") == "flat" or (hp.get("experts", "default") == "default" and self.flat_experts):
             return replace(FLAT_RECIPE, model=hp["model"], alpha=hp["expert_alpha"], rho=hp["expert_rho"])
         return replace(MTT_RECIPE, model=hp["model"])
 

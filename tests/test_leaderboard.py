@@ -161,3 +161,22 @@ def test_shipped_paper_csv_is_the_default(tmp_path, records):
     copy = tmp_path / "paper.csv"
     shutil.copy(PAPER_RESULTS, copy)
     assert reported_vs_reproduced(records, copy).equals(reported_vs_reproduced(records))
+
+
+def test_variants_get_their_own_rows_and_never_pool_into_the_main_table(tmp_path):
+    base = rec("ptm", "breastmnist", 2, [0.70, 0.80])
+    ablation = dict(rec("ptm", "breastmnist", 2, [0.50, 0.50]), overrides={"overlap": "false"})
+    timed = dict(rec("mtt", "breastmnist", 2, [0.60, 0.60]), time_budget=120.0)
+    plain_mtt = rec("mtt", "breastmnist", 2, [0.40, 0.40])
+    records = [base, ablation, timed, plain_mtt, rec("random", "breastmnist", 2, [0.55])]
+    main = main_table([r for r in records if not (r.get("overrides") or r.get("time_budget"))])
+    assert main.loc["ptm", "breastmnist ipc2"] == "75.00 ± 5.00 (n=2)"
+    from mddbench.leaderboard import variants_table
+    var = variants_table(records)
+    assert list(var.index) == ["random", "mtt", "mtt [120 s budget]", "ptm", "ptm [overlap=false]"]
+    assert var.loc["ptm [overlap=false]", "breastmnist ipc2"] == "50.00 ± 0.00 (n=2)"
+    paths = {p.name for p in write_leaderboards(records, tmp_path)}
+    assert "variants_quick.md" in paths
+    text = (tmp_path / "main_quick.md").read_text()
+    assert "overlap" not in text and "75.00 ± 5.00" in text and "40.00 ± 0.00" in text and "60.00" not in text
+    assert (tmp_path / "records.csv").read_text().count("overlap=false") == 1

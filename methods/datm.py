@@ -132,6 +132,7 @@ def _scaled_window(base: dict[str, Any]) -> dict[str, Any]:
 class DATM(TrajectoryMatching):
     summary = "trajectory matching on flat experts: growing start window, correct-pred init, soft labels, gating"
     flat_experts = True
+    label_type = "soft"  # evaluated with its learned label logits (soft cross-entropy)
     defaults = dict(TrajectoryMatching.defaults, iterations=10000, init="correct", momentum_y=0.9,
                     **DATM_ROWS[10])
     budgets = {name: _scaled_window(base) for name, base in TrajectoryMatching.budgets.items()}

@@ -251,3 +251,9 @@ def test_registered_with_summaries():
         assert METHODS.get(name)().summary
     assert "reconstruction" in SMDD.summary
     assert DATM.flat_experts and FTD.flat_experts and not SMDD.flat_experts
+
+
+def test_datm_declares_soft_labels():
+    from mddbench.registry import METHODS
+
+    assert METHODS.get("datm").label_type == "soft" and METHODS.get("ftd").label_type == "hard"

@@ -67,7 +67,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if min(a, b) > 0.05 else float("nan")
 
 
-def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int) -> dict:
+def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int, device: str = "cpu") -> dict:
     data = load()
     synset = random_subset(data, ipc)
     config = EvalConfig(n_models=n_models, epochs=epochs)
@@ -76,8 +76,9 @@ def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int) -> 
     results = {}
     for _ in range(repeats):  # alternate the engines so that a burst of load hits both alike
         for engine in times:
-            fixed[engine].append(evaluate(synset, data, config.with_(epochs=0), progress=False, engine=engine).seconds)
-            res = evaluate(synset, data, config, seed=0, progress=False, engine=engine)
+            fixed[engine].append(evaluate(synset, data, config.with_(epochs=0), device=device, progress=False,
+                                        engine=engine).seconds)
+            res = evaluate(synset, data, config, seed=0, device=device, progress=False, engine=engine)
             assert res.engine == engine
             times[engine].append(res.seconds)
             results[engine] = res
@@ -101,15 +102,25 @@ def main() -> None:
     p.add_argument("--n-models", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=1, help="runs per engine; the fastest counts")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--fp32", action="store_true",
+                   help="GPU: TF32 off and deterministic cuDNN, for the agreement check (TF32 rounds grouped "
+                        "and separate convolutions differently, and training amplifies it)")
     p.add_argument("--cases", nargs="*", default=None, help=f"default: all of {', '.join(cases(1))}")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fp32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
-          f"({platform.machine()}), load average {load}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine()
+    print(f"torch {torch.__version__} on {args.device} ({where}), {torch.get_num_threads()} threads on "
+          f"{os.cpu_count()} cores, load average {load}")
     table = cases(args.epochs)
-    rows = [run(name, *table[name], args.n_models, args.repeats) for name in (args.cases or table)]
+    rows = [run(name, *table[name], args.n_models, args.repeats, args.device) for name in (args.cases or table)]
     if not all(r["acc_equal"] for r in rows):
         print("WARNING: per-model accuracies differ in", [r["case"] for r in rows if not r["acc_equal"]])
 

@@ -27,6 +27,7 @@ wrongly; evaluation then falls back to training the networks one by one.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -108,8 +109,30 @@ def stack_networks(nets: list[nn.Module], probe: torch.Tensor | None = None) -> 
     return stacked
 
 
+@contextlib.contextmanager
+def full_fp32():
+    """TF32 off for cuDNN and matmuls while active (a no-op on CPUs).
+
+    On a GPU, TF32 rounds a grouped convolution differently from the separate ones by ~1e-3;
+    the structural check below must compare float32 with float32.
+    """
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 @torch.no_grad()
 def _check(stacked: nn.Module, nets: list[nn.Module], probe: torch.Tensor) -> None:
+    with full_fp32():
+        _compare(stacked, nets, probe)
+
+
+def _compare(stacked: nn.Module, nets: list[nn.Module], probe: torch.Tensor) -> None:
     own = torch.stack([net(probe) for net in nets], 1)
     try:
         packed = stacked(torch.cat([probe] * len(nets), 1)).view(own.shape)

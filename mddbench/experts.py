@@ -216,11 +216,16 @@ class ExpertProvider:
                 tmp = folder / f"expert_{i:03d}.safetensors.tmp"
                 save_file({"trajectory": traj.contiguous()}, str(tmp))
                 tmp.replace(folder / f"expert_{i:03d}.safetensors")
-                meta["experts"][str(i)] = {k: round(v, 4) for k, v in score(net, self.data, self.device).items()}
+                meta["experts"][str(i)] = {**{k: round(v, 4) for k, v in score(net, self.data, self.device).items()},
+                                           "built_on": _device_name(self.device)}
                 tmp_meta = meta_path.with_name("meta.json.tmp")
                 tmp_meta.write_text(json.dumps(meta, indent=2))
                 tmp_meta.replace(meta_path)
         self.build_seconds += time.perf_counter() - start
+
+
+def _device_name(device: torch.device) -> str:
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
 
 
 @contextmanager

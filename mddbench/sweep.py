@@ -80,6 +80,14 @@ def _run(job: Job, threads: int) -> Outcome:
         return Outcome(job, False, traceback.format_exc(limit=5))
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset and CPU affinity), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_sweep(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[Outcome]:
     if not jobs:
         return []
@@ -94,7 +102,7 @@ def run_sweep(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[
         return []
     build_experts(todo, progress)
     todo = [replace(j, progress=False) for j in todo]
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     threads = max(1, cores // max(1, workers))
     outcomes = []
     with tqdm(total=len(todo), desc="sweep", unit="job", disable=not progress) as bar:

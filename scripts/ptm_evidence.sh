@@ -7,7 +7,7 @@
 #     and the figure analogues by `mddbench plot`.
 # Records go to $OUT/results.sqlite (variants get their own leaderboard rows); curves and figures to $CURVES.
 # Time nothing else while this runs: the time-matched comparison is only fair on an otherwise idle machine.
-#   scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
+#   [DATASETS="breastmnist"] [IPCS="2"] scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
 set -euo pipefail
 root=${1:-../shared/data}
 out=${2:-mddbench_out}
@@ -24,8 +24,8 @@ print(round(sum(r["distill_seconds"] for r in recs) / len(recs), 1))
 EOF
 }
 
-for dataset in breastmnist pneumoniamnist; do
-  for ipc in 2 10; do
+for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
+  for ipc in ${IPCS:-2 10}; do
     mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}"
     t=$(distill_seconds "$dataset" "$ipc")
     echo "== $dataset ipc $ipc: PTM distilled in $t s; MTT and FTD get the same time"

@@ -133,6 +133,7 @@ def test_second_run_reuses_the_cache_and_building_resumes_per_expert(tmp_path, m
     assert len(first) == 1 and first.epochs == 2
     folder = provider.folder(recipe)
     assert (folder / "meta.json").exists() and "test_acc" in first.meta["experts"]["0"]
+    assert first.meta["experts"]["0"]["built_on"] == "cpu"  # GPU-built experts say so in the cache
 
     calls = []
     real_train = experts_mod.train_expert

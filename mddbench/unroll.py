@@ -90,28 +90,39 @@ class MatchResult:
     graph_mb: float = 0.0  # tensors autograd kept for the backward pass (what grows with the steps)
 
 
-class GraphCensus:
-    """Counts the bytes of the distinct storages autograd saves while active (device independent)."""
+_SAVED_NAMES: dict[type, tuple[str, ...]] = {}
 
-    def __init__(self):
-        self.storages: dict[int, int] = {}
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        self.storages[s.data_ptr()] = s.nbytes()
-        return t
+def graph_mb(root: torch.Tensor) -> float:
+    """Bytes of the distinct storages that ``root``'s autograd graph saved for its backward pass.
 
-    def __enter__(self) -> "GraphCensus":
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._hooks.__exit__(*exc)
-
-    @property
-    def mb(self) -> float:
-        return sum(self.storages.values()) / 2**20
+    Walks the graph and reads each node's ``_saved_*`` tensors (device independent). A
+    ``saved_tensors_hooks`` census would be simpler but, returning the tensor itself, makes every
+    node that saved its own output hold itself: a reference cycle gc cannot see, which leaked
+    the student's start parameters on every matching iteration.
+    """
+    storages: dict[int, int] = {}
+    seen: set = set()
+    stack = [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names = _SAVED_NAMES.get(type(node))
+        if names is None:
+            names = _SAVED_NAMES[type(node)] = tuple(n for n in dir(node) if n.startswith("_saved_"))
+        for name in names:
+            try:
+                value = getattr(node, name)
+            except RuntimeError:  # already freed by a backward pass
+                continue
+            for t in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(t, torch.Tensor):
+                    st = t.untyped_storage()
+                    storages[st.data_ptr()] = st.nbytes()
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return sum(storages.values()) / 2**20
 
 
 def _step_batch(source: Source, idx: torch.Tensor, augment: DSA | None, generator: torch.Generator
@@ -136,17 +147,16 @@ def match(student: Student, source: Source, lr: torch.Tensor, start: torch.Tenso
     if memory == "full":
         w = start.clone().requires_grad_(True)
         ces = []
-        with GraphCensus() as census:
-            for idx in schedule:
-                x, y = _step_batch(source, idx, augment, generator)
-                ce = cross_entropy(student(w, x), y)
-                g = torch.autograd.grad(ce, w, create_graph=True)[0]
-                w = w - lr * g
-                ces.append(ce.detach())
-            loss = loss_fn(w, start, target, mask)
+        for idx in schedule:
+            x, y = _step_batch(source, idx, augment, generator)
+            ce = cross_entropy(student(w, x), y)
+            g = torch.autograd.grad(ce, w, create_graph=True)[0]
+            w = w - lr * g
+            ces.append(ce.detach())
+        loss = loss_fn(w, start, target, mask)
+        kept = graph_mb(loss)
         (weight * loss).backward()
-        return MatchResult(float(loss.detach()), w.detach(), float(torch.stack(ces).mean()) if ces else 0.0,
-                           census.mb)
+        return MatchResult(float(loss.detach()), w.detach(), float(torch.stack(ces).mean()) if ces else 0.0, kept)
     if memory == "constant":
         return _match_constant(student, source, lr, start, target, schedule, generator, augment, mask, weight, loss_fn)
     raise ValueError(f"memory must be 'full' or 'constant', got {memory!r}")
@@ -181,10 +191,9 @@ def _match_constant(student, source, lr, start, target, schedule, generator, aug
     for idx, state, w_i in zip(schedule, states, points):
         replay.set_state(state)
         w_req = w_i.detach().requires_grad_(True)
-        with GraphCensus() as census:
-            x, y = _step_batch(source, idx, augment, replay)
-            g = torch.autograd.grad(cross_entropy(student(w_req, x), y), w_req, create_graph=True)[0]
-            s = (g * v).sum()
-        peak = max(peak, census.mb)
+        x, y = _step_batch(source, idx, augment, replay)
+        g = torch.autograd.grad(cross_entropy(student(w_req, x), y), w_req, create_graph=True)[0]
+        s = (g * v).sum()
+        peak = max(peak, graph_mb(s))
         s.backward()
     return MatchResult(float(loss.detach()), end.detach(), float(torch.stack(ces).mean()) if ces else 0.0, peak)

@@ -7,11 +7,13 @@
 #     and the figure analogues by `mddbench plot`.
 # Records go to $OUT/results.sqlite (variants get their own leaderboard rows); curves and figures to $CURVES.
 # Time nothing else while this runs: the time-matched comparison is only fair on an otherwise idle machine.
-#   [DATASETS="breastmnist"] [IPCS="2"] scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
+# PARTS picks what runs (default "match ablate curves"); finished runs are skipped, killed ones resume.
+#   [DATASETS="breastmnist"] [IPCS="2"] [PARTS="match ablate"] scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
 set -euo pipefail
 root=${1:-../shared/data}
 out=${2:-mddbench_out}
 curves=${3:-ptm_curves}
+parts=${PARTS:-match ablate curves}
 common=(--budget quick --data-root "$root" --quiet)
 
 distill_seconds() {  # distill_seconds of the default-hyperparameter ptm record for dataset $1, ipc $2
@@ -29,16 +31,21 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
     mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}"
     t=$(distill_seconds "$dataset" "$ipc")
     echo "== $dataset ipc $ipc: PTM distilled in $t s; MTT and FTD get the same time"
+    if [[ " $parts " == *" match "* ]]; then
     mddbench run --method mtt --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
       --hp experts=flat --hp iterations=100000 --time-budget "$t"
     # FTD's quick EMA decay (0.9995^(5000/100)) fixed, since the iteration count is open-ended here
     mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
       --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$t"
+    fi
+    if [[ " $parts " == *" ablate "* ]]; then
     for ablation in "overlap=false" "retrain=false" "schedule=random backend_p=0.0" "schedule=random backend_p=1.0"; do
       hp=()
       for kv in $ablation; do hp+=(--hp "$kv"); done
       mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" "${hp[@]}"
     done
+    fi
+    [[ " $parts " == *" curves "* ]] || continue
     # accuracy against time (Figure 3a): separate runs that keep snapshots
     mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$curves" "${common[@]}" --snapshot-every 10
     long=$(python -c "print(6 * $t)")

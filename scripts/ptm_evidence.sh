@@ -32,18 +32,18 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
     t=$(distill_seconds "$dataset" "$ipc")
     echo "== $dataset ipc $ipc: PTM distilled in $t s; MTT and FTD get the same time"
     if [[ " $parts " == *" match "* ]]; then
-    mddbench run --method mtt --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
-      --hp experts=flat --hp iterations=100000 --time-budget "$t"
-    # FTD's quick EMA decay (0.9995^(5000/100)) fixed, since the iteration count is open-ended here
-    mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
-      --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$t"
+      mddbench run --method mtt --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
+        --hp experts=flat --hp iterations=100000 --time-budget "$t"
+      # FTD's quick EMA decay (0.9995^(5000/100)) fixed, since the iteration count is open-ended here
+      mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
+        --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$t"
     fi
     if [[ " $parts " == *" ablate "* ]]; then
-    for ablation in "overlap=false" "retrain=false" "schedule=random backend_p=0.0" "schedule=random backend_p=1.0"; do
-      hp=()
-      for kv in $ablation; do hp+=(--hp "$kv"); done
-      mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" "${hp[@]}"
-    done
+      for ablation in "overlap=false" "retrain=false" "schedule=random backend_p=0.0" "schedule=random backend_p=1.0"; do
+        hp=()
+        for kv in $ablation; do hp+=(--hp "$kv"); done
+        mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" "${hp[@]}"
+      done
     fi
     [[ " $parts " == *" curves "* ]] || continue
     # accuracy against time (Figure 3a): separate runs that keep snapshots

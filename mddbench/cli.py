@@ -200,7 +200,7 @@ def cmd_curve(args) -> None:
     cfg = EvalConfig(n_models=args.eval_n_models, epochs=args.eval_epochs)
     device = resolve_device(args.device)
     points = accuracy_curve(Path(args.run), lambda s: evaluate(s, data, cfg, seed=job.get("seed", 0), device=device,
-                                                              progress=False))
+                                                              progress=False), points=args.points)
     for p in points:
         print(f"it {p['iteration']:>6}  {p['seconds']:>8.1f} s  test {100 * p['test_acc']:.2f}  "
               f"val {100 * p['val_acc']:.2f}")
@@ -335,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder made with --snapshot-every N")
     p.add_argument("--eval-n-models", type=int, default=3)
     p.add_argument("--eval-epochs", type=int, default=300)
+    p.add_argument("--points", type=int, help="evaluate at most N snapshots, evenly spaced, the last always")
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_curve)

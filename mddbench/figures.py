@@ -39,23 +39,30 @@ def run_label(run_dir: Path) -> str:
     return f"{name} ({ablation})" if ablation else name
 
 
-def accuracy_curve(run_dir: Path, evaluate_fn) -> list[dict]:
-    """Evaluate every snapshot of a run with ``evaluate_fn(synset) -> EvalResult``; write curve.json."""
+def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None) -> list[dict]:
+    """Evaluate the snapshots of a run with ``evaluate_fn(synset) -> EvalResult``; write curve.json.
+
+    ``points``: evaluate at most this many, evenly spaced over the run and always the last one
+    (a long run keeps hundreds of snapshots; every one is a full evaluation).
+    """
     from .synset import SyntheticSet
 
     run_dir = Path(run_dir)
     snaps = sorted((run_dir / "snapshots").glob("it*.safetensors"))
     if not snaps:
         raise ConfigError(f"{run_dir} kept no snapshots; rerun with --snapshot-every N")
-    points = []
+    if points is not None and 0 < points < len(snaps):
+        picks = np.linspace(len(snaps) - 1, 0, points).round().astype(int)
+        snaps = [snaps[i] for i in sorted(set(picks.tolist()))]
+    curve = []
     for path in snaps:
         synset = SyntheticSet.load(path)
         summary = evaluate_fn(synset).summary()
-        points.append({"iteration": synset.meta["iteration"], "seconds": synset.meta["seconds"],
-                       "test_acc": summary["test_acc"]["mean"], "test_std": summary["test_acc"]["std"],
-                       "val_acc": summary["val_acc"]["mean"]})
-    (run_dir / "curve.json").write_text(json.dumps(points, indent=2))
-    return points
+        curve.append({"iteration": synset.meta["iteration"], "seconds": synset.meta["seconds"],
+                      "test_acc": summary["test_acc"]["mean"], "test_std": summary["test_acc"]["std"],
+                      "val_acc": summary["val_acc"]["mean"]})
+    (run_dir / "curve.json").write_text(json.dumps(curve, indent=2))
+    return curve
 
 
 def _stage_means(rows: list[dict], key: str, stage_key: str = "end_epoch") -> tuple[list, list]:

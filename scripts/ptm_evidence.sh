@@ -21,7 +21,7 @@ distill_seconds() {  # distill_seconds of the default-hyperparameter ptm record 
 import sys
 from mddbench.results import ResultStore
 recs = [r for r in ResultStore(sys.argv[1]).records(method="ptm", dataset=sys.argv[2], budget="quick")
-        if r["ipc"] == int(sys.argv[3]) and not r.get("overrides") and not r.get("time_budget")]
+        if r["ipc"] == int(sys.argv[3]) and r["seed"] == 0 and not r.get("overrides") and not r.get("time_budget")]
 print(round(sum(r["distill_seconds"] for r in recs) / len(recs), 1))
 EOF
 }
@@ -52,7 +52,7 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
     mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$curves" "${common[@]}" \
       --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$long" --snapshot-every 10
     for run in "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_*; do
-      [ -f "$run/curve.json" ] || mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300
+      [ -f "$run/curve.json" ] || mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300 --points 12
     done
     mddbench plot "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_* \
       "$out"/runs/ptm_"$dataset"_ipc"$ipc"_* --to "$curves/figures_${dataset}_ipc${ipc}"

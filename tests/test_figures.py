@@ -26,6 +26,9 @@ def test_curve_and_figures_from_ptm_runs(tmp_path, expert_cache):
     assert all(0 <= p["test_acc"] <= 1 for p in points)
     seconds = [p["seconds"] for p in points]
     assert seconds == sorted(seconds) and seconds[0] > 0
+    fewer = accuracy_curve(runs[0], lambda s: evaluate(s, data, EvalConfig(n_models=1, epochs=2), progress=False),
+                           points=2)
+    assert [p["iteration"] for p in fewer] == [2, 6]  # evenly spaced, the last always in
     written = plot_runs(runs, tmp_path / "fig")
     names = sorted(p.name for p in written)
     assert names == ["fig3a_accuracy_vs_time.png", "fig3b_memory_vs_stage.png", "fig4a_matching_loss.png",

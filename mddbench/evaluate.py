@@ -139,9 +139,18 @@ def predict(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: 
     return torch.cat(out).numpy()
 
 
+class Diverged(ConfigError):
+    """An evaluation network's training blew up (non-finite outputs): a finding, not a crash."""
+
+
 def score(net: torch.nn.Module, data: RealData, device: torch.device) -> dict[str, float]:
-    test = classification_metrics(predict(net, data.x["test"], device), data.y["test"].numpy())
-    val = classification_metrics(predict(net, data.x["val"], device), data.y["val"].numpy())
+    probs = {split: predict(net, data.x[split], device) for split in ("test", "val")}
+    if not all(np.isfinite(p).all() for p in probs.values()):
+        raise Diverged(f"the {type(net).__name__} evaluation network diverged (non-finite outputs) training on "
+                       "this synthetic set; typical for a normalisation-free network (LeNet, AlexNet) at the "
+                       "set's learned step size. No record is written for it.")
+    test = classification_metrics(probs["test"], data.y["test"].numpy())
+    val = classification_metrics(probs["val"], data.y["val"].numpy())
     return {"test_acc": test["acc"], "val_acc": val["acc"], "auc": test["auc"], "balanced_acc": test["balanced_acc"]}
 
 

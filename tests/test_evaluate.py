@@ -11,7 +11,7 @@ from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mddbench.data import load_dataset
-from mddbench.evaluate import EvalConfig, evaluate
+from mddbench.evaluate import Diverged, EvalConfig, evaluate
 from mddbench.metrics import auc, classification_metrics, summarize
 from mddbench.synset import SyntheticSet
 
@@ -42,6 +42,15 @@ def test_real_breastmnist_beats_the_majority_class(breast):
     assert scores["test_acc"] > majority
     assert scores["auc"] > 0.7
     assert result.summary()["balanced_acc"]["per_model"] == [scores["balanced_acc"]]
+
+
+def test_a_diverging_evaluation_network_is_a_clear_error(breast):
+    """LeNet has no normalisation: at a huge step size its outputs go non-finite. The error says so
+    (it used to surface as scikit-learn's "Input contains NaN" from deep inside the metrics)."""
+    synset = subset(breast, 2)
+    synset.lr = 1e4
+    with pytest.raises(Diverged, match="LeNet evaluation network diverged"):
+        evaluate(synset, breast, EvalConfig(model="lenet", n_models=1, epochs=3), seed=0, progress=False)
 
 
 def test_same_seed_same_numbers(breast):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .augment import DEFAULT_STRATEGY, DSA, Draw
 from .batched import NotPackable, activation_bytes, augment_together, stack_networks, unstack_into
 from .data import RealData
-from .errors import ConfigError
+from .errors import ConfigError, EvaluationDiverged
 from .metrics import classification_metrics, summarize
 from .networks import create_network
 from .seeding import generator as seeded
@@ -139,14 +139,10 @@ def predict(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: 
     return torch.cat(out).numpy()
 
 
-class Diverged(ConfigError):
-    """An evaluation network's training blew up (non-finite outputs): a finding, not a crash."""
-
-
 def score(net: torch.nn.Module, data: RealData, device: torch.device) -> dict[str, float]:
     probs = {split: predict(net, data.x[split], device) for split in ("test", "val")}
     if not all(np.isfinite(p).all() for p in probs.values()):
-        raise Diverged(f"the {type(net).__name__} evaluation network diverged (non-finite outputs) training on "
+        raise EvaluationDiverged(f"the {type(net).__name__} evaluation network diverged (non-finite outputs) training on "
                        "this synthetic set; typical for a normalisation-free network (LeNet, AlexNet) at the "
                        "set's learned step size. No record is written for it.")
     test = classification_metrics(probs["test"], data.y["test"].numpy())

@@ -11,7 +11,8 @@ from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mddbench.data import load_dataset
-from mddbench.evaluate import Diverged, EvalConfig, evaluate
+from mddbench.errors import EvaluationDiverged
+from mddbench.evaluate import EvalConfig, evaluate
 from mddbench.metrics import auc, classification_metrics, summarize
 from mddbench.synset import SyntheticSet
 
@@ -49,7 +50,7 @@ def test_a_diverging_evaluation_network_is_a_clear_error(breast):
     (it used to surface as scikit-learn's "Input contains NaN" from deep inside the metrics)."""
     synset = subset(breast, 2)
     synset.lr = 1e4
-    with pytest.raises(Diverged, match="LeNet evaluation network diverged"):
+    with pytest.raises(EvaluationDiverged, match="LeNet evaluation network diverged"):
         evaluate(synset, breast, EvalConfig(model="lenet", n_models=1, epochs=3), seed=0, progress=False)
 
 

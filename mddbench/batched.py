@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from .augment import DSA, Draw
 from .errors import ConfigError
+from .unroll import graph_mb
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -144,17 +145,10 @@ def _compare(stacked: nn.Module, nets: list[nn.Module], probe: torch.Tensor) -> 
 
 def activation_bytes(net: nn.Module, probe: torch.Tensor) -> float:
     """Bytes autograd keeps per input image for ``net``'s backward pass, measured on ``probe``."""
-    params = {p.data_ptr() for p in net.parameters()}
-    kept: dict[int, int] = {}
-
-    def keep(t: torch.Tensor) -> torch.Tensor:
-        if t.data_ptr() not in params:
-            kept[t.data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        net(probe)
-    return sum(kept.values()) / len(probe)
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    with torch.enable_grad():
+        out = net(probe)
+    return graph_mb(out, exclude=params) * 2**20 / len(probe)
 
 
 @torch.no_grad()

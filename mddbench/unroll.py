@@ -93,8 +93,10 @@ class MatchResult:
 _SAVED_NAMES: dict[type, tuple[str, ...]] = {}
 
 
-def graph_mb(root: torch.Tensor) -> float:
+def graph_mb(root: torch.Tensor, exclude: set[int] = frozenset()) -> float:
     """Bytes of the distinct storages that ``root``'s autograd graph saved for its backward pass.
+
+    ``exclude``: storage pointers not to count (e.g. the network's own parameters).
 
     Walks the graph and reads each node's ``_saved_*`` tensors (device independent). A
     ``saved_tensors_hooks`` census would be simpler but, returning the tensor itself, makes every
@@ -120,7 +122,8 @@ def graph_mb(root: torch.Tensor) -> float:
             for t in value if isinstance(value, (tuple, list)) else (value,):
                 if isinstance(t, torch.Tensor):
                     st = t.untyped_storage()
-                    storages[st.data_ptr()] = st.nbytes()
+                    if st.data_ptr() not in exclude:
+                        storages[st.data_ptr()] = st.nbytes()
         stack.extend(fn for fn, _ in node.next_functions if fn is not None)
     return sum(storages.values()) / 2**20
 

@@ -242,11 +242,13 @@ def _print_records(records) -> None:
     rows = []
     for r in records:
         m = r["metrics"]
-        rows.append((r["method"], r["dataset"], r["ipc"], r["eval_model"], r["budget"],
-                     f"{100 * m['test_acc']['mean']:.2f} ± {100 * m['test_acc']['std']:.2f}",
+        acc = (f"{100 * m['test_acc']['mean']:.2f} ± {100 * m['test_acc']['std']:.2f}" if m["test_acc"]["n"]
+               else "diverged")
+        rows.append((r["method"], r["dataset"], r["ipc"], r["eval_model"], r["budget"], acc,
                      f"{100 * m['balanced_acc']['mean']:.2f}", f"{100 * m['auc']['mean']:.2f}", m["test_acc"]["n"],
-                     r.get("distill_seconds")))
-    _print_rows(["method", "dataset", "ipc", "model", "budget", "test acc", "bal acc", "AUC", "n", "distill s"], rows)
+                     m["test_acc"].get("diverged", 0), r.get("distill_seconds")))
+    _print_rows(["method", "dataset", "ipc", "model", "budget", "test acc", "bal acc", "AUC", "n", "diverged",
+                 "distill s"], rows)
 
 
 def _common(p: argparse.ArgumentParser, eval_opts: bool = True) -> None:

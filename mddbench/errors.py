@@ -27,6 +27,3 @@ class ArtifactError(MddError):
 class DistillationDiverged(MddError):
     """The distillation loss became NaN or infinite."""
 
-
-class EvaluationDiverged(MddError):
-    """An evaluation network's training blew up (non-finite outputs): a finding about the set, not a crash."""

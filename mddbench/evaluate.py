@@ -21,8 +21,8 @@ from tqdm import tqdm
 from .augment import DEFAULT_STRATEGY, DSA, Draw
 from .batched import NotPackable, activation_bytes, augment_together, stack_networks, unstack_into
 from .data import RealData
-from .errors import ConfigError, EvaluationDiverged
-from .metrics import classification_metrics, summarize
+from .errors import ConfigError
+from .metrics import METRICS, classification_metrics, summarize
 from .networks import create_network
 from .seeding import generator as seeded
 from .synset import Renderer, SyntheticSet, cross_entropy
@@ -54,13 +54,12 @@ class EvalConfig:
 @dataclass
 class EvalResult:
     config: EvalConfig
-    per_model: list[dict[str, float]]
+    per_model: list[dict[str, float | None]]  # None: that model's training diverged
     seconds: float = 0.0
     engine: str = "loop"  # how the networks were trained: same numbers up to float rounding, recorded
 
     def summary(self) -> dict[str, dict]:
-        keys = ("test_acc", "val_acc", "auc", "balanced_acc")
-        return {k: summarize([m[k] for m in self.per_model]) for k in keys}
+        return {k: summarize([m[k] for m in self.per_model]) for k in METRICS}
 
 
 def model_streams(seed: int, index: int, model: str) -> tuple[torch.Generator, torch.Generator]:
@@ -139,12 +138,15 @@ def predict(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: 
     return torch.cat(out).numpy()
 
 
-def score(net: torch.nn.Module, data: RealData, device: torch.device) -> dict[str, float]:
+def score(net: torch.nn.Module, data: RealData, device: torch.device) -> dict[str, float | None]:
+    """The network's metrics on the real splits; all None when its training diverged.
+
+    A normalisation-free network (LeNet, AlexNet) can blow up at a synthetic set's learned step size;
+    that is a finding about the set, so the model is recorded as diverged rather than scored or fatal.
+    """
     probs = {split: predict(net, data.x[split], device) for split in ("test", "val")}
     if not all(np.isfinite(p).all() for p in probs.values()):
-        raise EvaluationDiverged(f"the {type(net).__name__} evaluation network diverged (non-finite outputs) training on "
-                       "this synthetic set; typical for a normalisation-free network (LeNet, AlexNet) at the "
-                       "set's learned step size. No record is written for it.")
+        return dict.fromkeys(METRICS)
     test = classification_metrics(probs["test"], data.y["test"].numpy())
     val = classification_metrics(probs["val"], data.y["val"].numpy())
     return {"test_acc": test["acc"], "val_acc": val["acc"], "auc": test["auc"], "balanced_acc": test["balanced_acc"]}
@@ -211,5 +213,6 @@ def evaluate(synset: SyntheticSet, data: RealData, config: EvalConfig = EvalConf
             nets = train_networks([network(i) for i in pack], synset, config,
                                   [model_streams(seed, i, config.model)[1] for i in pack], device, bar)
             per_model += [score(net, data, device) for net in nets]
-            bar.set_postfix(acc=f"{np.mean([m['test_acc'] for m in per_model]):.3f}")
+            scored = [m["test_acc"] for m in per_model if m["test_acc"] is not None]
+            bar.set_postfix(acc=f"{np.mean(scored):.3f}" if scored else "-", diverged=len(per_model) - len(scored))
     return EvalResult(config, per_model, time.perf_counter() - start, engine)

@@ -7,6 +7,7 @@ The ``real`` row (ipc "full") has no ipc of its own: it is repeated in every col
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,18 +35,23 @@ RowKey = tuple[str, str, str]  # (method, label_type, variant)
 
 @dataclass(frozen=True)
 class Stat:
-    """A pooled cell, in points."""
+    """A pooled cell, in points; ``diverged`` models have no score and are not in ``n``."""
     mean: float
     std: float
     n: int
+    diverged: int = 0
 
 
 def pool(records: Iterable[Record], metric: str = "test_acc") -> Stat:
     """Pool the per-model values of ``records``: mean, std (ddof=0) and count, in points."""
-    values = np.array([v for r in records for v in r["metrics"][metric]["per_model"]], dtype=float) * 100
-    if values.size == 0:
+    everything = [v for r in records for v in r["metrics"][metric]["per_model"]]
+    if not everything:
         raise ConfigError(f"no {metric} values to pool")
-    return Stat(float(values.mean()), float(values.std()), int(values.size))
+    values = np.array([v for v in everything if v is not None], dtype=float) * 100
+    diverged = len(everything) - values.size
+    if values.size == 0:
+        return Stat(math.nan, math.nan, 0, diverged)
+    return Stat(float(values.mean()), float(values.std()), int(values.size), diverged)
 
 
 def format_pm(mean: float, std: float) -> str:
@@ -54,10 +60,14 @@ def format_pm(mean: float, std: float) -> str:
 
 
 def _cell(stat: Stat | None, bold: bool = False) -> str:
+    """``"57.63 ± 1.00 (n=10)"``; models whose training diverged are counted, never averaged in."""
     if stat is None:
         return ""
+    if stat.n == 0:
+        return f"diverged ({stat.diverged}/{stat.diverged})"
     pm = format_pm(stat.mean, stat.std)
-    return f"{f'**{pm}**' if bold else pm} (n={stat.n})"
+    diverged = f", {stat.diverged} diverged" if stat.diverged else ""
+    return f"{f'**{pm}**' if bold else pm} (n={stat.n}{diverged})"
 
 
 # --- ordering -------------------------------------------------------------------------------
@@ -143,13 +153,14 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
         for c in targets:
             cells[(_row_key(r), c)].append(r)
     stats = {k: pool(v, metric) for k, v in cells.items()}
+    # the best cell of a column is bold; never real, nor a cell that lost models to divergence
+    contenders = {k: round(s.mean, 2) for k, s in stats.items() if k[0][0] != REAL and not s.diverged}
     best: dict[ColKey, float] = {}
-    for (row, col), s in stats.items():
-        if row[0] != REAL:
-            best[col] = max(best.get(col, -np.inf), round(s.mean, 2))
+    for (_, col), mean in contenders.items():
+        best[col] = max(best.get(col, -np.inf), mean)
     rows = sorted({_row_key(r) for r in records}, key=_row_order)
-    data = [[_cell(stats.get((row, c)), bold and row[0] != REAL and (row, c) in stats
-                   and round(stats[(row, c)].mean, 2) == best.get(c)) for c in cols] for row in rows]
+    data = [[_cell(stats.get((row, c)), bold and contenders.get((row, c), np.nan) == best.get(c)) for c in cols]
+            for row in rows]
     index = pd.Index([_row_label(row) for row in rows], name="method")
     return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
 
@@ -211,7 +222,7 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
         out = []
         for (budget, protocol, label_type), recs in sorted(groups.items()):
             s = pool(recs, metric)
-            diff = "" if reported is None else f"{s.mean - reported:+.2f}"
+            diff = "" if reported is None or not s.n else f"{s.mean - reported:+.2f}"
             out.append({**base, "label_type": label_type, "reproduced": _cell(s), "difference": diff,
                         "budget": budget, "protocol": protocol})
         return out
@@ -242,13 +253,14 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
         row["label_type"] = r.get("label_type") or "hard"
         row["variant"] = variant(r)
         test = pool([r], "test_acc")
-        row.update(test_acc_mean=round(test.mean, 4), test_acc_std=round(test.std, 4), test_acc_n=test.n)
+        row.update(test_acc_mean=round(test.mean, 4), test_acc_std=round(test.std, 4), test_acc_n=test.n,
+                   diverged=test.diverged)
         for metric in ("val_acc", "auc", "balanced_acc"):
             row[f"{metric}_mean"] = round(pool([r], metric).mean, 4)
         row.update(distill_seconds=r.get("distill_seconds"), peak_memory_mb=r.get("peak_memory_mb"))
         rows.append(row)
     columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "protocol", "seed",
-               "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "val_acc_mean", "auc_mean",
+               "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged", "val_acc_mean", "auc_mean",
                "balanced_acc_mean", "distill_seconds", "peak_memory_mb"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -29,8 +29,13 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]
     return {"acc": float((pred == y).mean()), "auc": auc(probs, y), "balanced_acc": bal}
 
 
-def summarize(values: list[float]) -> dict:
-    """mean and std (ddof=0, the DC-Bench convention) over evaluation models."""
-    arr = np.asarray(values, dtype=float)
-    return {"per_model": [float(v) for v in arr], "mean": float(arr.mean()) if len(arr) else math.nan,
-            "std": float(arr.std()) if len(arr) else math.nan, "n": int(len(arr))}
+def summarize(values: list[float | None]) -> dict:
+    """mean and std (ddof=0, the DC-Bench convention) over evaluation models.
+
+    A model whose training diverged has no score (None): it stays in ``per_model`` as a gap, is
+    left out of mean, std and ``n``, and is counted in ``diverged``, so a table can say so.
+    """
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    return {"per_model": [None if v is None else float(v) for v in values],
+            "mean": float(arr.mean()) if len(arr) else math.nan, "std": float(arr.std()) if len(arr) else math.nan,
+            "n": int(len(arr)), "diverged": len(values) - len(arr)}

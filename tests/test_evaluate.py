@@ -11,7 +11,6 @@ from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mddbench.data import load_dataset
-from mddbench.errors import EvaluationDiverged
 from mddbench.evaluate import EvalConfig, evaluate
 from mddbench.metrics import auc, classification_metrics, summarize
 from mddbench.synset import SyntheticSet
@@ -45,13 +44,18 @@ def test_real_breastmnist_beats_the_majority_class(breast):
     assert result.summary()["balanced_acc"]["per_model"] == [scores["balanced_acc"]]
 
 
-def test_a_diverging_evaluation_network_is_a_clear_error(breast):
-    """LeNet has no normalisation: at a huge step size its outputs go non-finite. The error says so
-    (it used to surface as scikit-learn's "Input contains NaN" from deep inside the metrics)."""
+def test_a_diverging_evaluation_network_is_recorded_as_diverged(breast):
+    """LeNet has no normalisation: at a huge step size its outputs go non-finite. Such a model has no
+    score (it used to surface as scikit-learn's "Input contains NaN"); the summary counts it apart."""
     synset = subset(breast, 2)
     synset.lr = 1e4
-    with pytest.raises(EvaluationDiverged, match="LeNet evaluation network diverged"):
-        evaluate(synset, breast, EvalConfig(model="lenet", n_models=1, epochs=3), seed=0, progress=False)
+    result = evaluate(synset, breast, EvalConfig(model="lenet", n_models=2, epochs=3), seed=0, progress=False)
+    assert result.per_model == [dict.fromkeys(("test_acc", "val_acc", "auc", "balanced_acc"))] * 2
+    summary = result.summary()["test_acc"]
+    assert summary["n"] == 0 and summary["diverged"] == 2 and math.isnan(summary["mean"])
+    synset.lr = 0.01  # the same networks at a sane step size score
+    assert evaluate(synset, breast, EvalConfig(model="lenet", n_models=1, epochs=3), seed=0,
+                    progress=False).summary()["test_acc"]["n"] == 1
 
 
 def test_same_seed_same_numbers(breast):
@@ -123,4 +127,10 @@ def test_degenerate_auc_cases():
 def test_summary_uses_population_std():
     s = summarize([0.5, 0.7, 0.9])
     assert s == {"per_model": [0.5, 0.7, 0.9], "mean": pytest.approx(0.7), "std": pytest.approx(math.sqrt(0.08 / 3)),
-                 "n": 3}  # ddof=0: sqrt(((-0.2)^2 + 0 + 0.2^2) / 3)
+                 "n": 3, "diverged": 0}  # ddof=0: sqrt(((-0.2)^2 + 0 + 0.2^2) / 3)
+
+
+def test_summary_leaves_diverged_models_out_of_the_statistics():
+    s = summarize([0.5, None, 0.9])
+    assert s == {"per_model": [0.5, None, 0.9], "mean": pytest.approx(0.7), "std": pytest.approx(0.2),
+                 "n": 2, "diverged": 1}

@@ -105,6 +105,22 @@ def test_cross_arch_table(records):
     assert df.loc["real", "pathmnist convnet"] == ""
 
 
+def test_diverged_models_are_shown_never_averaged_and_never_bold():
+    def diverging(method: str, values: list) -> dict:
+        r = rec(method, "pathmnist", 2, [0.5] * len(values), eval_model="alexnet")
+        scored = [v for v in values if v is not None]
+        r["metrics"]["test_acc"] = {"per_model": values, "mean": sum(scored) / len(scored) if scored else None,
+                                    "std": 0.0, "n": len(scored), "diverged": len(values) - len(scored)}
+        return r
+    records = [diverging("mtt", [0.9, None, 0.7]), diverging("ftd", [None, None]), diverging("dc", [0.6, 0.6])]
+    df = cross_arch_table(records, ipc=2, budget="quick", bold=True)
+    assert df.loc["mtt", "pathmnist alexnet"] == "80.00 ± 10.00 (n=2, 1 diverged)"
+    assert df.loc["ftd", "pathmnist alexnet"] == "diverged (2/2)"
+    assert df.loc["dc", "pathmnist alexnet"] == "**60.00 ± 0.00** (n=2)"
+    rows = tidy(records).set_index("method")
+    assert rows.loc["mtt", "diverged"] == 1 and rows.loc["ftd", "diverged"] == 2 and rows.loc["ftd", "test_acc_n"] == 0
+
+
 def test_reported_vs_reproduced(records):
     paper = pd.read_csv(PAPER_RESULTS)
     df = reported_vs_reproduced(quick(records))

@@ -95,10 +95,19 @@ def test_missing_fields_are_listed(tmp_path):
     ({"metrics": {"test_acc": {"per_model": [0.5], "mean": 0.5, "std": 0.0, "n": 1}}}, "metrics.val_acc"),
     ({"metrics": {m: {"per_model": [50.0], "mean": 50.0, "std": 0.0, "n": 1}
                   for m in ("test_acc", "val_acc", "auc", "balanced_acc")}}, r"\[0, 1\]"),
+    ({"metrics": {m: {"per_model": [0.5, None], "mean": 0.5, "std": 0.0, "n": 2}  # the gap not counted
+                  for m in ("test_acc", "val_acc", "auc", "balanced_acc")}}, "1 diverged"),
 ])
 def test_malformed_records_are_rejected(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         ResultStore(tmp_path / "r.sqlite").add(make_record("job-a", **change))
+
+
+def test_a_diverged_model_is_a_gap_in_a_valid_record(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    stat = {"per_model": [0.5, None], "mean": 0.5, "std": 0.0, "n": 1, "diverged": 1}
+    store.add(make_record("job-a", metrics={m: dict(stat) for m in ("test_acc", "val_acc", "auc", "balanced_acc")}))
+    assert [r["metrics"]["test_acc"]["per_model"] for r in store.records()] == [[0.5, None]]
 
 
 def test_filters(tmp_path):

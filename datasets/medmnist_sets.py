@@ -24,7 +24,7 @@ MEDMNIST_ROOT = Path(getattr(medmnist.info, "DEFAULT_ROOT", "~/.medmnist")).expa
 
 
 def _load(spec: DatasetSpec, root: Path, offline: bool) -> RawArrays:
-    path = _find(spec, root)
+    path = spec.locate(root)
     if path is None:
         path = root / spec.filename
         if offline:
@@ -42,6 +42,7 @@ def _load(spec: DatasetSpec, root: Path, offline: bool) -> RawArrays:
 
 
 def _find(spec: DatasetSpec, root: Path) -> Path | None:
+    """The data root first, then medmnist's own folder (files its users already have)."""
     for folder in (root, MEDMNIST_ROOT):
         if (folder / spec.filename).is_file():
             return folder / spec.filename
@@ -72,12 +73,13 @@ def _register(flag: str, size: int) -> None:
         citation=CITATION,
         description=info["description"],
         load=_load,
+        find=_find,
         n_samples=dict(info["n_samples"]),
         filename=f"{flag}{suffix}.npz",
         md5=info["MD5" if size == 28 else f"MD5_{size}"],
         url=info["url" if size == 28 else f"url_{size}"],
         benchmark=flag in BENCHMARK_FLAGS and size == 28,
-        where="put the npz file in the data root (downloaded automatically when online)",
+        where="put the npz file in the data root or ~/.medmnist (downloaded automatically when online)",
     ), aliases=("organ3d",) if name == "organmnist3d" else ())
 
 

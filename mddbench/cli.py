@@ -57,8 +57,8 @@ def cmd_info(args) -> None:
         print("  splits       70 / 10 / 20 stratified (seeded), sizes known once the folder is cached")
     print(f"  license      {spec.license}")
     if spec.filename:
-        where = root / spec.filename
-        print(f"  file         {where} ({'present' if where.exists() else 'missing'})")
+        found = spec.locate(root)
+        print(f"  file         {found} (present)" if found else f"  file         {root / spec.filename} (missing)")
     if spec.url:
         print(f"  url          {spec.url}")
     if spec.md5:

@@ -46,6 +46,17 @@ class DatasetSpec:
     url: str | None = None
     benchmark: bool = False  # one of the six MDD benchmark datasets
     where: str = ""  # how a user puts the data in place (printed by ``mddbench info``)
+    find: Callable[["DatasetSpec", Path], Path | None] | None = field(default=None, repr=False, compare=False)
+
+    def locate(self, root: Path) -> Path | None:
+        """The file the loader reads for data root ``root``, None when absent (or the dataset has no file).
+
+        ``find`` lets a source look beyond the root (MedMNIST files in medmnist's own ``~/.medmnist``).
+        """
+        if self.find is not None:
+            return self.find(self, root)
+        path = root / self.filename if self.filename else None
+        return path if path is not None and path.is_file() else None
 
     @property
     def n_classes(self) -> int:

@@ -74,6 +74,18 @@ def test_info(capsys):
         assert rc == 0 and f"{BREAST} (present)" in out and "CC BY 4.0" in out
 
 
+def test_info_finds_a_file_in_medmnists_own_folder(capsys, monkeypatch, tmp_path):
+    """The loader also reads ~/.medmnist, where the medmnist package keeps its files; info says so."""
+    if not BREAST.is_file():
+        pytest.skip(f"{BREAST} is not available")
+    medmnist_root = tmp_path / "medmnist-root"
+    medmnist_root.mkdir()
+    (medmnist_root / BREAST.name).symlink_to(BREAST)
+    monkeypatch.setattr(medmnist_sets, "MEDMNIST_ROOT", medmnist_root)
+    rc, out, _ = cli(capsys, "info", "breastmnist", "--data-root", tmp_path / "empty")
+    assert rc == 0 and f"{medmnist_root / BREAST.name} (present)" in out
+
+
 # -------------------------------------------------------------------------------------- runs
 def test_run_random_on_demo(random_run):
     store = ResultStore(random_run / "results.sqlite")

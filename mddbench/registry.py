@@ -13,6 +13,8 @@ import importlib.util
 import logging
 import pkgutil
 import sys
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
@@ -25,7 +27,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of objects, filled lazily from the built-in package and plugins."""
 
+    instances: "weakref.WeakSet[Registry]" = weakref.WeakSet()  # a plugin may register into any of them
+
     def __init__(self, kind: str, builtin_package: str | None = None, entry_point_group: str | None = None):
+        Registry.instances.add(self)
         self.kind = kind
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
@@ -90,6 +95,10 @@ class Registry(Generic[T]):
                 self._guarded(ep.name, self._load_entry_point, ep)
 
     def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        with all_or_nothing():
+            self._register_entry_point(ep)
+
+    def _register_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
         obj = ep.load()
         # An entry point may name a module (its decorators register) or an object to register.
         if not isinstance(obj, type(sys)) and ep.name.lower() not in self._items:
@@ -112,7 +121,8 @@ class Registry(Generic[T]):
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
         try:
-            spec.loader.exec_module(module)
+            with all_or_nothing():
+                spec.loader.exec_module(module)
         except Exception as exc:  # a broken plugin is reported by name, and the others stay usable
             del sys.modules[mod_name]
             self.failures[str(path)] = f"{type(exc).__name__}: {exc}"
@@ -126,6 +136,23 @@ class Registry(Generic[T]):
             self.failures[name] = f"{type(exc).__name__}: {exc}"
             log.warning("mddbench: %s plugin %r failed to load (%s: %s); the others are unaffected",
                         self.kind, name, type(exc).__name__, exc)
+
+
+@contextmanager
+def all_or_nothing():
+    """Take back everything registered inside the block if it raises: a plugin that registers a method and
+    then fails must not leave a half-imported method behind. Built-ins load first, so a rollback cannot
+    drop them."""
+    registries = list(Registry.instances)
+    for registry in registries:
+        registry.load()
+    saved = [(r, dict(r._items), dict(r._aliases)) for r in registries]
+    try:
+        yield
+    except BaseException:
+        for registry, items, aliases in saved:
+            registry._items, registry._aliases = items, aliases
+        raise
 
 
 def _origin(obj: Any) -> str:

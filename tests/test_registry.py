@@ -156,6 +156,33 @@ def test_broken_plugin_is_reported_by_name_and_the_rest_still_works(methods, tmp
     assert not (tmp_path / "out").exists()
 
 
+HALF_BROKEN = '''
+import dataclasses
+from mddbench.data import get_spec
+from mddbench.registry import register_dataset
+register_dataset("half_demo", dataclasses.replace(get_spec("demo"), name="half_demo"))
+raise RuntimeError("second half broken")
+'''
+
+
+def test_a_plugin_that_fails_halfway_registers_nothing(methods, monkeypatch, tmp_path):
+    """What it registered before the error (a method, a dataset) must not stay behind, half imported."""
+    for attr in ("_items", "_aliases"):
+        monkeypatch.setattr(DATASETS, attr, copy.copy(getattr(DATASETS, attr)))
+    half = tmp_path / "half_plugin.py"
+    half.write_text(PLUGIN.format(name="half_first") + HALF_BROKEN)
+    with pytest.raises(MddError, match="second half broken"):
+        load_plugins([str(half)])
+    assert "half_first" not in METHODS and "half_demo" not in DATASETS
+    assert "random" in METHODS and "demo" in DATASETS  # what was there before stays
+
+    clash = tmp_path / "clash_after_one.py"  # registers a new name, then collides with a built-in
+    clash.write_text(PLUGIN.format(name="fresh_name") + PLUGIN.format(name="dm").replace("class ClassMeans", "class Again"))
+    with pytest.raises(MddError, match="'dm' is already registered"):
+        load_plugins([str(clash)])
+    assert "fresh_name" not in METHODS and METHODS.get("dm").__module__ == "mddbench.methods.dm"
+
+
 # ----------------------------------------------------------------------------- entry points
 EP_OBJECT = '''
 from mddbench.method import Method

@@ -172,6 +172,16 @@ def test_write_leaderboards_files_and_byte_identical_regeneration(records, tmp_p
         assert (tmp_path / "b" / p.name).read_bytes() == p.read_bytes(), p.name
 
 
+def test_tables_say_when_their_records_ran_on_different_devices(tmp_path):
+    one = [dict(rec("dm", "breastmnist", 1, [0.5]), device="cpu"), dict(rec("dc", "breastmnist", 1, [0.6]), device="cpu")]
+    write_leaderboards(one, tmp_path / "one")
+    assert "from 2 records; never edited" in (tmp_path / "one" / "main_quick.md").read_text()
+    mixed = one + [dict(rec("dm", "breastmnist", 1, [0.7], seed=1), device="cuda:0")]
+    write_leaderboards(mixed, tmp_path / "mixed")
+    assert "from 3 records (run on: cpu 2, cuda 1;" in (tmp_path / "mixed" / "main_quick.md").read_text()
+    assert tidy(mixed).device.tolist() == ["cpu", "cpu", "cuda:0"]
+
+
 def test_shipped_paper_csv_is_the_default(tmp_path, records):
     assert PAPER_RESULTS.is_file() and PAPER_RESULTS.parent.name == "mddbench"
     copy = tmp_path / "paper.csv"

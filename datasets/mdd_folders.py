@@ -112,17 +112,25 @@ def _class_folders(exclude: Callable[[Path], bool]) -> Callable[[Path, tuple[str
 
 
 HAM_CSV = "HAM10000_metadata.csv"
+# Harvard Dataverse serves its tabular conversion by default: tab-separated, strings in double quotes
+HAM_METADATA = (HAM_CSV, "HAM10000_metadata.tab")
+
+
+def _ham_metadata(folder: Path) -> Path | None:
+    return next((folder / name for name in HAM_METADATA if (folder / name).is_file()), None)
 
 
 def _ham_listing(folder: Path, classes: tuple[str, ...]) -> Listing:
-    """HAM10000: labels and lesions from the metadata csv, JPEGs found anywhere beside it."""
+    """HAM10000: labels and lesions from the metadata table, JPEGs found anywhere beside it."""
     images: dict[str, Path] = {}
     for p in _image_files(folder, suffixes=(".jpg", ".jpeg")):
         images.setdefault(p.stem, p)  # Kaggle's copy holds each part twice (HAM10000_... and ham10000_...)
     files, labels, lesions = [], [], []
-    csv_path = folder / HAM_CSV
+    csv_path = _ham_metadata(folder)
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
+        delimiter = "\t" if "\t" in f.readline() else ","  # the header says which of the two it is
+        f.seek(0)
+        for row in csv.DictReader(f, delimiter=delimiter):
             try:
                 image_id, dx, lesion = row["image_id"].strip(), row["dx"].strip(), row["lesion_id"].strip()
             except (KeyError, AttributeError) as exc:
@@ -155,10 +163,10 @@ LAYOUTS = {
                  "(or the PNGs directly in each class folder); masks/ folders are ignored"),
     "skin-ham": Layout(
         folders=(".", "HAM10000", "dataverse_files", "skin-cancer-mnist-ham10000", "archive"),
-        is_archive=lambda d: (d / HAM_CSV).is_file(),
+        is_archive=lambda d: _ham_metadata(d) is not None,
         list_images=_ham_listing,
         classes=HAM_CLASSES,
-        expected=f"{HAM_CSV} (columns lesion_id, image_id, dx, ...) with the JPEGs <image_id>.jpg beside it, "
+        expected=f"{HAM_CSV} or Dataverse's .tab (columns lesion_id, image_id, dx, ...) with the JPEGs <image_id>.jpg beside it, "
                  "e.g. in HAM10000_images_part_1/ and HAM10000_images_part_2/"),
     "breast-uls": Layout(
         folders=(".", "Dataset_BUSI_with_GT", "archive/Dataset_BUSI_with_GT"),
@@ -303,8 +311,9 @@ _register(
            "splits."),
     where=("Download HAM10000 from https://doi.org/10.7910/DVN/DBW86T (Harvard Dataverse; the Kaggle mirror "
            "'skin-cancer-mnist-ham10000' works too) and unpack it into the data root, so that "
-           "<data-root>/HAM10000_metadata.csv (or <data-root>/HAM10000/HAM10000_metadata.csv) sits beside the "
-           "unzipped HAM10000_images_part_1/ and HAM10000_images_part_2/ folders. The first load builds "
+           "<data-root>/HAM10000_metadata.csv (or Dataverse's HAM10000_metadata.tab; also under "
+           "<data-root>/HAM10000/) sits beside the unzipped HAM10000_images_part_1/ and HAM10000_images_part_2/ "
+           "folders. The first load builds "
            "skin-ham_112.npz there."))
 _register(
     "breast-uls", "BUSI breast ultrasound (3x112x112, 3 classes)", BUSI_CLASSES,

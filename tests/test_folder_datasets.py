@@ -74,8 +74,11 @@ def ham_colour(i, label):
     return (10 * (i % 25) + 5, 10 * (i // 25) + 5, 30 * label + 5)
 
 
-def make_ham(root, lesions_per_class=5):
-    """HAM10000 layout with 1-3 images per lesion; image i has the unique colour ham_colour(i, label)."""
+def make_ham(root, lesions_per_class=5, dataverse_tab=False):
+    """HAM10000 layout with 1-3 images per lesion; image i has the unique colour ham_colour(i, label).
+
+    ``dataverse_tab``: the metadata as Harvard Dataverse serves it by default, HAM10000_metadata.tab
+    (tab-separated, strings quoted), instead of the original csv."""
     top = root / "HAM10000"
     rows, i = ["lesion_id,image_id,dx,dx_type,age,sex,localization"], 0
     for c, dx in enumerate(mf.HAM_CLASSES):
@@ -93,7 +96,11 @@ def make_ham(root, lesions_per_class=5):
     dup.mkdir()
     for p in (top / "HAM10000_images_part_1").iterdir():
         (dup / p.name).write_bytes(p.read_bytes())
-    (top / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+    if dataverse_tab:
+        quoted = ["\t".join(f'"{v}"' if not v.replace(".", "").isdigit() else v for v in r.split(",")) for r in rows]
+        (top / "HAM10000_metadata.tab").write_text("\n".join(quoted) + "\n")
+    else:
+        (top / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
     return rows[1:]
 
 
@@ -208,6 +215,16 @@ def test_ham_group_aware(tmp_path):
     meta = json.loads((tmp_path / "skin-ham_112.json").read_text())
     assert meta["split_seed"] == mf.SPLIT_SEED == 0
     assert sum(sum(meta["counts"][s].values()) for s in SPLITS) == len(rows)
+
+
+def test_ham_reads_dataverses_tab_metadata_like_the_csv(tmp_path):
+    make_ham(tmp_path / "csv")
+    make_ham(tmp_path / "tab", dataverse_tab=True)
+    assert (tmp_path / "tab" / "HAM10000" / "HAM10000_metadata.tab").read_text().startswith('"lesion_id"\t"image_id"')
+    (_, from_csv), (_, from_tab) = _load("skin-ham", tmp_path / "csv"), _load("skin-ham", tmp_path / "tab")
+    for s in SPLITS:
+        assert np.array_equal(from_csv.labels[s], from_tab.labels[s])
+        assert np.array_equal(from_csv.images[s], from_tab.images[s])
 
 
 def test_busi_end_to_end_and_cache(tmp_path, monkeypatch):

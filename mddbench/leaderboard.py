@@ -84,20 +84,31 @@ def _ipc_label(ipc: Any) -> str:
     return "full" if ipc == "full" else f"ipc{ipc}"
 
 
-def variant(r: Record) -> str:
-    """What sets a run apart from its method's defaults: hyperparameter overrides and a time budget.
+def variant(r: Record, seconds: bool = True) -> str:
+    """What sets a run apart from its method's defaults: hyperparameter overrides and a time budget
+    (``seconds=False``: "time budget" without its value, which the variants table shows per cell).
 
     Runs of one method with different variants are different rows (an ablation or a time-matched run
     never pools into the method's main row); the main table shows only default runs.
     """
     parts = [f"{k}={v}" for k, v in sorted((r.get("overrides") or {}).items())]
     if r.get("time_budget"):
-        parts.append(f"{r['time_budget']:g} s budget")
+        parts.append(f"{r['time_budget']:g} s budget" if seconds else "time budget")
     return ", ".join(parts)
 
 
 def _row_key(r: Record) -> RowKey:
     return (r["method"], r.get("label_type") or "hard", variant(r))
+
+
+def _row_key_any_time(r: Record) -> RowKey:
+    """Time-matched runs of one method share a row whatever each cell's budget (the cell names it)."""
+    return (r["method"], r.get("label_type") or "hard", variant(r, seconds=False))
+
+
+def _time_budgets(records: list[Record]) -> str:
+    budgets = sorted({r["time_budget"] for r in records if r.get("time_budget")})
+    return f" [{', '.join(f'{b:g} s' for b in budgets)}]" if budgets else ""
 
 
 def _row_order(key: RowKey) -> tuple:
@@ -140,8 +151,13 @@ def _scope(records: Iterable[Record], metric: str, budget: str | None, protocol:
 
 # --- tables ---------------------------------------------------------------------------------
 
-def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool) -> pd.DataFrame:
-    """Rows = (method, label type), columns = (dataset, ipc, eval model); ipc "full" spreads."""
+def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
+           row_of: Callable[[Record], RowKey] = _row_key,
+           note_of: Callable[[list[Record]], str] = lambda recs: "") -> pd.DataFrame:
+    """Rows = (method, label type, variant), columns = (dataset, ipc, eval model); ipc "full" spreads.
+
+    ``note_of`` appends to a cell what its records share beyond the row (the variants table: time budgets).
+    """
     cols = {_col_key(r) for r in records if r["ipc"] != "full"}
     spread = {(d, em) for d, _, em in cols}
     cols |= {_col_key(r) for r in records if r["ipc"] == "full" and (r["dataset"], r["eval_model"]) not in spread}
@@ -151,16 +167,16 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
         d, ipc, em = _col_key(r)
         targets = [c for c in cols if c[0] == d and c[2] == em] if ipc == "full" else [(d, ipc, em)]
         for c in targets:
-            cells[(_row_key(r), c)].append(r)
+            cells[(row_of(r), c)].append(r)
     stats = {k: pool(v, metric) for k, v in cells.items()}
     # the best cell of a column is bold; never real, nor a cell that lost models to divergence
     contenders = {k: round(s.mean, 2) for k, s in stats.items() if k[0][0] != REAL and not s.diverged}
     best: dict[ColKey, float] = {}
     for (_, col), mean in contenders.items():
         best[col] = max(best.get(col, -np.inf), mean)
-    rows = sorted({_row_key(r) for r in records}, key=_row_order)
-    data = [[_cell(stats.get((row, c)), bold and contenders.get((row, c), np.nan) == best.get(c)) for c in cols]
-            for row in rows]
+    rows = sorted({row_of(r) for r in records}, key=_row_order)
+    data = [[_cell(stats.get((row, c)), bold and contenders.get((row, c), np.nan) == best.get(c))
+             + note_of(cells.get((row, c), [])) for c in cols] for row in rows]
     index = pd.Index([_row_label(row) for row in rows], name="method")
     return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
 
@@ -178,13 +194,13 @@ def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: 
 def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
                    budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
     """Variant runs (ablations, time budgets) beside the default runs of the same methods, in the
-    (dataset, ipc) cells where variants exist."""
+    (dataset, ipc) cells where variants exist. A time-budgeted row names each cell's budget in the cell."""
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
     cells = {(r["dataset"], r["ipc"]) for r in records if variant(r)}
     methods = {r["method"] for r in records if variant(r)}
     records = [r for r in records if (r["dataset"], r["ipc"]) in cells and (variant(r) or r["method"] in methods
                                                                              or r["method"] == "random")]
-    return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
+    return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold, _row_key_any_time, _time_budgets)
 
 
 def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str = "test_acc",

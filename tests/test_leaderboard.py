@@ -193,14 +193,19 @@ def test_variants_get_their_own_rows_and_never_pool_into_the_main_table(tmp_path
     base = rec("ptm", "breastmnist", 2, [0.70, 0.80])
     ablation = dict(rec("ptm", "breastmnist", 2, [0.50, 0.50]), overrides={"overlap": "false"})
     timed = dict(rec("mtt", "breastmnist", 2, [0.60, 0.60]), time_budget=120.0)
+    timed_other_cell = dict(rec("mtt", "breastmnist", 10, [0.90]), time_budget=300.0)
     plain_mtt = rec("mtt", "breastmnist", 2, [0.40, 0.40])
-    records = [base, ablation, timed, plain_mtt, rec("random", "breastmnist", 2, [0.55])]
+    records = [base, ablation, timed, timed_other_cell, plain_mtt, rec("random", "breastmnist", 2, [0.55])]
     main = main_table([r for r in records if not (r.get("overrides") or r.get("time_budget"))])
     assert main.loc["ptm", "breastmnist ipc2"] == "75.00 ± 5.00 (n=2)"
     from mddbench.leaderboard import variants_table
     var = variants_table(records)
-    assert list(var.index) == ["random", "mtt", "mtt [120 s budget]", "ptm", "ptm [overlap=false]"]
+    # time-matched runs share one row; each cell names its own budget
+    assert list(var.index) == ["random", "mtt", "mtt [time budget]", "ptm", "ptm [overlap=false]"]
     assert var.loc["ptm [overlap=false]", "breastmnist ipc2"] == "50.00 ± 0.00 (n=2)"
+    assert var.loc["mtt [time budget]", "breastmnist ipc2"] == "60.00 ± 0.00 (n=2) [120 s]"
+    assert var.loc["mtt [time budget]", "breastmnist ipc10"] == "90.00 ± 0.00 (n=1) [300 s]"
+    assert var.loc["mtt", "breastmnist ipc10"] == ""
     paths = {p.name for p in write_leaderboards(records, tmp_path)}
     assert "variants_quick.md" in paths
     text = (tmp_path / "main_quick.md").read_text()

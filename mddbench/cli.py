@@ -242,10 +242,10 @@ def _print_records(records) -> None:
     rows = []
     for r in records:
         m = r["metrics"]
-        acc = (f"{100 * m['test_acc']['mean']:.2f} ± {100 * m['test_acc']['std']:.2f}" if m["test_acc"]["n"]
-               else "diverged")
+        pct = lambda v: "-" if v is None or v != v else f"{100 * v:.2f}"  # noqa: E731  (None / NaN: no value)
+        acc = f"{pct(m['test_acc']['mean'])} ± {pct(m['test_acc']['std'])}" if m["test_acc"]["n"] else "diverged"
         rows.append((r["method"], r["dataset"], r["ipc"], r["eval_model"], r["budget"], acc,
-                     f"{100 * m['balanced_acc']['mean']:.2f}", f"{100 * m['auc']['mean']:.2f}", m["test_acc"]["n"],
+                     pct(m["balanced_acc"]["mean"]), pct(m["auc"]["mean"]), m["test_acc"]["n"],
                      m["test_acc"].get("diverged", 0), r.get("distill_seconds")))
     _print_rows(["method", "dataset", "ipc", "model", "budget", "test acc", "bal acc", "AUC", "n", "diverged",
                  "distill s"], rows)

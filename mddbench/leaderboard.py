@@ -49,6 +49,8 @@ def pool(records: Iterable[Record], metric: str = "test_acc") -> Stat:
         raise ConfigError(f"no {metric} values to pool")
     values = np.array([v for v in everything if v is not None], dtype=float) * 100
     diverged = len(everything) - values.size
+    if metric == "auc":  # a null AUC is undefined (one-class split) or diverged; either way no value
+        values, diverged = values[np.isfinite(values)], 0
     if values.size == 0:
         return Stat(math.nan, math.nan, 0, diverged)
     return Stat(float(values.mean()), float(values.std()), int(values.size), diverged)

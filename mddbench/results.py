@@ -97,6 +97,18 @@ def _stat_problems(stat: Any, allow_nan: bool = False) -> list[str]:
     return []
 
 
+def _no_value_as_null(obj: Any) -> Any:
+    """NaN -> None, so records stay strict JSON: a metric with no value (the mean of a cell whose models
+    all diverged, an AUC undefined on a one-class split) is stored as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_value_as_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_value_as_null(v) for v in obj]
+    return obj
+
+
 def _is_fraction(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
 
@@ -142,6 +154,7 @@ class ResultStore:
         validate(record)
         rid = record_id(record["job_id"], record["eval_model"])
         stored = {**record, "id": rid, "created": record.get("created") or _now()}
+        stored["metrics"] = _no_value_as_null(stored["metrics"])
         try:
             text = json.dumps(stored, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -110,6 +110,21 @@ def test_a_diverged_model_is_a_gap_in_a_valid_record(tmp_path):
     assert [r["metrics"]["test_acc"]["per_model"] for r in store.records()] == [[0.5, None]]
 
 
+def test_a_record_whose_models_all_diverged_is_stored_as_strict_json(tmp_path):
+    """Its means are NaN in memory; the store writes null (json.dumps(allow_nan=False) used to refuse it)."""
+    from mddbench.metrics import summarize
+    store = ResultStore(tmp_path / "r.sqlite")
+    metrics = {m: summarize([None, None]) for m in ("test_acc", "val_acc", "balanced_acc")}
+    metrics["auc"] = summarize([float("nan"), None])  # undefined AUC beside a diverged model
+    store.add(make_record("job-nan", metrics=metrics))
+    [stored] = store.records()
+    assert stored["metrics"]["test_acc"] == {"per_model": [None, None], "mean": None, "std": None, "n": 0,
+                                             "diverged": 2}
+    assert stored["metrics"]["auc"]["per_model"] == [None, None]
+    store.export_jsonl(tmp_path / "r.jsonl")
+    assert "NaN" not in (tmp_path / "r.jsonl").read_text()
+
+
 def test_filters(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     store.add(make_record("a", method="dm", ipc=1))

@@ -279,8 +279,8 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
                    device=r.get("device"))
         rows.append(row)
     columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "protocol", "seed",
-               "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged", "val_acc_mean", "auc_mean",
-               "balanced_acc_mean", "distill_seconds", "peak_memory_mb", "device"]
+               "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged", "val_acc_mean",
+               "auc_mean", "balanced_acc_mean", "distill_seconds", "peak_memory_mb", "device"]
     return pd.DataFrame(rows, columns=columns)
 
 

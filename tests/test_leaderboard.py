@@ -173,7 +173,8 @@ def test_write_leaderboards_files_and_byte_identical_regeneration(records, tmp_p
 
 
 def test_tables_say_when_their_records_ran_on_different_devices(tmp_path):
-    one = [dict(rec("dm", "breastmnist", 1, [0.5]), device="cpu"), dict(rec("dc", "breastmnist", 1, [0.6]), device="cpu")]
+    one = [dict(rec("dm", "breastmnist", 1, [0.5]), device="cpu"),
+           dict(rec("dc", "breastmnist", 1, [0.6]), device="cpu")]
     write_leaderboards(one, tmp_path / "one")
     assert "from 2 records; never edited" in (tmp_path / "one" / "main_quick.md").read_text()
     mixed = one + [dict(rec("dm", "breastmnist", 1, [0.7], seed=1), device="cuda:0")]

@@ -177,7 +177,8 @@ def test_a_plugin_that_fails_halfway_registers_nothing(methods, monkeypatch, tmp
     assert "random" in METHODS and "demo" in DATASETS  # what was there before stays
 
     clash = tmp_path / "clash_after_one.py"  # registers a new name, then collides with a built-in
-    clash.write_text(PLUGIN.format(name="fresh_name") + PLUGIN.format(name="dm").replace("class ClassMeans", "class Again"))
+    again = PLUGIN.format(name="dm").replace("class ClassMeans", "class Again")
+    clash.write_text(PLUGIN.format(name="fresh_name") + again)
     with pytest.raises(MddError, match="'dm' is already registered"):
         load_plugins([str(clash)])
     assert "fresh_name" not in METHODS and METHODS.get("dm").__module__ == "mddbench.methods.dm"

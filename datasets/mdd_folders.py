@@ -166,7 +166,8 @@ LAYOUTS = {
         is_archive=lambda d: _ham_metadata(d) is not None,
         list_images=_ham_listing,
         classes=HAM_CLASSES,
-        expected=f"{HAM_CSV} or Dataverse's .tab (columns lesion_id, image_id, dx, ...) with the JPEGs <image_id>.jpg beside it, "
+        expected=f"{HAM_CSV} or Dataverse's .tab (columns lesion_id, image_id, dx, ...) with the JPEGs "
+                 "<image_id>.jpg beside it, "
                  "e.g. in HAM10000_images_part_1/ and HAM10000_images_part_2/"),
     "breast-uls": Layout(
         folders=(".", "Dataset_BUSI_with_GT", "archive/Dataset_BUSI_with_GT"),

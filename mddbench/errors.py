@@ -26,4 +26,3 @@ class ArtifactError(MddError):
 
 class DistillationDiverged(MddError):
     """The distillation loss became NaN or infinite."""
-

@@ -44,13 +44,13 @@ class Stat:
 
 def pool(records: Iterable[Record], metric: str = "test_acc") -> Stat:
     """Pool the per-model values of ``records``: mean, std (ddof=0) and count, in points."""
+    records = list(records)
     everything = [v for r in records for v in r["metrics"][metric]["per_model"]]
     if not everything:
         raise ConfigError(f"no {metric} values to pool")
     values = np.array([v for v in everything if v is not None], dtype=float) * 100
-    diverged = len(everything) - values.size
-    if metric == "auc":  # a null AUC is undefined (one-class split) or diverged; either way no value
-        values, diverged = values[np.isfinite(values)], 0
+    values = values[np.isfinite(values)]  # an undefined AUC (one-class split) has no value either
+    diverged = sum(r["metrics"][metric].get("diverged", 0) for r in records)
     if values.size == 0:
         return Stat(math.nan, math.nan, 0, diverged)
     return Stat(float(values.mean()), float(values.std()), int(values.size), diverged)

@@ -90,9 +90,10 @@ def _stat_problems(stat: Any, allow_nan: bool = False) -> list[str]:
     ok = lambda v: _is_fraction(v) or (allow_nan and isinstance(v, float) and math.isnan(v))  # noqa: E731
     if not isinstance(values, list) or not values or not all(v is None or ok(v) for v in values):
         return [f"per_model must be a non-empty list of floats in [0, 1] (null: a diverged model), got {values!r}"]
-    gaps = sum(v is None for v in values)
-    if stat["n"] != len(values) - gaps or stat.get("diverged", 0) != gaps:
-        return [f"n={stat['n']!r} and diverged={stat.get('diverged', 0)!r} but per_model has "
+    # nulls are the diverged models; an AUC may have more (undefined AUCs are stored as null too)
+    gaps, diverged = sum(v is None for v in values), stat.get("diverged", 0)
+    if stat["n"] + diverged != len(values) or gaps < diverged or (gaps > diverged and not allow_nan):
+        return [f"n={stat['n']!r} and diverged={diverged!r} but per_model has "
                 f"{len(values) - gaps} scores and {gaps} diverged models"]
     return []
 

@@ -123,6 +123,8 @@ def test_a_record_whose_models_all_diverged_is_stored_as_strict_json(tmp_path):
     assert stored["metrics"]["auc"]["per_model"] == [None, None]
     store.export_jsonl(tmp_path / "r.jsonl")
     assert "NaN" not in (tmp_path / "r.jsonl").read_text()
+    again = ResultStore(tmp_path / "again.sqlite")  # the exported record imports again as it is
+    assert again.import_jsonl(tmp_path / "r.jsonl") == 1 and again.records()[0]["metrics"] == stored["metrics"]
 
 
 def test_filters(tmp_path):

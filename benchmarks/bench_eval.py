@@ -6,6 +6,13 @@ speed-up (loop time / batched time), the speed-up of the training alone (set-up 
 by a 0-epoch run, subtracted: what a 1000-epoch evaluation sees) and whether the per-model test
 accuracies agree.
 
+It also prints how fast each engine does arithmetic: the training's convolution and matrix-product
+FLOPs (counted by ``torch.utils.flop_counter``) over its time, against a large float32 matrix
+product timed in this process, the rate this machine's BLAS reaches. Packing does not change the
+arithmetic, so ``matmul rate / loop rate`` bounds the speed-up any engine can get from training
+the networks together (it could get it only by running its convolutions as efficiently as one big
+matrix product and its memory-bound passes for free).
+
     python benchmarks/bench_eval.py                     # n = 10 models, 20 epochs per case
     python benchmarks/bench_eval.py --epochs 100 --threads 2 --cases breast-ipc2 3d-ipc2
 
@@ -19,10 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mddbench.data import DatasetSpec, RawArrays, RealData, load_dataset
 from mddbench.evaluate import EvalConfig, evaluate
@@ -67,7 +76,38 @@ def _ratio(a: float, b: float) -> float:
     return a / b if min(a, b) > 0.05 else float("nan")
 
 
-def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int, device: str = "cpu") -> dict:
+def matmul_gflops(device: str = "cpu", size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a float32 ``size x size`` matrix product here: the rate the BLAS reaches."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):  # the fastest product counts, like the engines' fastest run
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def training_gflop(synset: SyntheticSet, data: RealData, config: EvalConfig, device: str) -> float:
+    """Convolution and matrix-product GFLOP of training one network for ``config.epochs`` epochs."""
+    counts = []
+    for epochs in (0, config.epochs):  # the 0-epoch run counts the scoring, subtracted
+        with FlopCounterMode(display=False) as counter:
+            evaluate(synset, data, config.with_(n_models=1, epochs=epochs), device=device, progress=False,
+                     engine="loop")
+        counts.append(counter.get_total_flops())
+    return (counts[1] - counts[0]) / 1e9
+
+
+def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int, device: str = "cpu",
+        peak: float = float("nan")) -> dict:
     data = load()
     synset = random_subset(data, ipc)
     config = EvalConfig(n_models=n_models, epochs=epochs)
@@ -84,15 +124,21 @@ def run(name: str, load, ipc: int, epochs: int, n_models: int, repeats: int, dev
             results[engine] = res
     loop, batched = ([m["test_acc"] for m in results[e].per_model] for e in times)
     t_loop, t_batched = min(times["loop"]), min(times["batched"])
+    gflop = n_models * training_gflop(synset, data, config, device)
+    rate = {e: gflop / max(min(times[e]) - min(fixed[e]), 1e-9) for e in times}
     row = {"case": name, "classes": data.n_classes, "ipc": ipc, "epochs": epochs, "loop_s": t_loop,
            "batched_s": t_batched, "speedup": t_loop / t_batched,
            "train_speedup": _ratio(t_loop - min(fixed["loop"]), t_batched - min(fixed["batched"])),
            "acc_equal": loop == batched, "max_acc_diff": float(np.max(np.abs(np.subtract(loop, batched)))),
-           "mean_acc": float(np.mean(batched))}
+           "mean_acc": float(np.mean(batched)), "loop_gflops": rate["loop"], "batched_gflops": rate["batched"],
+           "bound": peak / rate["loop"]}
     print(f"{name:12s} {data.n_classes} classes ipc {ipc:2d}, {n_models} models x {epochs:3d} epochs: "
           f"loop {t_loop:7.1f} s, batched {t_batched:7.1f} s, speed-up x{row['speedup']:.2f} "
           f"(training alone x{row['train_speedup']:.2f}); per-model test acc equal: {row['acc_equal']} "
-          f"(max diff {row['max_acc_diff']:.4f}, mean {row['mean_acc']:.3f})", flush=True)
+          f"(max diff {row['max_acc_diff']:.4f}, mean {row['mean_acc']:.3f})\n"
+          f"{'':12s} training arithmetic: loop {rate['loop']:.0f} GFLOP/s, batched {rate['batched']:.0f} GFLOP/s, "
+          f"matrix product {peak:.0f} GFLOP/s: no packing of this arithmetic beats the loop by more than "
+          f"x{row['bound']:.1f}", flush=True)
     return row
 
 
@@ -119,8 +165,10 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine()
     print(f"torch {torch.__version__} on {args.device} ({where}), {torch.get_num_threads()} threads on "
           f"{os.cpu_count()} cores, load average {load}")
+    peak = matmul_gflops(args.device)
+    print(f"float32 matrix product ({args.device}): {peak:.0f} GFLOP/s")
     table = cases(args.epochs)
-    rows = [run(name, *table[name], args.n_models, args.repeats, args.device) for name in (args.cases or table)]
+    rows = [run(name, *table[name], args.n_models, args.repeats, args.device, peak) for name in (args.cases or table)]
     if not all(r["acc_equal"] for r in rows):
         print("WARNING: per-model accuracies differ in", [r["case"] for r in rows if not r["acc_equal"]])
 

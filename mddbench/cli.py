@@ -75,8 +75,8 @@ def _job(args, method: str, dataset: str, ipc, seed: int):
     return Job(method=method, dataset=dataset, ipc=None if method == "real" else ipc, seed=seed, budget=args.budget,
                hparams=tuple(sorted(parse_overrides(args.hp).items())), eval_models=tuple(args.eval_model),
                eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs, time_budget=args.time_budget,
-               snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out, device=args.device,
-               plugins=tuple(args.plugin or ()), progress=not args.quiet)
+               snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out, expert_cache=args.expert_cache,
+               device=args.device, plugins=tuple(args.plugin or ()), progress=not args.quiet)
 
 
 def cmd_run(args) -> None:
@@ -177,7 +177,7 @@ def cmd_sweep(args) -> None:
     kw = dict(budget=args.budget, hparams=tuple(sorted(parse_overrides(args.hp).items())),
               eval_models=tuple(args.eval_model), eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs,
               time_budget=args.time_budget, snapshot_every=args.snapshot_every, data_root=args.data_root,
-              out=args.out, device=args.device, plugins=tuple(args.plugin or ()))
+              out=args.out, expert_cache=args.expert_cache, device=args.device, plugins=tuple(args.plugin or ()))
     jobs = expand(args.methods, args.datasets, args.ipc, args.seeds, **kw)
     outcomes = run_sweep(jobs, workers=args.jobs, progress=not args.quiet)
     failed = [o for o in outcomes if not o.ok]
@@ -217,14 +217,14 @@ def cmd_plot(args) -> None:
 def cmd_buffers(args) -> None:
     from .budgets import get_budget
     from .data import load_dataset
-    from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertProvider, mean_expert_accuracy
+    from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertProvider, expert_cache, mean_expert_accuracy
     from .runner import resolve_device
     from dataclasses import replace
 
     data = load_dataset(args.dataset, args.data_root)
     recipe = replace(FLAT_RECIPE if args.flat else MTT_RECIPE, model=args.model, n_experts=args.experts,
                      epochs=args.epochs)
-    provider = ExpertProvider(Path(args.out) / "experts", data, get_budget(args.budget), resolve_device(args.device),
+    provider = ExpertProvider(expert_cache(args.expert_cache, args.out), data, get_budget(args.budget), resolve_device(args.device),
                               progress=not args.quiet)
     traj = provider(recipe)
     print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
@@ -254,6 +254,9 @@ def _print_records(records) -> None:
 def _common(p: argparse.ArgumentParser, eval_opts: bool = True) -> None:
     p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results, runs and expert cache (default: {DEFAULT_OUT})")
+    p.add_argument("--expert-cache", metavar="DIR",
+                   help="expert trajectories folder shared by several --out folders "
+                        "(default: $MDDBENCH_EXPERTS, else OUT/experts)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     p.add_argument("--budget", default="quick", help="smoke | quick | paper (default: quick)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -5,6 +5,8 @@ and FTD's flat one (GSAM, sharpness-aware, with ``rho`` and ``alpha``). A buffer
 a key that hashes everything that shapes it (dataset and its checksum, resolution, normalisation,
 network, recipe, seed, epochs), one safetensors file per expert beside a readable ``meta.json``.
 Building is resumable expert by expert, and a buffer with more experts reuses the ones it has.
+The cache lives in ``OUT/experts`` unless ``--expert-cache`` or ``$MDDBENCH_EXPERTS`` names one
+folder for every output folder, so that all runs compare against the same experts.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +35,17 @@ from .seeding import generator as seeded
 from .synset import cross_entropy
 
 CACHE_FORMAT = 1
+ENV_EXPERTS = "MDDBENCH_EXPERTS"
+
+
+def expert_cache(folder: str | os.PathLike | None, out: str | os.PathLike) -> Path:
+    """The expert cache: ``folder`` (``--expert-cache``), else ``$MDDBENCH_EXPERTS``, else ``out/experts``.
+
+    Experts built twice need not be bit-identical (thread counts change float summation order),
+    so output folders that should be compared share one cache rather than each building its own.
+    """
+    folder = folder or os.environ.get(ENV_EXPERTS)
+    return Path(folder).expanduser() if folder else Path(out) / "experts"
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class Job:
     snapshot_every: int = 0
     data_root: str | None = None
     out: str = "mddbench_out"
+    expert_cache: str | None = None  # None: $MDDBENCH_EXPERTS, else OUT/experts
     device: str = "auto"
     plugins: tuple[str, ...] = ()
     progress: bool = True
@@ -71,6 +72,12 @@ class Job:
     @property
     def run_dir(self) -> Path:
         return Path(self.out) / "runs" / self.run_name
+
+    @property
+    def experts_dir(self) -> Path:
+        from .experts import expert_cache
+
+        return expert_cache(self.expert_cache, self.out)
 
     @property
     def budget_label(self) -> str:
@@ -160,7 +167,7 @@ def distill(p: Prepared) -> SyntheticSet:
     ensure_writable(run_dir)
     (run_dir / "job.json").write_text(json.dumps({"job_id": job.job_id, **asdict(job)}, indent=2, default=str))
     budget = get_budget(job.budget)
-    experts = ExpertProvider(Path(job.out) / "experts", p.data, budget, p.device, progress=job.progress)
+    experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
     task = Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
                 device=p.device, generator=seeded(job.seed, "distill", job.method), run_dir=run_dir,
                 experts=experts, snapshot_every=job.snapshot_every, time_budget=job.time_budget,

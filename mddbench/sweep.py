@@ -59,7 +59,7 @@ def build_experts(jobs: list[Job], progress: bool = True) -> None:
                 continue
             seen.add(key)
             data = load_dataset(spec, job.data_root)
-            ExpertProvider(Path(job.out) / "experts", data, budget, resolve_device(job.device), progress)(recipe)
+            ExpertProvider(job.experts_dir, data, budget, resolve_device(job.device), progress)(recipe)
 
 
 @dataclass

@@ -48,3 +48,31 @@ def test_killed_sweep_restarts_without_losing_or_duplicating(tmp_path):
     records = ResultStore(store_path).records()
     assert sorted(r["ipc"] for r in records) == [1, 2, 3, 4]  # every cell exactly once
     assert len({r["job_id"] for r in records}) == 4
+
+
+def test_output_folders_share_one_expert_cache(tmp_path, monkeypatch):
+    """Experts built twice are not bit-identical, so runs meant to be compared share one cache."""
+    from mddbench import experts as experts_mod
+    from mddbench.cli import main
+
+    cache = tmp_path / "experts"
+    args = ["sweep", "--methods", "mtt", "--datasets", "demo", "--ipc", "1", "--budget", "smoke", "--eval-epochs", "1",
+            "--hp", "iterations=2", "--expert-cache", str(cache), "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    built = sorted(p.name for p in cache.iterdir())
+    assert built and not (tmp_path / "a" / "experts").exists()
+
+    calls = []
+    monkeypatch.setattr(experts_mod, "train_expert", lambda *a, **k: calls.append(1))
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert calls == [] and sorted(p.name for p in cache.iterdir()) == built
+    (a,), (b,) = (ResultStore(tmp_path / d / "results.sqlite").records() for d in "ab")
+    assert a["experts"] == b["experts"] and a["metrics"] == b["metrics"]
+
+
+def test_expert_cache_comes_from_the_flag_then_the_environment_then_the_output_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MDDBENCH_EXPERTS", raising=False)
+    assert Job("random", "demo", out=str(tmp_path)).experts_dir == tmp_path / "experts"
+    monkeypatch.setenv("MDDBENCH_EXPERTS", str(tmp_path / "env"))
+    assert Job("random", "demo", out=str(tmp_path)).experts_dir == tmp_path / "env"
+    assert Job("random", "demo", out=str(tmp_path), expert_cache=str(tmp_path / "flag")).experts_dir == tmp_path / "flag"

@@ -108,14 +108,14 @@ def check_ipc(ipc: int | None, method: str, data: RealData) -> None:
                           f"{data.spec.name}, which has {smallest} train images")
 
 
-def ensure_writable(folder: Path) -> None:
+def ensure_writable(folder: Path, option: str = "--out") -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot write to {folder} ({exc.strerror or exc}); choose another --out") from exc
+        raise ConfigError(f"cannot write to {folder} ({exc.strerror or exc}); choose another {option}") from exc
 
 
 def git_commit() -> str | None:
@@ -151,6 +151,8 @@ def prepare(job: Job) -> Prepared:
     data = load_dataset(spec, job.data_root)
     check_ipc(job.ipc, job.method, data)
     hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
+    if method.expert_recipes(hp):
+        ensure_writable(job.experts_dir, "--expert-cache")
     return Prepared(job, method, spec, data, hp, device)
 
 

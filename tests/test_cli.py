@@ -213,6 +213,15 @@ def test_unwritable_output_folder(tmp_path, capsys, where):
     assert blocker.read_text() == "a regular file"
 
 
+def test_unwritable_expert_cache_fails_before_distilling(tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file")
+    rc, _, err = cli(capsys, "run", "--method", "mtt", "--dataset", "demo", "--budget", "smoke", "--quiet",
+                     "--out", tmp_path / "out", "--expert-cache", blocker / "experts")
+    assert rc == 2 and f"cannot write to {blocker / 'experts'}" in err and "choose another --expert-cache" in err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_argument_errors_and_the_real_exit_code(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["run", "--method", "random", "--ipc", "two"])

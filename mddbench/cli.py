@@ -75,8 +75,9 @@ def _job(args, method: str, dataset: str, ipc, seed: int):
     return Job(method=method, dataset=dataset, ipc=None if method == "real" else ipc, seed=seed, budget=args.budget,
                hparams=tuple(sorted(parse_overrides(args.hp).items())), eval_models=tuple(args.eval_model),
                eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs, time_budget=args.time_budget,
-               snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out, expert_cache=args.expert_cache,
-               device=args.device, plugins=tuple(args.plugin or ()), progress=not args.quiet)
+               snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out,
+               expert_cache=args.expert_cache, device=args.device, plugins=tuple(args.plugin or ()),
+               progress=not args.quiet)
 
 
 def cmd_run(args) -> None:
@@ -224,8 +225,8 @@ def cmd_buffers(args) -> None:
     data = load_dataset(args.dataset, args.data_root)
     recipe = replace(FLAT_RECIPE if args.flat else MTT_RECIPE, model=args.model, n_experts=args.experts,
                      epochs=args.epochs)
-    provider = ExpertProvider(expert_cache(args.expert_cache, args.out), data, get_budget(args.budget), resolve_device(args.device),
-                              progress=not args.quiet)
+    provider = ExpertProvider(expert_cache(args.expert_cache, args.out), data, get_budget(args.budget),
+                              resolve_device(args.device), progress=not args.quiet)
     traj = provider(recipe)
     print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
           f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")

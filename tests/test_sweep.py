@@ -75,4 +75,5 @@ def test_expert_cache_comes_from_the_flag_then_the_environment_then_the_output_f
     assert Job("random", "demo", out=str(tmp_path)).experts_dir == tmp_path / "experts"
     monkeypatch.setenv("MDDBENCH_EXPERTS", str(tmp_path / "env"))
     assert Job("random", "demo", out=str(tmp_path)).experts_dir == tmp_path / "env"
-    assert Job("random", "demo", out=str(tmp_path), expert_cache=str(tmp_path / "flag")).experts_dir == tmp_path / "flag"
+    flag = Job("random", "demo", out=str(tmp_path), expert_cache=str(tmp_path / "flag"))
+    assert flag.experts_dir == tmp_path / "flag"

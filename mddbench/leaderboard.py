@@ -275,12 +275,13 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
                    diverged=test.diverged)
         for metric in ("val_acc", "auc", "balanced_acc"):
             row[f"{metric}_mean"] = round(pool([r], metric).mean, 4)
-        row.update(distill_seconds=r.get("distill_seconds"), peak_memory_mb=r.get("peak_memory_mb"),
-                   device=r.get("device"))
+        row.update(iterations=r.get("iterations"), updates=r.get("updates"), distill_seconds=r.get("distill_seconds"),
+                   peak_memory_mb=r.get("peak_memory_mb"), device=r.get("device"))
         rows.append(row)
     columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "protocol", "seed",
                "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged", "val_acc_mean",
-               "auc_mean", "balanced_acc_mean", "distill_seconds", "peak_memory_mb", "device"]
+               "auc_mean", "balanced_acc_mean", "iterations", "updates", "distill_seconds", "peak_memory_mb",
+               "device"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -7,6 +7,8 @@ iterations (the task generator included, so a resumed run repeats the uninterrup
 resumes from one when it exists, logs every iteration to ``log.jsonl``, stops at a time budget,
 keeps snapshots for accuracy-vs-time curves, and stops with :class:`DistillationDiverged` when the
 loss or the images stop being finite, after saving the last good set beside the checkpoint.
+A step whose metrics say ``stepped`` (0 or 1: whether a gated method applied its update) is
+counted, so a record can tell a set that learned from one a gate left at its initialisation.
 """
 from __future__ import annotations
 
@@ -126,6 +128,7 @@ class LoopResult:
     seconds: float
     stopped_by_time: bool = False
     peak_mb: float = 0.0  # the largest per-iteration peak (CUDA) or the process peak RSS (CPU)
+    updates: int | None = None  # iterations that applied their update, for steps reporting ``stepped``
 
 
 def _finite(x: Any) -> bool:
@@ -140,16 +143,16 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
     run_dir = task.run_dir
     state["__task_generator__"] = task.generator  # in place: restored counters must reach the method
     ckpt = Checkpoint(run_dir / f"{name}.ckpt") if run_dir is not None else None
-    start, elapsed = 0, 0.0
+    start, elapsed, updates = 0, 0.0, None
     if ckpt is not None and ckpt.exists():
         meta = ckpt.restore(state, task.device)
-        start, elapsed = meta["iteration"], meta["seconds"]
+        start, elapsed, updates = meta["iteration"], meta["seconds"], meta.get("updates")
     log = MetricsLog(run_dir / f"{name}_log.jsonl" if run_dir is not None else None, resume_from=start)
     snap_dir = run_dir / "snapshots" if run_dir is not None and task.snapshot_every else None
 
     def save(it: int) -> None:
         if ckpt is not None:
-            ckpt.save(state, {"iteration": it, "seconds": elapsed})
+            ckpt.save(state, {"iteration": it, "seconds": elapsed, "updates": updates})
 
     last_good = current()
     stopped_by_time = False
@@ -177,6 +180,8 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
                     f"{name} diverged at iteration {it}: {', '.join(bad) or 'synthetic set'} not finite{where}. "
                     "Lower the image learning rate (--hp lr_img=...) or the number of unrolled steps.")
             last_good = now
+            if "stepped" in metrics:
+                updates = (updates or 0) + int(metrics["stepped"])
             log.write(it=it, seconds=round(elapsed, 4), peak_mb=round(peak, 1), **metrics)
             bar.update(1)
             if "loss" in metrics:
@@ -191,6 +196,6 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
                 break
     done = it + 1 if iterations > start else start
     save(done)
-    result = LoopResult(done, elapsed, stopped_by_time, run_peak)
+    result = LoopResult(done, elapsed, stopped_by_time, run_peak, updates)
     task.extra.setdefault("loops", []).append(result)
     return result

@@ -187,6 +187,7 @@ def distill(p: Prepared) -> SyntheticSet:
         "n_classes": p.spec.n_classes, "version": __version__, "git_commit": git_commit(),
         "distill_seconds": round(sum(r.seconds for r in loops) if loops else wall, 3),
         "iterations": sum(r.iterations for r in loops) if loops else None,
+        "updates": _total([r.updates for r in loops]),
         "stopped_by_time": any(r.stopped_by_time for r in loops),
         "peak_memory_mb": round(max([r.peak_mb for r in loops] + [peak_memory_mb(p.device)]), 1),
         "device": str(p.device),
@@ -196,6 +197,12 @@ def distill(p: Prepared) -> SyntheticSet:
     if p.method.shareable:
         synset.save(artifact)
     return synset
+
+
+def _total(counts: list[int | None]) -> int | None:
+    """The sum of the loops' update counts; None when no loop counted (its method has no gate)."""
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
 
 
 def eval_config(p: Prepared, model: str) -> EvalConfig:
@@ -218,7 +225,8 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
         "eval_config": result.config.as_dict(), "eval_seconds": round(result.seconds, 3),
         "eval_engine": result.engine, "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
         **{k: meta.get(k) for k in ("hparams", "data_checksum", "version", "distill_seconds", "iterations",
-                                    "stopped_by_time", "peak_memory_mb", "device", "git_commit", "experts")},
+                                    "updates", "stopped_by_time", "peak_memory_mb", "device", "git_commit",
+                                    "experts")},
         "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),
         "overrides": meta.get("overrides") or {},
         "artifact": artifact, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

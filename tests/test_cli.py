@@ -94,6 +94,7 @@ def test_run_random_on_demo(random_run):
         ("random", "demo", 2, "smoke", "convnet")
     assert record["metrics"]["test_acc"]["n"] == 2 and record["protocol"] == "v1"
     assert (record["resolution"], record["channels"], record["dims"]) == (28, 1, 2)
+    assert record["updates"] is None  # random has no gated update to count
     run_dir = Path(record["artifact"]).parent
     assert run_dir.parent == random_run / "runs"
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}

@@ -32,7 +32,7 @@ def _hp(method: str, **extra) -> dict:
 @pytest.mark.parametrize("method", DISTILLERS)
 def test_resume_equals_uninterrupted(method, tmp_path, monkeypatch, expert_cache):
     experts = expert_cache
-    full, _ = distill(method, hp=_hp(method), run_dir=tmp_path / "a", expert_root=experts, checkpoint_every=2)
+    full, full_task = distill(method, hp=_hp(method), run_dir=tmp_path / "a", expert_root=experts, checkpoint_every=2)
 
     original = MetricsLog.write
 
@@ -45,10 +45,13 @@ def test_resume_equals_uninterrupted(method, tmp_path, monkeypatch, expert_cache
     with pytest.raises(KeyboardInterrupt):
         distill(method, hp=_hp(method), run_dir=tmp_path / "b", expert_root=experts, checkpoint_every=2)
     monkeypatch.setattr(MetricsLog, "write", original)
-    resumed, _ = distill(method, hp=_hp(method), run_dir=tmp_path / "b", expert_root=experts, checkpoint_every=2)
+    resumed, task = distill(method, hp=_hp(method), run_dir=tmp_path / "b", expert_root=experts, checkpoint_every=2)
     assert torch.equal(full.images, resumed.images)
     assert torch.equal(full.labels, resumed.labels)
     assert full.lr == resumed.lr
+    counts = [loop.updates for loop in full_task.extra["loops"]]  # gated updates survive the restart
+    assert [loop.updates for loop in task.extra["loops"]] == counts
+    assert all(c is None for c in counts) or sum(counts) > 0
 
 
 @pytest.mark.parametrize("method", DISTILLERS)

@@ -68,6 +68,7 @@ def test_output_folders_share_one_expert_cache(tmp_path, monkeypatch):
     assert calls == [] and sorted(p.name for p in cache.iterdir()) == built
     (a,), (b,) = (ResultStore(tmp_path / d / "results.sqlite").records() for d in "ab")
     assert a["experts"] == b["experts"] and a["metrics"] == b["metrics"]
+    assert a["updates"] == a["iterations"] == 2  # MTT applies every update it computes
 
 
 def test_expert_cache_comes_from_the_flag_then_the_environment_then_the_output_folder(tmp_path, monkeypatch):

@@ -240,10 +240,10 @@ def _print_rows(header, rows) -> None:
 
 
 def _print_records(records) -> None:
+    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.2f}"  # noqa: E731  (None / NaN: no value)
     rows = []
     for r in records:
         m = r["metrics"]
-        pct = lambda v: "-" if v is None or v != v else f"{100 * v:.2f}"  # noqa: E731  (None / NaN: no value)
         acc = f"{pct(m['test_acc']['mean'])} ± {pct(m['test_acc']['std'])}" if m["test_acc"]["n"] else "diverged"
         rows.append((r["method"], r["dataset"], r["ipc"], r["eval_model"], r["budget"], acc,
                      pct(m["balanced_acc"]["mean"]), pct(m["auc"]["mean"]), m["test_acc"]["n"],

@@ -14,11 +14,9 @@ root=${1:-../shared/data}
 out=${2:-mddbench_out}
 curves=${3:-ptm_curves}
 parts=${PARTS:-match ablate curves}
-common=(--budget quick --data-root "$root" --quiet)
-# the curve runs use the same experts as the main runs: share one cache (a second CPU build of
-# PneumoniaMNIST's GSAM experts takes ~40 min, and would give other experts than the runs it is compared with)
-mkdir -p "$out/experts" "$curves"
-[ -e "$curves/experts" ] || ln -s "$(cd "$out/experts" && pwd)" "$curves/experts"
+# every run, the curves' included, uses one expert cache (a second CPU build of PneumoniaMNIST's GSAM
+# experts takes ~40 min, and would give other experts than the runs it is compared with)
+common=(--budget quick --data-root "$root" --quiet --expert-cache "${MDDBENCH_EXPERTS:-$out/experts}")
 
 distill_seconds() {  # distill_seconds of the default-hyperparameter ptm record for dataset $1, ipc $2
   python - "$out/results.sqlite" "$1" "$2" <<'EOF'

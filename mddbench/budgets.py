@@ -33,7 +33,13 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-def get_budget(name: str) -> Budget:
-    if name not in BUDGETS:
+def canonical_budget(name: str) -> str:
+    """The budget's registered name, whatever the case (``SMOKE`` is ``smoke``)."""
+    key = str(name).strip().lower()
+    if key not in BUDGETS:
         raise UnknownNameError(f"unknown budget {name!r}; known budgets: {', '.join(BUDGETS)}")
-    return BUDGETS[name]
+    return key
+
+
+def get_budget(name: str) -> Budget:
+    return BUDGETS[canonical_budget(name)]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .allocator import configure_allocator
 from .errors import ConfigError, MddError
 
 DEFAULT_OUT = "mddbench_out"
@@ -109,7 +110,7 @@ def cmd_eval(args) -> None:
     from .data import load_dataset
     from .evaluate import EvalConfig, evaluate
     from .results import ResultStore
-    from .runner import ensure_writable, make_record, resolve_device
+    from .runner import ensure_writable, file_digest, make_record, provenance, resolve_device
     from .synset import SyntheticSet
 
     synset = SyntheticSet.load(args.artifact)
@@ -118,8 +119,11 @@ def cmd_eval(args) -> None:
         raise ConfigError(f"{args.artifact} has no dataset in its metadata; it was not made by mddbench")
     data = load_dataset(meta["dataset"], args.data_root)
     if meta.get("data_checksum") and meta["data_checksum"] != data.checksum:
-        print(f"warning: {meta['dataset']} on disk (md5 {data.checksum}) differs from the data the set was "
-              f"distilled from (md5 {meta['data_checksum']})", file=sys.stderr)
+        raise ConfigError(f"{args.artifact} was distilled from {meta['dataset']} with md5 {meta['data_checksum']}, "
+                          f"but the file found ({data.path or data.spec.name}) has md5 {data.checksum}: scores "
+                          f"against other data would not be this set's. Point --data-root at the data it was "
+                          f"made from")
+    meta = {**meta, **provenance(Path(args.artifact), meta, Path(args.out) / "results.sqlite")}
     budget_name = args.budget or meta.get("budget", "quick")
     budget = get_budget(budget_name)
     device = resolve_device(args.device)
@@ -131,6 +135,8 @@ def cmd_eval(args) -> None:
                           device=device, progress=not args.quiet)
         label = budget_name if args.eval_n_models is None and args.eval_epochs is None else f"{budget_name}-custom"
         job_id = meta.get("job_id", "external")
+        if meta["provenance"] != "recorded run":  # never the id of the run the file claims to come from
+            job_id = f"external-{file_digest(args.artifact)[:16]}"
         if label != meta.get("budget") or args.seed is not None:
             job_id = f"{job_id}:eval-{label}-s{args.seed}"
         records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
@@ -152,22 +158,15 @@ def cmd_show(args) -> None:
 
 
 def cmd_leaderboard(args) -> None:
-    from .leaderboard import write_leaderboards
+    from .publish import publish, read_records
     from .results import ResultStore
 
-    store_path = Path(args.results) / "results.sqlite"
     if args.records:
-        records = [json.loads(line) for line in Path(args.records).read_text().splitlines() if line.strip()]
-    elif store_path.exists():
-        store = ResultStore(store_path)
-        records = store.records()
-        Path(args.to).mkdir(parents=True, exist_ok=True)
-        store.export_jsonl(Path(args.to) / "records.jsonl")
+        source, records = args.records, read_records(args.records)
     else:
-        raise ConfigError(f"no results store at {store_path}; run `mddbench run ...` first or pass --records FILE")
-    if not records:
-        raise ConfigError("no records to tabulate")
-    paths = write_leaderboards(records, Path(args.to))
+        store = ResultStore(Path(args.results) / "results.sqlite", create=False)
+        source, records = str(store.path), store.records()
+    paths = publish(records, Path(args.to), source)
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
@@ -363,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "eval_model", "unset") is None:

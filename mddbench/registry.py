@@ -55,8 +55,12 @@ class Registry(Generic[T]):
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> T:
+        return self._items[self.canonical(name)]
+
+    def canonical(self, name: str) -> str:
+        """The registered name ``name`` stands for (any case, or an alias): what records and job ids use."""
         self.load()
-        key = name.lower()
+        key = str(name).strip().lower()
         key = self._aliases.get(key, key)
         if key not in self._items:
             known = ", ".join(self.names()) or "(none)"
@@ -64,7 +68,7 @@ class Registry(Generic[T]):
             if self.failures:
                 hint = "\nplugins that failed to load: " + "; ".join(f"{k}: {v}" for k, v in self.failures.items())
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}{hint}")
-        return self._items[key]
+        return key
 
     def __contains__(self, name: str) -> bool:
         self.load()

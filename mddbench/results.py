@@ -117,11 +117,36 @@ def _is_fraction(v: Any) -> bool:
 class ResultStore:
     """Records in an SQLite file; ``path`` is the file, or a directory that holds ``results.sqlite``."""
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_FILENAME) -> None:
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_FILENAME, create: bool = True) -> None:
+        """``create=False`` (readers): a missing or empty file is an error, never an empty store."""
         path = Path(path)
-        self.path = path / DEFAULT_FILENAME if path.is_dir() else path
+        if path.is_dir() and path.suffix != ".sqlite":
+            path = path / DEFAULT_FILENAME
+        self.path = path
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a results store; move it away or choose another --out")
+        if not create and not path.is_file():
+            raise ConfigError(f"no results store at {path}; run `mddbench run ...` first, point --results at the "
+                              f"folder that holds results.sqlite, or pass --records FILE")
+        if not create and path.stat().st_size == 0:
+            raise ConfigError(f"{path} is empty (0 bytes), not a results store: it was truncated or created by "
+                              f"hand. Move it away; records exported earlier come back with `mddbench merge FILE`")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._init_schema()
+        try:
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:  # a garbage file, or one this user may not write
+            what = "cannot be opened" if isinstance(exc, sqlite3.OperationalError) else "is not an SQLite results store"
+            raise ConfigError(f"{path} {what} ({exc}); move it away or choose another --out") from exc
+
+    def check_writable(self) -> None:
+        """Fail now, not after hours of distillation, when records could not be added."""
+        try:
+            with self._connect() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise ConfigError(f"cannot add records to {self.path} ({exc}); make it writable or choose "
+                              f"another --out") from exc
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -20,18 +21,19 @@ from typing import Any
 import torch
 
 from . import __version__
-from .budgets import get_budget
+from .budgets import canonical_budget, get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
 from .errors import ConfigError
 from .evaluate import EvalConfig, EvalResult, evaluate
 from .loop import peak_memory_mb
 from .method import Method, Task
-from .registry import METHODS, NETWORKS, load_plugins
+from .registry import DATASETS, METHODS, NETWORKS, load_plugins
 from .results import ResultStore
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
 ARTIFACT = "synset.safetensors"
+SEED_LIMIT = 2**63  # the results store keeps seeds as SQLite integers (signed 64 bit)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,19 @@ class Job:
     device: str = "auto"
     plugins: tuple[str, ...] = ()
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Names become the registered ones (``BreastMNIST`` is ``breastmnist``, an alias its target), so
+        every spelling of a cell gets the same job id and lands in the same row; a seed the store cannot
+        hold fails here, before any work."""
+        load_plugins(list(self.plugins))
+        canonical = {"method": METHODS.canonical(self.method), "dataset": DATASETS.canonical(self.dataset),
+                     "budget": canonical_budget(self.budget),
+                     "eval_models": tuple(NETWORKS.canonical(m) for m in self.eval_models)}
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"--seed must be an integer from 0 to {SEED_LIMIT - 1}, got {self.seed!r}")
 
     def identity(self) -> dict[str, Any]:
         """What determines the result (not where files go or how it is shown)."""
@@ -229,26 +244,83 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
                                     "experts")},
         "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),
         "overrides": meta.get("overrides") or {},
+        **{k: meta[k] for k in ("claimed_method", "provenance", "artifact_sha256") if k in meta},
         "artifact": artifact, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file: what `eval` compares to tell the set a run recorded from one edited since."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance(artifact: Path, meta: dict[str, Any], store_path: Path) -> dict[str, Any]:
+    """What a set's own metadata may be believed about: its method, only when a run of this store
+    recorded this very file (same sha256; for records older than the digest, the same file). Any other
+    set is evaluated as ``external``, its claim kept as ``claimed_method``: a file that says ``ptm`` is
+    not ranked as PTM."""
+    claimed = meta.get("method", "external")
+    if claimed != "external" and store_path.is_file() and meta.get("job_id"):
+        from .results import ResultStore
+
+        digest = file_digest(artifact)
+        for r in ResultStore(store_path, create=False).records(job_id=meta["job_id"]):
+            same = (r.get("artifact_sha256") == digest if r.get("artifact_sha256")
+                    else bool(r.get("artifact")) and Path(r["artifact"]).is_file()
+                    and Path(r["artifact"]).samefile(artifact))
+            if same and r.get("method") == claimed:
+                return {"method": claimed, "provenance": "recorded run", "artifact_sha256": digest}
+    return {"method": "external", "claimed_method": claimed, "provenance": "unverified file"}
+
+
+def _saved_record(path: Path, job: Job, cfg: EvalConfig) -> dict[str, Any] | None:
+    """The record an earlier attempt wrote beside its set but could not store, if it is this job's and whole."""
+    from .results import validate
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        validate(record)
+    except (OSError, ValueError, ConfigError):
+        return None
+    return record if record.get("job_id") == job.job_id and record.get("eval_config") == cfg.as_dict() else None
+
+
 def run_job(job: Job) -> list[dict[str, Any]]:
-    """Distill, evaluate with every requested network, record; returns the records."""
+    """Distill, evaluate with every requested network, record; returns the records.
+
+    Each record is written to the run folder before it goes into the store, so a store that fails
+    (full disk, a lock) loses no evaluation: the rerun stores the saved record instead of redoing it.
+    """
     p = prepare(job)
     store = ResultStore(Path(job.out) / "results.sqlite")
     todo = [m for m in job.eval_models if not store.has(job.job_id, m)]
     records = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in job.eval_models]
     if not todo:
         return records
+    store.check_writable()
     synset = distill(p)
+    artifact = job.run_dir / ARTIFACT
     for model in todo:
-        result = evaluate(synset, p.data, eval_config(p, model), seed=job.seed, device=p.device,
-                          progress=job.progress)
-        record = make_record(synset.meta, p.spec, result, job.budget_label,
-                             str(job.run_dir / ARTIFACT) if p.method.shareable else None)
-        store.add(record)
+        cfg = eval_config(p, model)
+        saved = job.run_dir / f"result_{model}.json"
+        record = _saved_record(saved, job, cfg)
+        if record is None:
+            result = evaluate(synset, p.data, cfg, seed=job.seed, device=p.device, progress=job.progress)
+            record = make_record(synset.meta, p.spec, result, job.budget_label,
+                                 str(artifact) if p.method.shareable else None)
+            if p.method.shareable:
+                record["artifact_sha256"] = file_digest(artifact)
+            tmp = saved.with_name(saved.name + ".tmp")
+            tmp.write_text(json.dumps(record, indent=2))
+            tmp.replace(saved)
+        try:
+            store.add(record)
+        except (OSError, sqlite3.Error, ConfigError) as exc:
+            raise ConfigError(f"could not add the {model} record to {store.path} ({exc}); it is kept in {saved}: "
+                              f"fix the store and run the same command again to store it") from exc
         records.append(record)
-        if p.method.shareable:
-            (job.run_dir / f"result_{model}.json").write_text(json.dumps(record, indent=2))
     return records

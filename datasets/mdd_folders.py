@@ -125,7 +125,7 @@ def _ham_listing(folder: Path, classes: tuple[str, ...]) -> Listing:
     images: dict[str, Path] = {}
     for p in _image_files(folder, suffixes=(".jpg", ".jpeg")):
         images.setdefault(p.stem, p)  # Kaggle's copy holds each part twice (HAM10000_... and ham10000_...)
-    files, labels, lesions = [], [], []
+    files, labels, lesions, missing = [], [], [], []
     csv_path = _ham_metadata(folder)
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         delimiter = "\t" if "\t" in f.readline() else ","  # the header says which of the two it is
@@ -138,10 +138,15 @@ def _ham_listing(folder: Path, classes: tuple[str, ...]) -> Listing:
             if dx not in classes:
                 raise DataError(f"{csv_path}: image {image_id} has dx {dx!r}, expected one of {', '.join(classes)}")
             if image_id not in images:
-                raise DataError(f"{csv_path} lists {image_id} but {image_id}.jpg is nowhere under {folder}")
+                missing.append(image_id)
+                continue
             files.append(images[image_id])
             labels.append(classes.index(dx))
             lesions.append(lesion)
+    if missing:
+        raise DataError(f"{csv_path} lists {len(missing)} of its {len(missing) + len(files)} images that are nowhere "
+                        f"under {folder} (first: {missing[0]}.jpg): a partial download. Unpack both image parts "
+                        f"beside the metadata, or keep only the rows of the images present")
     if not files:
         raise DataError(f"{csv_path} lists no images")
     return files, np.array(labels, dtype=np.uint8), np.array(lesions)

@@ -315,3 +315,58 @@ def test_ham_missing_image(tmp_path):
         p.unlink()
     with pytest.raises(DataError, match=image_id):
         _load("skin-ham", tmp_path)
+
+
+# ------------------------------------------------------------------ the genuine HAM10000 sample
+HAM_SAMPLE = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000_sample"
+needs_ham = pytest.mark.skipif(not HAM_SAMPLE.is_dir(), reason=f"{HAM_SAMPLE} is not available")
+
+
+@needs_ham
+def test_the_genuine_partial_ham_download_says_what_is_missing(tmp_path):
+    with pytest.raises(DataError, match=r"lists 99\d\d of its 10015 images.*partial download"):
+        _load("skin-ham", HAM_SAMPLE)
+
+
+@needs_ham
+@pytest.mark.slow
+def test_genuine_ham_files_filtered_to_those_present(tmp_path):
+    """113 genuine JPEGs, 7 classes, one lesion with two images: labels, the lesion-grouped split, the cache."""
+    import csv
+
+    folder = tmp_path / "HAM10000"
+    (folder / "HAM10000_images_part_1").mkdir(parents=True)
+    present = {p.stem: p for p in (HAM_SAMPLE / "HAM10000_images_part_1").glob("*.jpg")}
+    with open(HAM_SAMPLE / "HAM10000_metadata.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["image_id"] in present]
+        fields = reader.fieldnames
+    with open(folder / "HAM10000_metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    for image_id, path in present.items():
+        (folder / "HAM10000_images_part_1" / path.name).symlink_to(path)
+    assert len(rows) == len(present) == 113
+
+    spec, raw = _load("skin-ham", tmp_path)
+    dx_of = {r["image_id"]: r["dx"] for r in rows}
+    lesion_of = {r["image_id"]: r["lesion_id"] for r in rows}
+    counts = {s: len(raw.labels[s]) for s in SPLITS}
+    assert sum(counts.values()) == 113 and all(counts[s] > 0 for s in SPLITS)
+    assert all(raw.images[s].shape[1:] == (112, 112, 3) and raw.images[s].dtype == np.uint8 for s in SPLITS)
+    labels = np.concatenate([raw.labels[s].reshape(-1) for s in SPLITS])
+    assert sorted(np.bincount(labels, minlength=7).tolist()) == sorted(
+        np.bincount([mf.HAM_CLASSES.index(d) for d in dx_of.values()], minlength=7).tolist())
+    # each image's label is its metadata dx: match decoded images back to their files
+    decoded = {image_id: mf._decode([path], "check")[0] for image_id, path in present.items()}
+    split_of_lesion = {}
+    for s in SPLITS:
+        for img, y in zip(raw.images[s], raw.labels[s].reshape(-1)):
+            [image_id] = [i for i, d in decoded.items() if np.array_equal(d, img)]
+            assert mf.HAM_CLASSES[int(y)] == dx_of[image_id]
+            split_of_lesion.setdefault(lesion_of[image_id], set()).add(s)
+    assert len(split_of_lesion) == 112 and all(len(v) == 1 for v in split_of_lesion.values())
+    assert (tmp_path / "skin-ham_112.npz").is_file()
+    _, again = _load("skin-ham", tmp_path)  # from the 112 px cache
+    assert all(np.array_equal(again.images[s], raw.images[s]) for s in SPLITS)

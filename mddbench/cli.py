@@ -177,8 +177,9 @@ def cmd_privacy(args) -> None:
         print(f"  figure: {figure}")
         if store is not None:
             new = store.add_privacy(record)[1]
-            print(f"  {'recorded' if new else 'already stored'} in {store.path} (table privacy, linked to "
-                  f"evaluation record {record['eval_record_id']})")
+            link = record["eval_record_id"] or "none stored: the budget's evaluation recipe was attacked"
+            print(f"  {'recorded' if new else 'already stored'} in {store.path} (table privacy; evaluation record: "
+                  f"{link})")
 
 
 def cmd_leaderboard(args) -> None:

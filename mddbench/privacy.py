@@ -40,7 +40,6 @@ from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
-from .results import record_id
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -212,13 +211,15 @@ def privacy_id(job_id: str, config: PrivacyConfig, seed: int) -> str:
 
 
 def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, Any], config: PrivacyConfig,
-                        budget: str, seed: int, artifact: str | None, device: torch.device | str) -> dict[str, Any]:
-    """A self-describing privacy result, linked to the set's evaluation record by ``eval_record_id``."""
+                        budget: str, seed: int, artifact: str | None, device: torch.device | str,
+                        eval_record_id: str | None = None) -> dict[str, Any]:
+    """A self-describing privacy result, linked by ``eval_record_id`` to the evaluation record whose
+    networks it attacked (None: no such record was stored; the budget's recipe was used)."""
     job_id = meta.get("job_id") or "external"
     ipc = meta.get("ipc")
     return {
         "id": privacy_id(job_id, config, seed), "privacy_version": config.version, "job_id": job_id,
-        "eval_record_id": record_id(job_id, config.target.model), "eval_model": config.target.model,
+        "eval_record_id": eval_record_id, "eval_model": config.target.model,
         "method": meta.get("method", "external"), "dataset": data.spec.name, "ipc": "full" if ipc is None else ipc,
         "seed": seed, "budget": budget, "protocol": config.target.protocol,
         "label_type": meta.get("label_type", "hard"), "overrides": meta.get("overrides") or {},
@@ -236,7 +237,8 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
                    ) -> tuple[dict[str, Any] | None, SyntheticSet, RealData]:
     """Load, verify and audit one saved set; returns its privacy record (not yet stored), or None
     when ``known(id)`` says this very audit is already stored. ``evaluation(job_id, model)`` finds
-    the set's evaluation record, whose networks are then the attacked ones (unless overridden)."""
+    the evaluation record of the set's run (``mddbench run``/``sweep``), whose networks are then the
+    attacked ones (unless ``n_models``/``epochs`` override them)."""
     synset, data, path = load_for_audit(artifact, data_root)
     meta = synset.meta
     budget_name = budget or meta.get("budget") or "quick"
@@ -252,7 +254,8 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     result = audit(synset, data, config, seed, device, reference_cache)
     label = evaluated["budget"] if evaluated is not None and not custom else budget_name
     label = f"{label}-custom" if custom and not label.endswith("-custom") else label
-    return make_privacy_record(meta, data, result, config, label, seed, str(path), device), synset, data
+    linked = evaluated["id"] if evaluated is not None and not (n_models or epochs) else None
+    return make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked), synset, data
 
 
 def summary_lines(record: dict[str, Any]) -> list[str]:

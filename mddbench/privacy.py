@@ -276,7 +276,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     cfg = record["config"]
     sd = mia["set_distance"]
     return [f"{record['method']} on {record['dataset']}, ipc {record['ipc']}, seed {record['seed']} "
-            f"(budget {record['budget']}, {record['privacy_version']}; {record['n_images']} {record['audited_images']} images)",
+            f"(budget {record['budget']}, {record['privacy_version']}; "
+            f"{record['n_images']} {record['audited_images']} images)",
             f"  near copies   {near('pixel')}",
             f"                {near('embedding')}",
             f"  loss attack   {cfg['target']['model']} x{cfg['target']['n_models']} trained on the set: "

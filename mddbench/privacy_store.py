@@ -1,8 +1,9 @@
 """Privacy results: a ``privacy`` table in the same SQLite file as the evaluation records.
 
 A privacy result links to the evaluation record whose networks it attacked by ``eval_record_id``
-(that record's own id; null for a set with no stored evaluation of its run) and is identified by its own ``id`` (the run, the audit's seed and its whole configuration,
-version included): storing it again is a no-op. The evaluation ``records`` table is untouched, so
+(that record's own id; null for a set with no stored evaluation of its run) and is identified by
+its own ``id`` (the run, the audit's seed and its whole configuration, version included): storing
+it again is a no-op. The evaluation ``records`` table is untouched, so
 its readers and validators never see these rows; ``leaderboards/privacy.jsonl`` (beside
 ``records.jsonl``) is the table's export, from which the privacy leaderboard regenerates.
 """

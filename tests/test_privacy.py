@@ -205,6 +205,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert record["membership"]["target"]["test_acc"]["per_model"] == evaluated["metrics"]["test_acc"]["per_model"]
     assert record["budget"] == "smoke-custom" and record["memorisation"]["pixel"]["near_copy_share"] == 1.0
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
+    assert list(out.rglob("*.safetensors")) == [Path(evaluated["artifact"])]  # nothing trained on patients is saved
     assert main(["privacy", evaluated["artifact"], "--out", str(out), "--real-epochs", "0", "--quiet"]) == 0  # skipped
     assert len(PrivacyStore(out).privacy_records()) == 1 and len(ResultStore(out)) == 1
     lb = tmp_path / "lb"

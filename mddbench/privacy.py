@@ -243,12 +243,13 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     meta = synset.meta
     budget_name = budget or meta.get("budget") or "quick"
     custom = any(v is not None for v in (n_models, epochs, real_epochs))
+    own_seed = int(meta.get("seed", 0))
     evaluated = None
-    if evaluation is not None and meta.get("job_id") and budget is None:
-        evaluated = evaluation(meta["job_id"], eval_model)
+    if evaluation is not None and meta.get("job_id") and budget is None and seed in (None, own_seed):
+        evaluated = evaluation(meta["job_id"], eval_model)  # another seed trains other networks: no link
     config = config_for(meta, get_budget(budget_name), eval_model, n_models, epochs, real_epochs,
                         evaluated=evaluated)
-    seed = seed if seed is not None else int(meta.get("seed", 0))
+    seed = own_seed if seed is None else seed
     if known is not None and known(privacy_id(meta.get("job_id") or "external", config, seed)):
         return None, synset, data
     result = audit(synset, data, config, seed, device, reference_cache)

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_curve
 
 from mddbench.cli import main
 from mddbench.data import RealData, get_spec, load_dataset
-from mddbench.errors import ArtifactError, DataError
+from mddbench.errors import ArtifactError, ConfigError, DataError
 from mddbench.evaluate import EvalConfig
 from mddbench.membership import attack_metrics, tpr_at_fpr
 from mddbench.memorisation import flat, near_copies
@@ -227,6 +227,21 @@ def test_a_set_without_a_stored_evaluation_is_audited_with_its_budget(tmp_path, 
     (record,) = PrivacyStore(out).privacy_records()
     assert record["eval_record_id"] is None and record["config"]["target"]["n_models"] == 2  # smoke's
     assert (tmp_path / "f.png").is_file() and not (out / "privacy").exists() or not any((out / "privacy").iterdir())
+
+
+def test_privacy_store_round_trip_leaves_the_records_alone(tmp_path):
+    rec = {"id": "p1", "privacy_version": PRIVACY_VERSION, "job_id": "j", "eval_record_id": None, "method": "dsa",
+           "dataset": "demo", "ipc": 2, "seed": 0, "budget": "quick", "memorisation": {"x": float("nan")},
+           "membership": {}}
+    store = PrivacyStore(tmp_path / "a")
+    assert store.add_privacy(rec) == ("p1", True) and store.add_privacy(rec) == ("p1", False)
+    assert store.has_privacy("p1") and not store.has_privacy("p2") and len(store) == 0
+    assert store.export_privacy(tmp_path / "privacy.jsonl") == 1
+    other = PrivacyStore(tmp_path / "b")
+    assert other.import_privacy(tmp_path / "privacy.jsonl") == 1
+    assert other.privacy_records() == [{**rec, "memorisation": {"x": None}}]  # strict JSON: NaN stored as null
+    with pytest.raises(ConfigError, match="membership"):
+        other.add_privacy({k: v for k, v in rec.items() if k != "membership"})
 
 
 def test_privacy_table_pools_seeds():

@@ -4,7 +4,10 @@ The yardstick is the held-out real images (val and test): new patients from the 
 Their distances to their nearest training image say how close an image can be to the training set
 without being one of its patients; a synthetic image closer than the 5th percentile of those
 distances is a *near copy*. A set of fresh real images would therefore score about 5 % by
-construction, a set of copies 100 %.
+construction, a set of copies 100 %. Where the data hold near-duplicates across splits (several
+frames of one lesion in train and test), that percentile is tiny and the share misses images that
+are visibly a patient's; the *distance ratio* (median synthetic distance over median held-out
+distance: 0 for copies, about 1 for fresh patients) does not depend on that tail.
 
 Distances are Euclidean, reported as root mean square per coordinate (L2 / sqrt(dimension)): in
 pixel space that is in units of the dataset's per-channel std (the normalisation every method works
@@ -43,6 +46,7 @@ def near_copies(synthetic: np.ndarray, train: np.ndarray, heldout: np.ndarray,
     threshold = float(np.quantile(held_d, quantile))
     return {
         "near_copy_share": float((syn_d <= threshold).mean()),
+        "distance_ratio": float(np.median(syn_d) / max(float(np.median(held_d)), 1e-12)),
         "threshold": threshold,
         "quantile": quantile,
         "heldout_distance": {"median": float(np.median(held_d)), "min": float(held_d.min()), "n": len(held_d)},

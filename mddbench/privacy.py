@@ -267,7 +267,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     def near(space: str) -> str:
         m = mem[space]
         return (f"{space} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; median d synthetic "
-                f"{m['distance']['median']:.4g}, held-out {m['heldout_distance']['median']:.4g})")
+                f"{m['distance']['median']:.4g}, held-out {m['heldout_distance']['median']:.4g}: "
+                f"ratio {m['distance_ratio']:.3f})")
 
     def loss(stats: dict) -> str:
         return (f"AUC {pct(stats['auc']['mean'])}, TPR@1% FPR {pct(stats['tpr_at_1pct_fpr']['mean'])}, "

@@ -24,6 +24,7 @@ Record = dict[str, Any]
 COLUMNS: dict[str, Callable[[Record], float | None]] = {
     "near copies, pixel": lambda r: r["memorisation"]["pixel"]["near_copy_share"],
     "near copies, embedding": lambda r: r["memorisation"]["embedding"]["near_copy_share"],
+    "distance ratio, pixel": lambda r: r["memorisation"]["pixel"]["distance_ratio"],
     "loss attack AUC": lambda r: r["membership"]["target"]["auc"]["mean"],
     "loss TPR@1% FPR": lambda r: r["membership"]["target"]["tpr_at_1pct_fpr"]["mean"],
     "loss TPR@0.1% FPR": lambda r: r["membership"]["target"]["tpr_at_0.1pct_fpr"]["mean"],
@@ -75,7 +76,9 @@ NOTES = [
     "Near copies: share of synthetic images closer (RMS distance) to a real training image than the 5th "
     "percentile of held-out (val + test) real images' distances to their nearest training image; fresh real "
     "patients score about 5 % by construction. Pixel space after the dataset's normalisation, and the "
-    "embedding of the `real` network.",
+    "embedding of the `real` network. Distance ratio: median synthetic over median held-out distance "
+    "(0: copies, about 100: fresh patients), robust where near-duplicates across splits make the 5th "
+    "percentile tiny.",
     "Loss attack: minus the cross-entropy under the networks the protocol trains on the set, members = the "
     "train split, non-members = the test split; AUC and true-positive rate at 1 % and 0.1 % false positives "
     "(Carlini et al. 2022: judge by TPR at low FPR). With fewer than 1000 (100) test images, TPR at 0.1 % (1 %) "

@@ -108,6 +108,8 @@ def test_near_copies_in_pixel_space(few):
     held = near_copies(heldout, train, heldout)
     assert held["near_copy_share"] == pytest.approx(0.05, abs=1 / len(heldout))
     assert 0.15 < noisy["distance"]["median"] < 0.25  # RMS of N(0, 0.2^2) noise
+    assert copies["distance_ratio"] == 0.0 and noise["distance_ratio"] > 1
+    assert held["distance_ratio"] == pytest.approx(1.0)
 
 
 def test_set_distance_attack_sees_copies_not_noise(few):
@@ -252,7 +254,8 @@ def test_privacy_table_pools_seeds():
         return {"id": str(seed), "privacy_version": PRIVACY_VERSION, "job_id": f"j{seed}", "eval_record_id": "e",
                 "method": "dsa", "dataset": "breastmnist", "ipc": 1, "seed": seed, "budget": "quick",
                 "eval_model": "convnet", "data_checksum": "c", "config": {"reference": {"epochs": 30}},
-                "memorisation": {"pixel": {"near_copy_share": share}, "embedding": {"near_copy_share": share}},
+                "memorisation": {"pixel": {"near_copy_share": share, "distance_ratio": 0.5},
+                                 "embedding": {"near_copy_share": share}},
                 "membership": {"target": attack, "reference": attack,
                                "set_distance": {"auc": 0.5, "tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.0}}}
 

@@ -166,7 +166,7 @@ def cmd_privacy(args) -> None:
         record, synset, data = audit_artifact(
             artifact, args.data_root, args.budget, args.model, args.n_models, args.epochs, args.real_epochs, args.seed,
             device, cache, None if store is None or args.again else store.has_privacy,
-            lambda job_id, model: next(iter(store.records(job_id=job_id, eval_model=model)), None) if store else None)
+            None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None))
         if record is None:
             print(f"{artifact}: already audited (in {store.path}); --again to audit it anyway")
             continue

@@ -255,7 +255,7 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     result = audit(synset, data, config, seed, device, reference_cache)
     label = evaluated["budget"] if evaluated is not None and not custom else budget_name
     label = f"{label}-custom" if custom and not label.endswith("-custom") else label
-    linked = evaluated["id"] if evaluated is not None and not (n_models or epochs) else None
+    linked = evaluated["id"] if evaluated is not None and n_models is None and epochs is None else None
     return make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked), synset, data
 
 

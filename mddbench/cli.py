@@ -157,7 +157,39 @@ def cmd_show(args) -> None:
     print(f"wrote {out}")
 
 
+def cmd_privacy(args) -> None:
+    from .privacy import audit_artifact, audited_images, summary_lines
+    from .privacy_figure import nearest_figure
+    from .privacy_store import PrivacyStore
+    from .runner import ensure_writable, resolve_device
+
+    if args.figure and len(args.artifacts) > 1:
+        raise ConfigError("--figure names one PNG; give one set, or leave it out (figures go to OUT/privacy/)")
+    device, cache = resolve_device(args.device), {}  # one `real` reference network per dataset and seed
+    ensure_writable(Path(args.out) / "privacy")
+    store = None if args.no_record else PrivacyStore(Path(args.out) / "results.sqlite")
+    for artifact in args.artifacts:
+        record, synset, data = audit_artifact(
+            artifact, args.data_root, args.budget, args.model, args.n_models, args.epochs, args.real_epochs, args.seed,
+            device, cache, None if store is None or args.again else store.has_privacy,
+            None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None))
+        if record is None:
+            print(f"{artifact}: already audited (in {store.path}); --again to audit it anyway")
+            continue
+        print("\n".join(summary_lines(record)))
+        name = f"{record['method']}_{record['dataset']}_ipc{record['ipc']}_s{record['seed']}_{record['id'][:8]}.png"
+        figure = nearest_figure(audited_images(synset, record["seed"], device), synset.hard_labels(), data, record,
+                                args.figure or Path(args.out) / "privacy" / name)
+        print(f"  figure: {figure}")
+        if store is not None:
+            new = store.add_privacy(record)[1]
+            link = record["eval_record_id"] or "none stored: the budget's evaluation recipe was attacked"
+            print(f"  {'recorded' if new else 'already stored'} in {store.path} (table privacy; evaluation record: "
+                  f"{link})")
+
+
 def cmd_leaderboard(args) -> None:
+    from .privacy_store import privacy_for_leaderboard
     from .publish import publish, read_records
     from .results import ResultStore
 
@@ -166,7 +198,8 @@ def cmd_leaderboard(args) -> None:
     else:
         store = ResultStore(Path(args.results) / "results.sqlite", create=False)
         source, records = str(store.path), store.records()
-    paths = publish(records, Path(args.to), source)
+    paths = publish(records, Path(args.to), source, privacy_for_leaderboard(Path(args.results) / "results.sqlite",
+                                                                            args.records))
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
@@ -319,6 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="a .safetensors synthetic set or a run folder")
     p.add_argument("--output", "-o", help="PNG path (default: beside the artifact)")
     p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("privacy", help="privacy audit of saved sets: near copies of patients, membership inference")
+    p.add_argument("artifacts", nargs="+", metavar="SET", help=".safetensors synthetic set(s) or run folder(s)")
+    p.add_argument("--model", default="convnet", help="network attacked and used for the embedding (default convnet)")
+    p.add_argument("--seed", type=int, default=None, help="audit seed (default: the set's own)")
+    p.add_argument("--n-models", type=int, help="networks trained on the set and attacked (default: the budget's)")
+    p.add_argument("--epochs", type=int, help="their epochs (default: the budget's evaluation epochs)")
+    p.add_argument("--real-epochs", type=int, help="epochs of the `real` reference network (default: the budget's)")
+    p.add_argument("--figure", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
+    p.add_argument("--no-record", action="store_true", help="print only; do not store the results")
+    p.add_argument("--again", action="store_true", help="audit even when the same audit is already stored")
+    _common(p)
+    p.set_defaults(fn=cmd_privacy, budget=None)
 
     p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store")
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")

@@ -334,8 +334,10 @@ def _budget_note(budgets: list[str]) -> str:
 
 
 def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str],
-                       paper_csv: str | os.PathLike[str] = PAPER_RESULTS) -> list[Path]:
-    """Write every leaderboard (CSV + markdown) for ``records`` into ``out_dir``; return the paths."""
+                       paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
+                       privacy: Iterable[Record] = ()) -> list[Path]:
+    """Write every leaderboard (CSV + markdown) for ``records`` (and ``privacy`` results, if any)
+    into ``out_dir``; return the paths."""
     records = sorted(records, key=_record_order)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,4 +379,9 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
              "Rows with table \"\" are runs the paper does not report."]
     paths += _write_table(out, "reported_vs_reproduced", rvr, rvr, "Reported vs reproduced", notes, records)
     paths.append(_write(out / "records.csv", tidy(records).to_csv(lineterminator="\n", index=False)))
+    privacy = list(privacy)
+    if privacy:
+        from .privacy_leaderboard import write_privacy_leaderboard
+
+        paths += write_privacy_leaderboard(privacy, out)
     return paths

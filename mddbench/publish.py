@@ -50,40 +50,50 @@ def jsonl(records: Iterable[Record]) -> str:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in sorted(records, key=identity))
 
 
-def check_no_loss(records: list[Record], to: Path, source: str) -> None:
-    """Refuse to publish into ``to`` a view of the records that lacks some the folder already holds."""
-    if to.exists() and not to.is_dir():
-        raise ConfigError(f"--to {to} is a file; name a folder for the leaderboards")
-    held = to / RECORDS_FILE
+def check_no_loss(records: list[Record], held: Path, reader, source: str) -> None:
+    """Refuse to publish a view of the records that lacks some that ``held`` (a folder's export) has."""
     if not held.exists():
         return
     try:
-        existing = {identity(r) for r in read_records(held)}
+        existing = {identity(r) for r in reader(held)}
     except ConfigError as exc:
-        raise ConfigError(f"{exc}\n(the leaderboard folder {to} holds a damaged {RECORDS_FILE}; nothing was "
-                          f"written)") from exc
+        raise ConfigError(f"{exc}\n(the leaderboard folder {held.parent} holds a damaged {held.name}; nothing "
+                          f"was written)") from exc
     missing = existing - {identity(r) for r in records}
     if missing:
         raise ConfigError(
-            f"{held} holds {len(missing)} of its {len(existing)} records that {source} does not have; "
-            f"writing {to}/ from it would drop them, so nothing was written. Either render into another "
-            f"folder (--to DIR), or add the published records to your store first "
-            f"(`mddbench merge {held}`) and run `mddbench leaderboard` again.")
+            f"{held} holds {len(missing)} of its {len(existing)} results that {source} does not have; "
+            f"writing {held.parent}/ from it would drop them, so nothing was written. Either render into "
+            f"another folder (--to DIR), or add the published results to your store first "
+            f"(`mddbench merge {held.parent / RECORDS_FILE}`) and run `mddbench leaderboard` again.")
 
 
-def publish(records: list[Record], to: str | os.PathLike[str], source: str) -> list[Path]:
-    """Write ``to/records.jsonl`` and every table from ``records``; refuses (writing nothing) on record loss."""
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        os.replace(tmp, path)
+
+
+def publish(records: list[Record], to: str | os.PathLike[str], source: str,
+            privacy: list[Record] = ()) -> list[Path]:
+    """Write ``to/records.jsonl`` (and ``privacy.jsonl``) and every table; refuses, writing nothing,
+    when a result the folder holds would be dropped."""
     from .leaderboard import write_leaderboards
+    from .privacy_store import EXPORT_FILENAME, read_privacy_jsonl
 
-    to = Path(to)
+    to, privacy = Path(to), list(privacy)
     if not records:
         raise ConfigError(f"{source} holds no records; nothing to tabulate (run `mddbench run ...` first)")
-    check_no_loss(records, to, source)
+    if to.exists() and not to.is_dir():
+        raise ConfigError(f"--to {to} is a file; name a folder for the leaderboards")
+    exports = [(to / RECORDS_FILE, records, read_records), (to / EXPORT_FILENAME, privacy, read_privacy_jsonl)]
+    for held, results, reader in exports:
+        check_no_loss(results, held, reader, source)
     to.mkdir(parents=True, exist_ok=True)
-    held = to / RECORDS_FILE
-    text = jsonl(records)
-    if not held.exists() or held.read_text(encoding="utf-8") != text:
-        tmp = held.with_name(held.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, held)
-    return [held, *write_leaderboards(records, to)]
+    written = []
+    for held, results, _ in exports:
+        if results or held.exists():
+            _write_if_changed(held, jsonl(results))
+            written.append(held)
+    return [*written, *write_leaderboards(records, to, privacy=privacy)]

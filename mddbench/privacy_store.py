@@ -1,0 +1,117 @@
+"""Privacy results: a ``privacy`` table in the same SQLite file as the evaluation records.
+
+A privacy result links to the evaluation record whose networks it attacked by ``eval_record_id``
+(that record's own id; null for a set with no stored evaluation of its run) and is identified by
+its own ``id`` (the run, the audit's seed and its whole configuration, version included): storing
+it again is a no-op. The evaluation ``records`` table is untouched, so
+its readers and validators never see these rows; ``leaderboards/privacy.jsonl`` (beside
+``records.jsonl``) is the table's export, from which the privacy leaderboard regenerates.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .results import ResultStore, _no_value_as_null
+
+EXPORT_FILENAME = "privacy.jsonl"
+REQUIRED = ("id", "privacy_version", "job_id", "eval_record_id", "method", "dataset", "ipc", "seed", "budget",
+            "memorisation", "membership")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS privacy (
+    id TEXT PRIMARY KEY,
+    eval_record_id TEXT,
+    job_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    ipc TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    budget TEXT NOT NULL,
+    privacy_version TEXT NOT NULL,
+    created TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS privacy_eval_record ON privacy (eval_record_id);
+"""
+
+
+def validate_privacy(record: Any) -> None:
+    if not isinstance(record, dict):
+        raise ConfigError(f"a privacy result must be a dict, got {type(record).__name__}")
+    missing = [f for f in REQUIRED if f not in record]
+    if missing:
+        raise ConfigError(f"privacy result is missing required field(s): {', '.join(missing)}")
+
+
+class PrivacyStore(ResultStore):
+    """The results store, with its ``privacy`` table."""
+
+    def _init_schema(self) -> None:
+        super()._init_schema()
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def add_privacy(self, record: dict[str, Any]) -> tuple[str, bool]:
+        """Store ``record``; (its id, whether it was new)."""
+        validate_privacy(record)
+        text = json.dumps(_no_value_as_null(record), sort_keys=True, allow_nan=False)
+        with self._connect() as conn:
+            cur = conn.execute(
+                "INSERT INTO privacy (id, eval_record_id, job_id, method, dataset, ipc, seed, budget, privacy_version,"
+                " created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (record["id"], record["eval_record_id"], record["job_id"], record["method"], record["dataset"],
+                 str(record["ipc"]), record["seed"], record["budget"], record["privacy_version"],
+                 str(record.get("created", "")), text))
+            return record["id"], cur.rowcount == 1
+
+    def has_privacy(self, privacy_id: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM privacy WHERE id = ?", (privacy_id,)).fetchone() is not None
+
+    def privacy_records(self, eval_record_id: str | None = None) -> list[dict[str, Any]]:
+        """Every privacy result (or those of one evaluation record), by id."""
+        where, values = ("WHERE eval_record_id = ?", [eval_record_id]) if eval_record_id else ("", [])
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT record FROM privacy {where} ORDER BY id", values).fetchall()
+        return [json.loads(text) for (text,) in rows]
+
+    def export_privacy(self, path: str | os.PathLike[str]) -> int:
+        """Write every privacy result, one JSON object per line, sorted by id; return how many."""
+        path = Path(path)
+        records = self.privacy_records()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, path)
+        return len(records)
+
+    def import_privacy(self, path: str | os.PathLike[str]) -> int:
+        return sum(self.add_privacy(r)[1] for r in read_privacy_jsonl(path))
+
+
+def read_privacy_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    records = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+        validate_privacy(record)
+        records.append(record)
+    return records
+
+
+def privacy_for_leaderboard(store_path: Path, records_file: str | None) -> list[dict[str, Any]]:
+    """The privacy results a leaderboard renders: beside a ``--records`` file (its sibling
+    ``privacy.jsonl``), or from the store (``mddbench.publish`` exports them beside ``records.jsonl``)."""
+    if records_file:
+        sibling = Path(records_file).with_name(EXPORT_FILENAME)
+        return read_privacy_jsonl(sibling) if sibling.is_file() else []
+    if not store_path.is_file():
+        return []
+    return PrivacyStore(store_path, create=False).privacy_records()

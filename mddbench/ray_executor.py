@@ -78,14 +78,15 @@ def scratch_root() -> Path:
     return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "mddbench-ray")
 
 
-def run_remote(work: Work, device: str, threads: int, shared_experts: bool, *expert_files: dict[str, bytes]) -> Result:
+def run_remote(work: Work, device: str, threads: int, shared_experts: bool, *experts: dict[str, bytes] | Result
+               ) -> Result:
     """The body of every Ray task: run ``work`` in this node's scratch folder, hand back what it made."""
     scratch = scratch_root()
     experts_dir = None
     if not shared_experts:
         experts_dir = scratch / "experts"
-        for files in expert_files:  # the buffers this job needs, shipped from the driver or their build
-            unpack(files, experts_dir, keep_existing=True)
+        for shipped in experts:  # the buffers this job needs: cached files from the driver, or their build's Result
+            unpack(shipped.files if isinstance(shipped, Result) else shipped, experts_dir, keep_existing=True)
     if work.experts is not None:
         build = work.experts if shared_experts else replace(work.experts, experts_dir=str(experts_dir))
         result = execute(replace(work, experts=build), device, threads)
@@ -154,6 +155,8 @@ class RayExecutor:
     def collect(self, future: Future, work: Work) -> Result:
         try:
             result = future.result()
+        except self.ray.exceptions.RayTaskError as exc:  # the task's own code raised outside execute()
+            return Result(work.key, False, f"its Ray task raised: {exc}")
         except self.ray.exceptions.RayError as exc:
             return Result(work.key, False, f"its Ray worker died {self.max_retries + 1} times "
                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); look for the cause "

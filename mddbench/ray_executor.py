@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .runner import ARTIFACT
+from .runner import ARTIFACT, write_job_file
 from .sweep import ExpertBuild, Result, Work, execute
 
 INSTALL_HINT = 'pip install -e ".[ray]"  (or pip install "ray==2.60.*")'
@@ -113,8 +113,8 @@ class RayExecutor:
             check_reachable(address)
         if not ray.is_initialized():
             try:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                         configure_logging=False)
+                start = {} if address else {"include_dashboard": False}  # options of a new instance only
+                ray.init(address=address, log_to_driver=False, **start)
             except (ConnectionError, RuntimeError) as exc:
                 raise ConfigError(f"could not connect to the Ray cluster at {address or 'this machine'}: {exc}; "
                                   "check the address that `ray start --head` printed") from exc
@@ -169,6 +169,8 @@ class RayExecutor:
                 unpack(meta, Path(work.experts.experts_dir))
             else:
                 unpack(result.files, Path(work.job.out))
+                if (work.job.run_dir / "job.json").exists():  # the run folder names this machine's paths
+                    write_job_file(work.job)
                 result.records = [self._home(r, work) for r in result.records]
         result.files = None
         return result

@@ -2,9 +2,12 @@
 executor, a killed worker retried without losing or duplicating a record, and clear errors for bad input."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -48,6 +51,7 @@ def test_a_sweep_through_ray_gives_the_records_of_the_local_executor(cluster, tm
         assert (x["job_id"], x["metrics"], x["experts"]) == (y["job_id"], y["metrics"], y["experts"])
         assert y["artifact"] == x["artifact"].replace(str(tmp_path / "local"), str(tmp_path / "ray"))
         assert Path(y["artifact"]).is_file()  # the synthetic set came back to the driver's --out
+        assert json.loads((Path(y["artifact"]).parent / "job.json").read_text())["out"] == str(tmp_path / "ray")
     assert sorted(p.name for p in (tmp_path / "ray" / "experts").iterdir()) == \
         sorted(p.name for p in (tmp_path / "local" / "experts").iterdir())  # so did the experts built remotely
     assert not any(Path(os.environ[SCRATCH_ENV], "jobs").iterdir())  # nothing left behind on the node
@@ -98,6 +102,28 @@ def test_a_worker_killed_mid_job_is_retried_and_no_record_is_lost_or_duplicated(
         assert len(failed) == 1 and "Ray worker died 1 times" in failed[0].message
         assert "rerun the same sweep" in failed[0].message
         assert [r["job_id"] for r in records] == [o.job.job_id for o in outcomes if o.ok]
+
+
+def test_a_killed_driver_restarts_and_skips_finished_cells(cluster, tmp_path):
+    address = ray.get_runtime_context().gcs_address  # the cluster, as `ray start --head` would print it
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2",
+           "3", "--budget", "smoke", "--eval-epochs", "20", "--executor", "ray", "--ray-address", address,
+           "--cpus-per-job", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store_path, deadline = out / "results.sqlite", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if store_path.exists() and len(ResultStore(store_path)) >= 1:
+            break
+        time.sleep(0.2)
+    proc.kill()  # kill -9 of the driver, mid-sweep
+    proc.wait()
+    before = len(ResultStore(store_path))
+    assert 1 <= before < 3
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    records = ResultStore(store_path).records()
+    assert sorted(r["ipc"] for r in records) == [1, 2, 3]  # every cell exactly once
+    assert all(Path(r["artifact"]).is_file() for r in records)
 
 
 def test_more_gpus_or_cpus_than_the_cluster_has_is_refused_before_any_work(cluster, tmp_path):

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mddbench.executors import usable_cores
-from mddbench.sweep import expand, plan, run_sweep
+from mddbench.sweep import expand, plan, run_sweep, usable_cores
 
 
 def before(jobs, workers: int) -> list:
@@ -72,7 +71,8 @@ def main(argv=None) -> int:
               flush=True)
     print(f"\n{len(jobs)} jobs ({' '.join(args.methods)} on {' '.join(args.datasets)}, ipc "
           f"{' '.join(map(str, args.ipc))}, {args.budget} budget), --jobs {args.jobs}, {usable_cores()} cores, "
-          f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
+          f"torch {torch.__version__}, "
+          f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
     print("| way | wall time (s) | jobs/hour |\n|---|---|---|")
     for way, wall, n, _ in rows:
         print(f"| {way} | {wall:.0f} | {3600 * n / wall:.1f} |")

@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("merge", help="add the records of other stores or records.jsonl files to one store")
-    p.add_argument("sources", nargs="+", metavar="SRC", help="results.sqlite files, folders holding one, or .jsonl exports")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="results.sqlite files, folders holding one, or .jsonl exports")
     p.add_argument("--into", default=DEFAULT_OUT, help=f"the store (a folder or .sqlite file; default: {DEFAULT_OUT})")
     p.set_defaults(fn=cmd_merge)
 

@@ -18,17 +18,9 @@ from multiprocessing import get_context
 
 import torch
 
-from .sweep import ExpertBuild, Result, Work, execute
+from .sweep import ExpertBuild, Result, Work, execute, usable_cores
 
 PR_SET_PDEATHSIG = 1
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (respects taskset and CPU affinity), not all the machine has."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def slot_devices(device: str, slots: int, n_cuda: int) -> list[str]:

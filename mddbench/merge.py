@@ -29,7 +29,8 @@ def read_source(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
         path = path / DEFAULT_FILENAME
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file (nothing was merged); name a results.sqlite, a folder holding one, or a .jsonl export")
+        raise ConfigError(f"{path}: no such file (nothing was merged); name a results.sqlite, a folder holding one, "
+                          "or a .jsonl export")
     if path.suffix == ".jsonl":
         records = []
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -157,6 +157,14 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset and CPU affinity), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class Outcome:
     job: Job

@@ -208,7 +208,8 @@ def test_pool_workers_die_with_a_killed_sweep(tmp_path):
 def _record(job_id: str, acc: float = 0.5, model: str = "convnet") -> dict:
     metric = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}
     return {"job_id": job_id, "method": "random", "dataset": "demo", "ipc": 1, "eval_model": model, "protocol": "v1",
-            "budget": "smoke", "seed": 0, "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+            "budget": "smoke", "seed": 0,
+            "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
 
 
 def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys):
@@ -257,3 +258,13 @@ def test_sweep_through_ray_without_ray_installed_says_how_to_install_it(tmp_path
                  "--executor", "ray", "--out", str(out), "--quiet"]) == 2
     assert 'pip install -e ".[ray]"' in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--executor", "ray", "--shared-experts"], "--shared-experts needs --expert-cache"),
+    (["--ray-address", "127.0.0.1:6379"], "options of --executor ray")])
+def test_ray_options_without_what_they_need_are_refused_before_any_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "out"
+    assert main(["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "--budget", "smoke",
+                 "--out", str(out), "--quiet", *extra]) == 2
+    assert words in capsys.readouterr().err and not out.exists()

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
 import torch
@@ -72,7 +73,11 @@ class LocalExecutor:
             future: Future = Future()
             future.set_result(execute(work, device, self.threads))
         else:
-            future = self.pool.submit(execute, work, device, self.threads)
+            try:
+                future = self.pool.submit(execute, work, device, self.threads)
+            except BrokenProcessPool as exc:  # a worker died earlier and took the pool with it
+                future = Future()
+                future.set_result(Result(work.key, False, f"the worker pool broke ({exc}); rerun the same sweep"))
         self.device_of[future] = device
         return future
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .experts import _locked as locked
 from .runner import ARTIFACT, write_job_file
 from .sweep import ExpertBuild, Result, Work, execute
 
@@ -69,9 +70,23 @@ def unpack(files: dict[str, bytes], root: Path, keep_existing: bool = False) -> 
         if keep_existing and path.exists():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two tasks on a node may write the same file
         tmp.write_bytes(data)
         os.replace(tmp, path)
+
+
+def unpack_experts(files: dict[str, bytes], experts_dir: Path) -> None:
+    """Expert files (``FOLDER/expert_000.safetensors``, ...) into a cache, each buffer under its lock, so a
+    job reading the buffer meanwhile waits instead of building the experts that are still arriving."""
+    by_folder: dict[str, dict[str, bytes]] = {}
+    for rel, data in files.items():
+        by_folder.setdefault(Path(rel).parts[0], {})[rel] = data
+    for folder, part in by_folder.items():
+        (experts_dir / folder).mkdir(parents=True, exist_ok=True)
+        with locked(experts_dir / folder / ".lock"):
+            meta = {k: v for k, v in part.items() if Path(k).name == "meta.json"}
+            unpack(part, experts_dir, keep_existing=True)  # a buffer that has (some) experts keeps them
+            unpack(meta, experts_dir)  # and takes the meta of the complete buffer
 
 
 def scratch_root() -> Path:
@@ -86,7 +101,7 @@ def run_remote(work: Work, device: str, threads: int, shared_experts: bool, *exp
     if not shared_experts:
         experts_dir = scratch / "experts"
         for shipped in experts:  # the buffers this job needs: cached files from the driver, or their build's Result
-            unpack(shipped.files if isinstance(shipped, Result) else shipped, experts_dir, keep_existing=True)
+            unpack_experts(shipped.files if isinstance(shipped, Result) else shipped, experts_dir)
     if work.experts is not None:
         build = work.experts if shared_experts else replace(work.experts, experts_dir=str(experts_dir))
         result = execute(replace(work, experts=build), device, threads)
@@ -163,10 +178,8 @@ class RayExecutor:
                           "with `ray logs` or in the node's /tmp/ray/session_latest/logs (out of memory is "
                           "common: give each job more with --cpus-per-job), then rerun the same sweep")
         if result.ok and result.files is not None:
-            if work.experts is not None:  # a buffer the driver has (or half has) keeps its experts
-                meta = {k: v for k, v in result.files.items() if Path(k).name == "meta.json"}
-                unpack(result.files, Path(work.experts.experts_dir), keep_existing=True)
-                unpack(meta, Path(work.experts.experts_dir))
+            if work.experts is not None:
+                unpack_experts(result.files, Path(work.experts.experts_dir))
             else:
                 unpack(result.files, Path(work.job.out))
                 if (work.job.run_dir / "job.json").exists():  # the run folder names this machine's paths

@@ -131,6 +131,8 @@ def execute(work: Work, device: str, threads: int) -> Result:
     """Run one work in this process; a failure becomes a Result, never an exception."""
     torch.set_num_threads(threads)
     try:
+        if device.startswith("cuda:") and torch.cuda.is_available():
+            torch.cuda.set_device(device)  # anything that says just "cuda" means this worker's GPU too
         if work.experts is not None:
             work.experts.run(device)
             return Result(work.key, True)

@@ -211,8 +211,20 @@ def cmd_sweep(args) -> None:
               eval_models=tuple(args.eval_model), eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs,
               time_budget=args.time_budget, snapshot_every=args.snapshot_every, data_root=args.data_root,
               out=args.out, expert_cache=args.expert_cache, device=args.device, plugins=tuple(args.plugin or ()))
+    executor = None
+    if args.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        if args.shared_experts:
+            if not args.expert_cache:
+                raise ConfigError("--shared-experts needs --expert-cache DIR: the expert folder every Ray node mounts")
+            kw["expert_cache"] = str(Path(args.expert_cache).expanduser().resolve())
+        executor = RayExecutor(args.ray_address, args.device, args.cpus_per_job, args.gpus_per_job,
+                               args.shared_experts, args.max_retries)
+    elif args.ray_address or args.shared_experts:
+        raise ConfigError("--ray-address and --shared-experts are options of --executor ray")
     jobs = expand(args.methods, args.datasets, args.ipc, args.seeds, **kw)
-    outcomes = run_sweep(jobs, workers=args.jobs, progress=not args.quiet)
+    outcomes = run_sweep(jobs, workers=args.jobs, progress=not args.quiet, executor=executor)
     failed = [o for o in outcomes if not o.ok]
     print(f"{len(jobs)} jobs: {len(outcomes) - len(failed)} ran now, {len(jobs) - len(outcomes)} were already done, "
           f"{len(failed)} failed")
@@ -220,6 +232,17 @@ def cmd_sweep(args) -> None:
         print(f"  FAILED {o.job.run_name}: {o.message.strip()}", file=sys.stderr)
     if failed:
         raise MddError(f"{len(failed)} job(s) failed; fix them and rerun the same sweep (finished jobs are skipped)")
+
+
+def cmd_merge(args) -> None:
+    from .merge import merge_into, merge_target
+
+    summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
+    for source, added, same, differing in summary:
+        print(f"{source}: {added} added, {same} already there"
+              + (f", {differing} differ from the record already there (kept the store's)" if differing else ""))
+    total = sum(s[1] for s in summary)
+    print(f"{total} record(s) added to {merge_target(args.into)}")
 
 
 def cmd_curve(args) -> None:
@@ -377,10 +400,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--ipc", nargs="+", type=int, default=[1, 2, 10])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores/jobs threads)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local worker processes (each gets cores/jobs threads and, with several GPUs, its own GPU)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local worker processes (default) or Ray tasks on a cluster (pip install -e '.[ray]')")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="(ray) the cluster `ray start --head` printed; default: start Ray on this machine")
+    p.add_argument("--cpus-per-job", type=float, default=1, help="(ray) CPUs each task declares (default 1)")
+    p.add_argument("--gpus-per-job", type=float,
+                   help="(ray) GPUs each task declares (default: 1 when the cluster has GPUs and --device is not cpu)")
+    p.add_argument("--max-retries", type=int, default=3, help="(ray) retries of a task whose worker died (default 3)")
+    p.add_argument("--shared-experts", action="store_true",
+                   help="(ray) --expert-cache is a folder every node mounts: build and read experts there "
+                        "instead of shipping them through Ray")
     _run_opts(p, sweep=True)
     _common(p)
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("merge", help="add the records of other stores or records.jsonl files to one store")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="results.sqlite files, folders holding one, or .jsonl exports")
+    p.add_argument("--into", default=DEFAULT_OUT, help=f"the store (a folder or .sqlite file; default: {DEFAULT_OUT})")
+    p.set_defaults(fn=cmd_merge)
 
     p = sub.add_parser("curve", help="evaluate a run's snapshots: accuracy against distillation time")
     p.add_argument("run", help="a run folder made with --snapshot-every N")

@@ -195,6 +195,12 @@ class ExpertProvider:
         recipe = recipe.for_budget(self.budget)
         return self.root / f"{self.data.spec.name}_{recipe.model}_{recipe.optimizer}_{cache_key(self.data, recipe)}"
 
+    def missing(self, recipe: ExpertRecipe) -> list[int]:
+        """The experts of ``recipe`` not yet in the cache (an empty list: the buffer is complete)."""
+        recipe = recipe.for_budget(self.budget)
+        folder = self.folder(recipe)
+        return [i for i in range(recipe.n_experts) if not (folder / f"expert_{i:03d}.safetensors").exists()]
+
     def __call__(self, recipe: ExpertRecipe = MTT_RECIPE) -> Trajectories:
         recipe = recipe.for_budget(self.budget)
         folder = self.folder(recipe)
@@ -206,7 +212,7 @@ class ExpertProvider:
                 "data_checksum": self.data.checksum,
                 "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
                 "recipe": recipe.shaping(), "experts": {}}
-            missing = [i for i in range(recipe.n_experts) if not (folder / f"expert_{i:03d}.safetensors").exists()]
+            missing = self.missing(recipe)
             if missing:
                 self._build(recipe, folder, missing, meta, meta_path)
         self.used.append(folder.name)

@@ -176,6 +176,10 @@ class ResultStore:
         """Store ``record`` and return its id; an existing (job_id, eval_model) is kept as it is."""
         return self._add(record)[0]
 
+    def add_new(self, record: dict[str, Any]) -> bool:
+        """Like :meth:`add`; True when the record was new to this store."""
+        return self._add(record)[1]
+
     def _add(self, record: dict[str, Any]) -> tuple[str, bool]:
         validate(record)
         rid = record_id(record["job_id"], record["eval_model"])

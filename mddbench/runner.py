@@ -171,6 +171,11 @@ def prepare(job: Job) -> Prepared:
     return Prepared(job, method, spec, data, hp, device)
 
 
+def write_job_file(job: Job) -> None:
+    """``RUN/job.json``: every input of the job, so a run folder says what made it."""
+    (job.run_dir / "job.json").write_text(json.dumps({"job_id": job.job_id, **asdict(job)}, indent=2, default=str))
+
+
 def distill(p: Prepared) -> SyntheticSet:
     """Distill (or load the finished artifact of) a prepared job."""
     from .experts import ExpertProvider
@@ -182,7 +187,7 @@ def distill(p: Prepared) -> SyntheticSet:
         if synset.meta.get("job_id") == job.job_id:
             return synset
     ensure_writable(run_dir)
-    (run_dir / "job.json").write_text(json.dumps({"job_id": job.job_id, **asdict(job)}, indent=2, default=str))
+    write_job_file(job)
     budget = get_budget(job.budget)
     experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
     task = Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,

@@ -1,28 +1,34 @@
 """Sweeps: a grid of independent jobs, safe to kill and restart.
 
 ``mddbench sweep --methods ... --datasets ... --ipc 1 2 10 --seeds 0 1`` expands the grid into
-:class:`~mddbench.runner.Job` s, skips every job whose records are all in the store, builds the
-expert buffers the remaining jobs need once per dataset (one builder, all cores), then runs the
-jobs in ``--jobs`` worker processes, each with its share of the cores. A killed sweep loses at
-most the iterations since each job's last checkpoint: finished evaluations are records, and the
-store ignores a record it already has, so a restart neither loses nor duplicates anything.
+:class:`~mddbench.runner.Job` s and skips every job whose records are all in the store. The rest
+becomes a plan of :class:`Work`: one expert build per (dataset, recipe) the jobs' methods declare
+(``Method.expert_recipes``) and is not cached yet, and one job each, which needs its own experts
+only. :func:`schedule` hands every piece of work to an executor as soon as what it needs exists,
+so expert recipes build in parallel and a job starts when its own experts are done. The executor
+decides only *how* work runs: worker processes on this machine (:mod:`mddbench.executors`) or
+Ray tasks on a cluster (:mod:`mddbench.ray_executor`); in both, the records come back to this
+process, which adds them to the store. A killed sweep loses at most the iterations since each
+job's last checkpoint: finished evaluations are records, and the store ignores a record it
+already has, so a restart neither loses nor duplicates anything.
 """
 from __future__ import annotations
 
 import os
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
+from .allocator import configure_allocator
 from .budgets import get_budget
 from .data import get_spec, load_dataset
 from .errors import MddError
-from .experts import ExpertProvider
+from .experts import ExpertProvider, ExpertRecipe
 from .registry import METHODS, load_plugins
 from .results import ResultStore
 from .runner import Job, resolve_device, run_job
@@ -45,39 +51,114 @@ def pending(jobs: list[Job], store: ResultStore) -> list[Job]:
     return [j for j in jobs if not all(store.has(j.job_id, m) for m in j.eval_models)]
 
 
-def build_experts(jobs: list[Job], progress: bool = True) -> None:
-    """Build every expert buffer the jobs need, once per (dataset, recipe), before the jobs start."""
-    seen = set()
+# ------------------------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class ExpertBuild:
+    """One expert buffer to build: a recipe on a dataset, into an expert cache."""
+
+    dataset: str
+    budget: str
+    recipe: ExpertRecipe
+    experts_dir: str
+    folder: str  # the buffer's folder name in the cache (content-addressed)
+    data_root: str | None = None
+
+    def run(self, device: str, progress: bool = False) -> None:
+        data = load_dataset(get_spec(self.dataset), self.data_root)
+        ExpertProvider(Path(self.experts_dir), data, get_budget(self.budget), resolve_device(device), progress)(
+            self.recipe)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A unit the scheduler hands to an executor: an expert build or a job, with the keys it needs."""
+
+    key: str
+    experts: ExpertBuild | None = None
+    job: Job | None = None
+    needs: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"experts {self.experts.folder}" if self.experts else self.job.run_name
+
+
+@dataclass
+class Plan:
+    works: list[Work]  # expert builds first, then jobs
+    cached: dict[str, ExpertBuild] = field(default_factory=dict)  # needed, already complete in the cache
+
+
+def plan(jobs: list[Job]) -> Plan:
+    """Expert builds (once per buffer, by what each method declares) and jobs that need them."""
+    builds: dict[str, ExpertBuild] = {}
+    cached: dict[str, ExpertBuild] = {}
+    job_works = []
+    data_cache: dict[tuple[str, str | None], Any] = {}
     for job in jobs:
         method = METHODS.get(job.method)()
         spec = get_spec(job.dataset)
         budget = get_budget(job.budget)
         hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
+        needs = []
         for recipe in method.expert_recipes(hp):
-            key = (job.dataset, job.budget, recipe)
-            if key in seen:
-                continue
-            seen.add(key)
-            data = load_dataset(spec, job.data_root)
-            ExpertProvider(job.experts_dir, data, budget, resolve_device(job.device), progress)(recipe)
+            data_key = (job.dataset, job.data_root)
+            if data_key not in data_cache:
+                data_cache[data_key] = load_dataset(spec, job.data_root)
+            provider = ExpertProvider(job.experts_dir, data_cache[data_key], budget, torch.device("cpu"), False)
+            build = ExpertBuild(job.dataset, job.budget, recipe, str(job.experts_dir),
+                                provider.folder(recipe).name, job.data_root)
+            key = f"experts:{Path(build.experts_dir).resolve() / build.folder}"
+            if key not in builds and key not in cached:
+                (builds if provider.missing(recipe) else cached)[key] = build
+            needs.append(key)
+        job_works.append(Work(job.job_id, job=job, needs=tuple(needs)))
+    return Plan([Work(k, experts=b) for k, b in builds.items()] + job_works, cached)
 
 
+# ----------------------------------------------------------------------------- running a work
 @dataclass
-class Outcome:
-    job: Job
+class Result:
+    """What a finished work hands back: its records (jobs), or why it failed."""
+
+    key: str
     ok: bool
     message: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] | None = None  # (remote executors) the files it made, by path under their root
 
 
-def _run(job: Job, threads: int) -> Outcome:
+def execute(work: Work, device: str, threads: int) -> Result:
+    """Run one work in this process; a failure becomes a Result, never an exception."""
+    configure_allocator()  # a worker on another node did not inherit the driver's setting
     torch.set_num_threads(threads)
     try:
-        run_job(job)
-        return Outcome(job, True)
+        if device.startswith("cuda:") and torch.cuda.is_available():
+            torch.cuda.set_device(device)  # anything that says just "cuda" means this worker's GPU too
+        if work.experts is not None:
+            work.experts.run(device)
+            return Result(work.key, True)
+        return Result(work.key, True, records=run_job(replace(work.job, device=device, progress=False)))
     except MddError as exc:
-        return Outcome(job, False, str(exc))
+        return Result(work.key, False, str(exc))
     except Exception:  # a crashing job must not take the sweep down; its traceback is kept
-        return Outcome(job, False, traceback.format_exc(limit=5))
+        return Result(work.key, False, traceback.format_exc(limit=5))
+
+
+class Executor(Protocol):
+    """How works run; the scheduling (what runs when, what is recorded) is :func:`schedule`'s."""
+
+    slots: int  # how many works may be in flight at once
+
+    def provide(self, key: str, build: ExpertBuild) -> None:
+        """A needed expert buffer that is already cached (a remote executor ships it to its workers)."""
+
+    def submit(self, work: Work) -> Future: ...
+
+    def collect(self, future: Future, work: Work) -> Result:
+        """The finished future's Result (files brought home, records as this machine's store keeps them)."""
+
+    def close(self) -> None: ...
 
 
 def usable_cores() -> int:
@@ -88,34 +169,76 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_sweep(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[Outcome]:
+@dataclass
+class Outcome:
+    job: Job
+    ok: bool
+    message: str = ""
+
+
+def schedule(p: Plan, executor: Executor, store: ResultStore, progress: bool = True) -> list[Outcome]:
+    """Run a plan: each work as soon as its needs are done; records go to ``store`` from here only."""
+    for key, build in p.cached.items():
+        executor.provide(key, build)
+    waiting = list(p.works)
+    done: set[str] = set(p.cached)
+    failed: dict[str, str] = {}
+    running: dict[Future, Work] = {}
+    outcomes: list[Outcome] = []
+    with tqdm(total=len(p.works), desc="sweep", unit="work", disable=not progress) as bar:
+        while waiting or running:
+            for work in [w for w in waiting if any(n in failed for n in w.needs)]:
+                waiting.remove(work)
+                why = "; ".join(f"{n.split(os.sep)[-1]}: {failed[n]}" for n in work.needs if n in failed)
+                outcomes.append(Outcome(work.job, False, f"its experts could not be built ({why})"))
+                bar.update(1)
+            for work in [w for w in waiting if all(n in done for n in w.needs)]:
+                if len(running) >= executor.slots:
+                    break
+                waiting.remove(work)
+                running[executor.submit(work)] = work
+            if not running:
+                if waiting:  # cannot happen: every need is a work of this plan
+                    raise RuntimeError(f"unsatisfiable needs: {[w.needs for w in waiting]}")
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                work = running.pop(future)
+                result = executor.collect(future, work)
+                for record in result.records:
+                    store.add(record)
+                if result.ok:
+                    done.add(work.key)
+                else:
+                    failed[work.key] = result.message.strip()
+                if work.job is not None:
+                    outcomes.append(Outcome(work.job, result.ok, result.message))
+                bar.update(1)
+                bar.set_postfix(failed=len(failed))
+    return outcomes
+
+
+def run_sweep(jobs: list[Job], workers: int = 1, progress: bool = True, executor: Executor | None = None,
+              threads: int | None = None) -> list[Outcome]:
+    """Run the jobs that lack records; ``executor`` defaults to ``workers`` local processes."""
     if not jobs:
         return []
     load_plugins(list(jobs[0].plugins))
     out = Path(jobs[0].out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = pending(jobs, ResultStore(out / "results.sqlite"))
+    store = ResultStore(out / "results.sqlite")
+    todo = pending(jobs, store)
     skipped = len(jobs) - len(todo)
     if progress and skipped:
         print(f"{skipped} of {len(jobs)} jobs already have their records; {len(todo)} to run")
     if not todo:
         return []
-    build_experts(todo, progress)
-    todo = [replace(j, progress=False) for j in todo]
-    cores = usable_cores()
-    threads = max(1, cores // max(1, workers))
-    outcomes = []
-    with tqdm(total=len(todo), desc="sweep", unit="job", disable=not progress) as bar:
-        if workers <= 1:
-            for job in todo:
-                outcomes.append(_run(job, threads))
-                bar.update(1)
-                bar.set_postfix(failed=sum(not o.ok for o in outcomes))
-        else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_run, job, threads) for job in todo]
-                for future in as_completed(futures):
-                    outcomes.append(future.result())
-                    bar.update(1)
-                    bar.set_postfix(failed=sum(not o.ok for o in outcomes))
-    return outcomes
+    the_plan = plan(todo)
+    if executor is None:
+        from .executors import LocalExecutor
+
+        executor = LocalExecutor(workers, todo[0].device, threads)
+    try:
+        return schedule(the_plan, executor, store, progress)
+    finally:
+        executor.close()

@@ -1,0 +1,93 @@
+"""The local executor: a sweep's works in worker processes on this machine, one device each.
+
+With ``--jobs N`` each worker slot owns a device: on a machine with several CUDA devices the
+slots take them round robin (``cuda:0``, ``cuda:1``, ...), and every work runs with cores/N
+threads. Worker processes die with the sweep that started them (``PR_SET_PDEATHSIG`` on Linux,
+and a thread watching the parent everywhere), so a killed sweep leaves nothing running.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+
+import torch
+
+from .sweep import ExpertBuild, Result, Work, execute, usable_cores
+
+PR_SET_PDEATHSIG = 1
+
+
+def slot_devices(device: str, slots: int, n_cuda: int) -> list[str]:
+    """The device of each worker slot: ``auto`` and ``cuda`` go round robin over the visible CUDA devices;
+    ``cpu`` and an explicit ``cuda:N`` are every slot's. Without CUDA, ``cuda`` stays as asked (and fails
+    with its clear error when a job resolves it)."""
+    if device in ("auto", "cuda") and n_cuda > 0:
+        return [f"cuda:{i % n_cuda}" for i in range(slots)]
+    return ["cpu" if device == "auto" else device] * slots
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process as soon as ``parent`` (the sweep) is gone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the watcher below still ends it within a second
+        pass
+    if os.getppid() != parent:  # the sweep died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+class LocalExecutor:
+    """``slots`` works at once: in this process when 1, else in that many spawned worker processes."""
+
+    def __init__(self, slots: int = 1, device: str = "auto", threads: int | None = None):
+        self.slots = max(1, slots)
+        n_cuda = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+        self.free = deque(slot_devices(device, self.slots, n_cuda))
+        self.threads = threads or max(1, usable_cores() // self.slots)
+        self.device_of: dict[Future, str] = {}
+        self.pool = None
+        if self.slots > 1:
+            self.pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=get_context("spawn"),
+                                            initializer=die_with_parent, initargs=(os.getpid(),))
+
+    def provide(self, key: str, build: ExpertBuild) -> None:
+        """Cached experts are already where every local worker reads them."""
+
+    def submit(self, work: Work) -> Future:
+        device = self.free.popleft()
+        if self.pool is None:
+            future: Future = Future()
+            future.set_result(execute(work, device, self.threads))
+        else:
+            try:
+                future = self.pool.submit(execute, work, device, self.threads)
+            except BrokenProcessPool as exc:  # a worker died earlier and took the pool with it
+                future = Future()
+                future.set_result(Result(work.key, False, f"the worker pool broke ({exc}); rerun the same sweep"))
+        self.device_of[future] = device
+        return future
+
+    def collect(self, future: Future, work: Work) -> Result:
+        self.free.append(self.device_of.pop(future))
+        try:
+            return future.result()
+        except Exception as exc:  # the worker process itself died (killed, out of memory)
+            return Result(work.key, False, f"its worker process died ({exc!r}); rerun the same sweep to retry it")
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,88 @@
+"""``mddbench merge``: the records of other stores or ``records.jsonl`` exports, added to one store.
+
+Records made on other machines (a sweep split by hand, a second cluster) come together here. A
+record's identity is ``(job_id, eval_model)`` (its id is derived from it), so merging is
+idempotent: a record the store already has is skipped, and one that has the same identity but
+other metrics is reported and the store's own is kept. Every record of every source is read and
+validated before anything is written: a bad source leaves the store untouched.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .results import DEFAULT_FILENAME, ResultStore, _no_value_as_null, record_id, validate
+
+
+def merge_target(into: str | Path) -> Path:
+    """The store file ``--into`` names: a ``.sqlite`` file, else ``results.sqlite`` in that folder."""
+    path = Path(into)
+    return path if path.suffix == ".sqlite" else path / DEFAULT_FILENAME
+
+
+def read_source(path: Path) -> list[dict[str, Any]]:
+    """Every record of a store (file or folder) or a JSONL export, validated; never writes to it."""
+    if path.is_dir():
+        path = path / DEFAULT_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file (nothing was merged); name a results.sqlite, a folder holding one, "
+                          "or a .jsonl export")
+    if path.suffix == ".jsonl":
+        records = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}:{lineno}: not valid JSON ({exc}); nothing was merged") from exc
+    else:
+        records = _read_store(path)
+    for i, record in enumerate(records, 1):
+        try:
+            validate(record)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: record {i}: {exc}; nothing was merged") from exc
+    return records
+
+
+def _read_store(path: Path) -> list[dict[str, Any]]:
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path} is empty, not an mddbench results store; nothing was merged")
+    try:
+        with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "records" not in tables:
+                raise ConfigError(f"{path} holds no records table: not an mddbench results store; nothing was merged")
+            texts = conn.execute("SELECT record FROM records ORDER BY id").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path} is not a readable SQLite results store ({exc}); nothing was merged") from exc
+    try:
+        return [json.loads(text) for (text,) in texts]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: a stored record is not valid JSON ({exc}); nothing was merged") from exc
+
+
+def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int]]:
+    """Add every source's new records to the store at ``into``; per source: (name, added, same, differing)."""
+    read = [(src, read_source(Path(src))) for src in sources]  # all read and valid before any write
+    target = merge_target(into)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(target)
+    have = {r["id"]: r for r in store.records()}
+    summary = []
+    for src, records in read:
+        added = same = differing = 0
+        for record in records:
+            rid = record_id(record["job_id"], record["eval_model"])
+            if rid in have:
+                known = have[rid]["metrics"] == _no_value_as_null(record["metrics"])
+                same, differing = same + known, differing + (not known)
+                continue
+            added += store.add_new(record)
+            have[rid] = {**record, "metrics": _no_value_as_null(record["metrics"])}
+        summary.append((str(src), added, same, differing))
+    return summary

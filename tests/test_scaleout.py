@@ -1,0 +1,270 @@
+"""Scale-out without Ray: devices per worker, experts as works of their own, the scheduler, workers that
+die with their sweep, and `mddbench merge`."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mddbench.cli import main
+from mddbench.errors import ConfigError
+from mddbench.executors import LocalExecutor, slot_devices
+from mddbench.experts import ExpertProvider
+from mddbench.merge import merge_into
+from mddbench.registry import METHODS
+from mddbench.results import ResultStore
+from mddbench.runner import Job
+from mddbench.sweep import Plan, Result, Work, plan, schedule
+
+
+# ------------------------------------------------------------------------------ devices per worker
+def test_workers_take_the_visible_gpus_round_robin():
+    assert slot_devices("auto", 4, n_cuda=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert slot_devices("cuda", 3, n_cuda=4) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert slot_devices("auto", 2, n_cuda=0) == ["cpu", "cpu"]
+    assert slot_devices("cuda:3", 2, n_cuda=4) == ["cuda:3", "cuda:3"]  # an explicit device is every worker's
+    assert slot_devices("cpu", 2, n_cuda=4) == ["cpu", "cpu"]
+    assert slot_devices("cuda", 2, n_cuda=0) == ["cuda", "cuda"]  # left to fail with its clear message
+
+
+def test_local_executor_gives_each_running_work_its_own_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    ex = LocalExecutor(4, "auto", threads=1)
+    try:
+        assert list(ex.free) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+        ex.pool.submit = lambda fn, work, device, threads: _done(Result(work.key, True, message=device))
+        works = [Work(f"w{i}") for i in range(3)]
+        futures = [ex.submit(w) for w in works]
+        assert [f.result().message for f in futures] == ["cuda:0", "cuda:1", "cuda:0"]
+        ex.collect(futures[1], works[1])  # cuda:1 is free again and goes to the next work
+        assert ex.submit(Work("w3")).result().message == "cuda:1"
+    finally:
+        ex.close()
+
+
+def _done(result) -> Future:
+    f: Future = Future()
+    f.set_result(result)
+    return f
+
+
+# ----------------------------------------------------------------------------------- the plan
+def test_plan_builds_each_declared_recipe_once_and_jobs_need_only_their_own(tmp_path):
+    kw = dict(budget="smoke", out=str(tmp_path), expert_cache=str(tmp_path / "experts"))
+    jobs = [Job("mtt", "demo", 1, **kw), Job("mtt", "demo", 2, **kw), Job("ftd", "demo", 1, **kw),
+            Job("random", "demo", 1, **kw)]
+    p = plan(jobs)
+    builds = [w for w in p.works if w.experts]
+    assert [w.job for w in p.works[len(builds):]] == jobs  # expert builds come first
+    assert len(builds) == 2 and {b.experts.recipe.optimizer for b in builds} == {"sgd", "gsam"}
+    by_job = {w.job.method + str(w.job.ipc): w.needs for w in p.works if w.job}
+    for job in jobs:  # what each needs is what its method declares, by the cache folder it reads
+        from mddbench.budgets import get_budget
+        from mddbench.data import get_spec, load_dataset
+
+        method, spec = METHODS.get(job.method)(), get_spec("demo")
+        recipes = method.expert_recipes(method.resolve(spec, job.ipc, get_budget("smoke"), {}))
+        provider = ExpertProvider(tmp_path / "experts", load_dataset(spec), get_budget("smoke"), "cpu", False)
+        assert [k.rsplit("/", 1)[-1] for k in by_job[job.method + str(job.ipc)]] == [
+            provider.folder(r).name for r in recipes]
+    assert by_job["random1"] == ()
+    assert by_job["mtt1"] == by_job["mtt2"] != by_job["ftd1"]
+
+
+class ThreadExecutor:
+    """Works in threads, each taking the time the test gives it: shows when the scheduler starts what."""
+
+    def __init__(self, seconds: dict[str, float], fail: set[str] = frozenset(), slots: int = 4):
+        self.seconds, self.fail, self.slots = seconds, fail, slots
+        self.pool = ThreadPoolExecutor(slots)
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def provide(self, key, build):
+        self.events.append(("provided", key))
+
+    def submit(self, work):
+        def run():
+            with self.lock:
+                self.events.append(("start", work.key))
+            time.sleep(self.seconds.get(work.key, 0))
+            with self.lock:
+                self.events.append(("end", work.key))
+            return Result(work.key, work.key not in self.fail, "boom" if work.key in self.fail else "")
+        return self.pool.submit(run)
+
+    def collect(self, future, work):
+        return future.result()
+
+    def close(self):
+        self.pool.shutdown()
+
+
+def test_a_job_starts_when_its_own_experts_exist_not_all_of_them(tmp_path):
+    slow, fast = Work("experts:slow"), Work("experts:fast")
+    job_fast = Work("j-fast", job=Job("mtt", "demo", 1), needs=("experts:fast",))
+    job_slow = Work("j-slow", job=Job("mtt", "demo", 2), needs=("experts:slow",))
+    free = Work("j-free", job=Job("random", "demo", 1))
+    ex = ThreadExecutor({"experts:slow": 1.5, "experts:fast": 0.1})
+    outcomes = schedule(Plan([slow, fast, job_fast, job_slow, free]), ex, ResultStore(tmp_path / "r.sqlite"),
+                        progress=False)
+    ex.close()
+    ev = ex.events
+    assert ev.index(("start", "experts:slow")) < ev.index(("end", "experts:fast"))  # recipes in parallel
+    assert ev.index(("start", "j-free")) < ev.index(("end", "experts:fast"))
+    assert ev.index(("end", "experts:fast")) < ev.index(("start", "j-fast")) < ev.index(("end", "experts:slow"))
+    assert ev.index(("end", "experts:slow")) < ev.index(("start", "j-slow"))
+    assert sorted(o.job.ipc for o in outcomes if o.ok) == [1, 1, 2]
+
+
+def test_failed_experts_fail_only_their_jobs_and_cached_experts_count_as_done(tmp_path):
+    works = [Work("experts:bad"), Work("j1", job=Job("mtt", "demo", 1), needs=("experts:bad",)),
+             Work("j2", job=Job("mtt", "demo", 2), needs=("experts:cached",))]
+    ex = ThreadExecutor({}, fail={"experts:bad"})
+    outcomes = schedule(Plan(works, {"experts:cached": None}), ex, ResultStore(tmp_path / "r.sqlite"),
+                        progress=False)
+    ex.close()
+    assert ("provided", "experts:cached") in ex.events and ("start", "j1") not in ex.events
+    by_ipc = {o.job.ipc: o for o in outcomes}
+    assert by_ipc[2].ok and not by_ipc[1].ok and "bad: boom" in by_ipc[1].message
+
+
+def test_slots_bound_how_many_works_run_at_once(tmp_path):
+    works = [Work(f"j{i}", job=Job("random", "demo", i + 1)) for i in range(4)]
+    ex = ThreadExecutor({f"j{i}": 0.2 for i in range(4)}, slots=2)
+    schedule(Plan(works), ex, ResultStore(tmp_path / "r.sqlite"), progress=False)
+    ex.close()
+    running = peak = 0
+    for kind, _ in ex.events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+
+
+# ------------------------------------------------------------------- workers die with their sweep
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_pool_workers_die_with_a_killed_sweep(tmp_path):
+    cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2",
+           "3", "4", "--budget", "smoke", "--eval-epochs", "200", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, workers = time.time() + 240, set()
+        while time.time() < deadline and proc.poll() is None:
+            workers = _descendants(proc.pid)
+            if len(workers) >= 3 and any((tmp_path / "runs").glob("*/job.json")):  # 2 workers + resource tracker
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and len(workers) >= 3, "the sweep never started its workers"
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone, as a user's kill -9 <pid> does
+        proc.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)], "worker processes outlived their sweep"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever this test started, should the assertion fail
+        except ProcessLookupError:
+            pass
+
+
+# -------------------------------------------------------------------------------------- merge
+def _record(job_id: str, acc: float = 0.5, model: str = "convnet") -> dict:
+    metric = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}
+    return {"job_id": job_id, "method": "random", "dataset": "demo", "ipc": 1, "eval_model": model, "protocol": "v1",
+            "budget": "smoke", "seed": 0,
+            "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+
+
+def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys):
+    a, b = ResultStore(tmp_path / "a" / "results.sqlite"), ResultStore(tmp_path / "b" / "results.sqlite")
+    for r in (_record("j1"), _record("j2")):
+        a.add(r)
+    for r in (_record("j2"), _record("j3"), _record("j3", model="lenet")):
+        b.add(r)
+    into = tmp_path / "merged"
+    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b" / "results.sqlite"), "--into", str(into)]) == 0
+    printed = capsys.readouterr().out
+    assert "a: 2 added, 0 already there" in printed and "results.sqlite: 2 added, 1 already there" in printed
+    assert "4 record(s) added" in printed
+    merged = ResultStore(into / "results.sqlite")
+    assert sorted((r["job_id"], r["eval_model"]) for r in merged.records()) == [
+        ("j1", "convnet"), ("j2", "convnet"), ("j3", "convnet"), ("j3", "lenet")]
+    again = merge_into(into, [tmp_path / "a", tmp_path / "b"])
+    assert [(added, same, differing) for _, added, same, differing in again] == [(0, 2, 0), (0, 3, 0)]
+    assert len(merged) == 4
+
+
+def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_bad_input(tmp_path):
+    store = ResultStore(tmp_path / "out" / "results.sqlite")
+    store.add(_record("j1", 0.5))
+    export = tmp_path / "records.jsonl"
+    export.write_text(json.dumps(_record("j1", 0.75)) + "\n" + json.dumps(_record("j2")) + "\n")
+    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1)]
+    assert store.records(job_id="j1")[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(_record("j9")) + "\n" + json.dumps({**_record("j10"), "ipc": 0}) + "\n")
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    for source, words in ((bad, "record 2: invalid result record: ipc"), (empty, "is empty"),
+                          (tmp_path / "missing.sqlite", "no such file")):
+        with pytest.raises(ConfigError) as info:
+            merge_into(tmp_path / "out", [export, source])
+        assert words in str(info.value) and "nothing was merged" in str(info.value)
+    assert sorted(r["job_id"] for r in store.records()) == ["j1", "j2"]
+
+
+def test_sweep_through_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    out = tmp_path / "out"
+    assert main(["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "--budget", "smoke",
+                 "--executor", "ray", "--out", str(out), "--quiet"]) == 2
+    assert 'pip install -e ".[ray]"' in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--executor", "ray", "--shared-experts"], "--shared-experts needs --expert-cache"),
+    (["--ray-address", "127.0.0.1:6379"], "options of --executor ray")])
+def test_ray_options_without_what_they_need_are_refused_before_any_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "out"
+    assert main(["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "--budget", "smoke",
+                 "--out", str(out), "--quiet", *extra]) == 2
+    assert words in capsys.readouterr().err and not out.exists()

@@ -60,12 +60,13 @@ def check_no_loss(records: list[Record], held: Path, reader, source: str) -> Non
         raise ConfigError(f"{exc}\n(the leaderboard folder {held.parent} holds a damaged {held.name}; nothing "
                           f"was written)") from exc
     missing = existing - {identity(r) for r in records}
+    into = Path(source).parent if source.endswith(".sqlite") else "YOUR_OUT"
     if missing:
         raise ConfigError(
             f"{held} holds {len(missing)} of its {len(existing)} results that {source} does not have; "
             f"writing {held.parent}/ from it would drop them, so nothing was written. Either render into "
             f"another folder (--to DIR), or add the published results to your store first "
-            f"(`mddbench merge {held.parent / RECORDS_FILE}`) and run `mddbench leaderboard` again.")
+            f"(`mddbench merge {held.parent / RECORDS_FILE} --into {into}`) and run `mddbench leaderboard` again.")
 
 
 def _write_if_changed(path: Path, text: str) -> None:

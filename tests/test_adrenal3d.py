@@ -30,7 +30,7 @@ def _slice() -> RawArrays:
 if "adrenal-slice" not in DATASETS and ADRENAL.is_file():
     _arrays = _slice()
     DATASETS.register("adrenal-slice", DatasetSpec(
-        name="adrenal-slice", title="AdrenalMNIST3D (slice)", source="medmnist", dims=3, channels=1, size=28,
+        name="adrenal-slice", title="AdrenalMNIST3D (slice)", source="generated", dims=3, channels=1, size=28,
         label_names=("normal", "mass"), task="binary-class", license="CC BY 4.0", citation="MedMNIST v2",
         description="test slice", load=lambda spec, root, offline: _arrays,
         n_samples={s: 2 * n for s, n in PER_CLASS.items()}))

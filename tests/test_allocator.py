@@ -62,7 +62,8 @@ def test_configure_allocator_is_idempotent():
 def _run(tmp_path, name: str, env: dict) -> tuple[list, dict]:
     out = tmp_path / name
     subprocess.run([sys.executable, "-m", "mddbench", "run", "--method", "mtt", "--dataset", "demo", "--ipc", "1",
-                    "--budget", "smoke", "--device", "cpu", "--quiet", "--out", str(out),
+                    "--budget", "smoke", "--hp", "iterations=3", "--eval-n-models", "1", "--eval-epochs", "5",
+                    "--device", "cpu", "--quiet", "--out", str(out),
                     "--expert-cache", str(out / "experts")], env=env, check=True, capture_output=True)
     run = next((out / "runs").iterdir())
     record = json.loads((run / "result_convnet.json").read_text())

@@ -307,19 +307,23 @@ def _print_records(records) -> None:
                  "distill s"], rows)
 
 
-def _common(p: argparse.ArgumentParser, eval_opts: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = True,
+            budget_help: str = "smoke | quick | paper (default: quick)") -> None:
+    """The options a command shares; ``experts``/``plugins``: only where the command uses them."""
     p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results, runs and expert cache (default: {DEFAULT_OUT})")
-    p.add_argument("--expert-cache", metavar="DIR",
-                   help="expert trajectories folder shared by several --out folders "
-                        "(default: $MDDBENCH_EXPERTS, else OUT/experts)")
+    if experts:
+        p.add_argument("--expert-cache", metavar="DIR",
+                       help="expert trajectories folder shared by several --out folders "
+                            "(default: $MDDBENCH_EXPERTS, else OUT/experts)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
-    p.add_argument("--budget", default="quick", help="smoke | quick | paper (default: quick)")
+    p.add_argument("--budget", default="quick", help=budget_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
+    if plugins:
+        p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
 
 
-def _run_opts(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+def _run_opts(p: argparse.ArgumentParser, sweep: bool = False, save: bool = False) -> None:
     if not sweep:
         p.add_argument("--method", required=True)
         p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
@@ -333,8 +337,8 @@ def _run_opts(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop distilling after this many seconds")
     p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
                    help="save the synthetic set every N iterations (for accuracy-vs-time curves)")
-    if not sweep:
-        p.add_argument("--save", help="(distill) also save the synthetic set to this path")
+    if save:
+        p.add_argument("--save", help="also save the synthetic set to this path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (("run", cmd_run, "distill, evaluate and record one job"),
                            ("distill", cmd_distill, "distill and save a synthetic set, without evaluating")):
         p = sub.add_parser(name, help=text)
-        _run_opts(p)
+        _run_opts(p, save=name == "distill")
         _common(p)
         p.set_defaults(fn=fn)
 
@@ -368,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n-models", type=int)
     p.add_argument("--eval-epochs", type=int)
     p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
-    _common(p)
+    _common(p, experts=False, plugins=False, budget_help="smoke | quick | paper (default: the set's own)")
     p.set_defaults(fn=cmd_eval, budget=None)
 
     p = sub.add_parser("show", help="write a PNG grid of a synthetic set's images per class")
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
     p.add_argument("--no-record", action="store_true", help="print only; do not store the results")
     p.add_argument("--again", action="store_true", help="audit even when the same audit is already stored")
-    _common(p)
+    _common(p, experts=False, plugins=False, budget_help="smoke | quick | paper (default: the set's own)")
     p.set_defaults(fn=cmd_privacy, budget=None)
 
     p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store")
@@ -443,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true", help="FTD's flat (GSAM) experts instead of MTT's SGD experts")
     p.add_argument("--experts", type=int, help="number of experts (default: the budget's)")
     p.add_argument("--epochs", type=int, help="epochs per expert (default: the budget's)")
-    _common(p)
+    _common(p, plugins=False)
     p.set_defaults(fn=cmd_buffers)
     return parser
 

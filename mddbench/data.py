@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .atomic import write_json
 from .errors import ConfigError, DataError
 from .registry import DATASETS
 
@@ -176,7 +177,7 @@ def verified_md5(path: Path) -> str:
     digest = md5sum(path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"path": str(path.resolve()), "key": key, "md5": digest}))
+        write_json(stamp, {"path": str(path.resolve()), "key": key, "md5": digest})
     except OSError:
         pass  # no cache folder just means hashing again next time
     return digest

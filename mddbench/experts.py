@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from .atomic import replacing, write_json
 from .augment import DEFAULT_STRATEGY, DSA
 from .budgets import Budget
 from .data import RealData
@@ -227,14 +228,11 @@ class ExpertProvider:
                 traj = train_expert(net, x, y, recipe, recipe.epochs, seeded(key, recipe.seed, "data", i), bar)
                 if not torch.isfinite(traj).all():
                     raise ConfigError(f"expert {i} diverged (non-finite parameters); lower the expert lr")
-                tmp = folder / f"expert_{i:03d}.safetensors.tmp"
-                save_file({"trajectory": traj.contiguous()}, str(tmp))
-                tmp.replace(folder / f"expert_{i:03d}.safetensors")
+                with replacing(folder / f"expert_{i:03d}.safetensors") as tmp:
+                    save_file({"trajectory": traj.contiguous()}, str(tmp))
                 meta["experts"][str(i)] = {**{k: round(v, 4) for k, v in score(net, self.data, self.device).items()},
                                            "built_on": _device_name(self.device)}
-                tmp_meta = meta_path.with_name("meta.json.tmp")
-                tmp_meta.write_text(json.dumps(meta, indent=2))
-                tmp_meta.replace(meta_path)
+                write_json(meta_path, meta, indent=2)
         self.build_seconds += time.perf_counter() - start
 
 

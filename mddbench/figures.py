@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import write_json  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .loop import read_log  # noqa: E402
 
@@ -61,7 +62,7 @@ def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None) -> lis
         curve.append({"iteration": synset.meta["iteration"], "seconds": synset.meta["seconds"],
                       "test_acc": summary["test_acc"]["mean"], "test_std": summary["test_acc"]["std"],
                       "val_acc": summary["val_acc"]["mean"]})
-    (run_dir / "curve.json").write_text(json.dumps(curve, indent=2))
+    write_json(run_dir / "curve.json", curve, indent=2)
     return curve
 
 

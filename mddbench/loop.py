@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from .atomic import replacing, write_text
 from .errors import DistillationDiverged
 from .synset import SyntheticSet
 
@@ -47,9 +47,8 @@ class Checkpoint:
 
     def save(self, state: dict[str, Any], extra: dict[str, Any]) -> None:
         payload = {"state": {k: _dump(v) for k, v in state.items()}, **extra}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp:
+            torch.save(payload, tmp)
 
     def restore(self, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
         payload = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -102,7 +101,7 @@ class MetricsLog:
         if path is not None and path.exists() and resume_from is not None:
             keep = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("it", -1) < resume_from]
-            path.write_text("".join(line + "\n" for line in keep))
+            write_text(path, "".join(line + "\n" for line in keep))
 
     def write(self, **row: Any) -> None:
         if self.path is None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .atomic import write_json
 from .budgets import get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
 from .errors import ConfigError
@@ -167,7 +168,7 @@ def distill(p: Prepared) -> SyntheticSet:
         if synset.meta.get("job_id") == job.job_id:
             return synset
     ensure_writable(run_dir)
-    (run_dir / "job.json").write_text(json.dumps({"job_id": job.job_id, **asdict(job)}, indent=2, default=str))
+    write_json(run_dir / "job.json", {"job_id": job.job_id, **asdict(job)}, indent=2, default=str)
     budget = get_budget(job.budget)
     experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
     task = Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
@@ -250,5 +251,5 @@ def run_job(job: Job) -> list[dict[str, Any]]:
         store.add(record)
         records.append(record)
         if p.method.shareable:
-            (job.run_dir / f"result_{model}.json").write_text(json.dumps(record, indent=2))
+            write_json(job.run_dir / f"result_{model}.json", record, indent=2)
     return records

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .atomic import replacing
 from .errors import ArtifactError
 
 FORMAT = "mddbench.synset/1"
@@ -100,9 +101,8 @@ class SyntheticSet:
         header = {"format": FORMAT, "version": __version__, "lr": self.lr, "stages": self.stages,
                   "stage_lrs": self.stage_lrs, "renderer": self.renderer, "label_type": self.label_type,
                   "meta": self.meta}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"mddbench": json.dumps(header, default=str)})
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"mddbench": json.dumps(header, default=str)})
         return path
 
     @classmethod

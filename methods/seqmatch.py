@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from mddbench.atomic import replacing
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
@@ -186,8 +187,8 @@ class SeqMatch(TrajectoryMatching):
                 raise ConfigError(f"seqmatch stage {k} expert {i} diverged; lower lr_teacher_later or the image lr")
             if path is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                save_file({"trajectory": traj.contiguous()}, str(path.with_suffix(".tmp")))
-                path.with_suffix(".tmp").replace(path)
+                with replacing(path) as tmp:
+                    save_file({"trajectory": traj.contiguous()}, str(tmp))
             trajectories.append(traj)
         return Trajectories(trajectories, {"key": key, "stage": k, **ident})
 

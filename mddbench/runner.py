@@ -25,6 +25,7 @@ from .budgets import get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
 from .errors import ConfigError
 from .evaluate import EvalConfig, EvalResult, evaluate
+from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from .loop import peak_memory_mb
 from .method import Method, Task
 from .registry import METHODS, NETWORKS, load_plugins
@@ -138,8 +139,18 @@ class Prepared:
     device: torch.device
 
 
+def check_options(job: Job) -> None:
+    """The job's numeric options, as the command line checks them (a Job may also be made in Python)."""
+    for flag, value, limit in (("--eval-n-models", job.eval_n_models, AT_LEAST_1),
+                               ("--eval-epochs", job.eval_epochs, AT_LEAST_1),
+                               ("--time-budget", job.time_budget, POSITIVE),
+                               ("--snapshot-every", job.snapshot_every, NON_NEGATIVE)):
+        check(flag, value, limit)
+
+
 def prepare(job: Job) -> Prepared:
     """Validate every input of a job before any expensive work."""
+    check_options(job)
     load_plugins(list(job.plugins))
     method = METHODS.get(job.method)()
     spec = get_spec(job.dataset)
@@ -154,7 +165,10 @@ def prepare(job: Job) -> Prepared:
     hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
     if method.expert_recipes(hp):
         ensure_writable(job.experts_dir, "--expert-cache")
-    return Prepared(job, method, spec, data, hp, device)
+    p = Prepared(job, method, spec, data, hp, device)
+    for model in job.eval_models:
+        eval_config(p, model)  # impossible evaluation settings fail here, not after distilling
+    return p
 
 
 def distill(p: Prepared) -> SyntheticSet:

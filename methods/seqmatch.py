@@ -47,6 +47,7 @@ from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.evaluate import EvalConfig, train_on_synset
 from mddbench.experts import Trajectories, train_expert
+from mddbench.limits import AT_LEAST_1, POSITIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.seeding import generator as seeded
@@ -122,6 +123,8 @@ class SeqMatch(TrajectoryMatching):
     defaults: dict[str, Any] = dict(
         TrajectoryMatching.defaults, n_subsets=2, lr_teacher_later=0.01, stage_max_start=[18, 8],
         stage_expert_epochs=20, stage_experts=100, prev_train_epochs=1000)
+    limits = dict(n_subsets=AT_LEAST_1, lr_teacher_later=POSITIVE, stage_max_start=AT_LEAST_1,
+                  stage_expert_epochs=AT_LEAST_1, stage_experts=AT_LEAST_1, prev_train_epochs=AT_LEAST_1)
     budgets = {
         "quick": dict(TrajectoryMatching.budgets["quick"], iterations=20,  # per stage
                       stage_experts=lambda hp, b: min(hp["stage_experts"], b.experts),

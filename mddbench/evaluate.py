@@ -201,6 +201,7 @@ def evaluate(synset: SyntheticSet, data: RealData, config: EvalConfig = EvalConf
 
     device = torch.device(device)
     spec = data.spec
+    synset.check(spec)  # a set made for other data, or crafted, is refused before any training
     start = time.perf_counter()
 
     def network(i: int) -> torch.nn.Module:

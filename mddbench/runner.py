@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -20,10 +21,10 @@ from typing import Any
 import torch
 
 from . import __version__
-from .atomic import write_json
+from .atomic import set_aside, write_json
 from .budgets import get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
-from .errors import ConfigError
+from .errors import ArtifactError, ConfigError, CorruptRunState
 from .evaluate import EvalConfig, EvalResult, evaluate
 from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from .loop import peak_memory_mb
@@ -34,6 +35,7 @@ from .seeding import generator as seeded
 from .synset import SyntheticSet
 
 ARTIFACT = "synset.safetensors"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -178,21 +180,34 @@ def distill(p: Prepared) -> SyntheticSet:
     job, run_dir = p.job, p.job.run_dir
     artifact = run_dir / ARTIFACT
     if artifact.is_file():
-        synset = SyntheticSet.load(artifact)
-        if synset.meta.get("job_id") == job.job_id:
-            return synset
+        try:
+            synset = SyntheticSet.load(artifact)
+            if synset.meta.get("job_id") == job.job_id:
+                return synset
+        except ArtifactError as exc:  # this run's own output: distilling again (from its checkpoints) remakes it
+            log.warning("mddbench: %s; kept as %s, the set is distilled again", exc, set_aside(artifact).name)
     ensure_writable(run_dir)
     write_json(run_dir / "job.json", {"job_id": job.job_id, **asdict(job)}, indent=2, default=str)
     budget = get_budget(job.budget)
     experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
-    task = Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
-                device=p.device, generator=seeded(job.seed, "distill", job.method), run_dir=run_dir,
-                experts=experts, snapshot_every=job.snapshot_every, time_budget=job.time_budget,
-                progress=job.progress)
+
+    def new_task() -> Task:
+        return Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
+                    device=p.device, generator=seeded(job.seed, "distill", job.method), run_dir=run_dir,
+                    experts=experts, snapshot_every=job.snapshot_every, time_budget=job.time_budget,
+                    progress=job.progress)
+
     if p.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(p.device)
     start = time.perf_counter()
-    synset = p.method.distill(task)
+    task = new_task()
+    try:
+        synset = p.method.distill(task)
+    except CorruptRunState as exc:  # a checkpoint that does not fit was half-restored: start the method afresh
+        log.warning("mddbench: %s: %s; kept as %s, the method starts again", exc.path, exc.what,
+                    set_aside(exc.path).name)
+        task = new_task()
+        synset = p.method.distill(task)
     wall = time.perf_counter() - start - experts.build_seconds
     loops = task.extra.get("loops", [])
     synset.meta.update({

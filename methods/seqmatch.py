@@ -39,14 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mddbench.atomic import replacing
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.evaluate import EvalConfig, train_on_synset
-from mddbench.experts import Trajectories, train_expert
+from mddbench.experts import Trajectories, read_trajectory, train_expert
 from mddbench.limits import AT_LEAST_1, POSITIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
@@ -179,8 +179,9 @@ class SeqMatch(TrajectoryMatching):
         trajectories = []
         for i in range(hp["stage_experts"]):
             path = folder / f"expert_{i:03d}.safetensors" if folder is not None else None
-            if path is not None and path.is_file():
-                trajectories.append(load_file(str(path))["trajectory"])
+            cached = read_trajectory(path, hp["stage_expert_epochs"]) if path is not None else None
+            if cached is not None:  # a broken file is set aside and the expert built again
+                trajectories.append(cached)
                 continue
             net = task.network(generator=seeded(key, "init", i))
             data_gen = seeded(key, "data", i)

@@ -17,6 +17,7 @@ import logging
 import math
 import resource
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -56,7 +57,9 @@ class Checkpoint:
     def read(self) -> dict[str, Any]:
         """The saved payload; CorruptRunState (nothing changed yet) when the file is not a whole checkpoint."""
         try:
-            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's warnings about foreign pickles are not for the user
+                warnings.simplefilter("ignore")
+                payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # EOFError (empty), RuntimeError (truncated zip), UnpicklingError (not tensors)
             raise CorruptRunState(self.path, f"the checkpoint is truncated or not a checkpoint "
                                              f"({type(exc).__name__})") from None

@@ -80,7 +80,7 @@ class TrajectoryMatching(Method):
         lr_teacher=0.01, momentum_img=0.5, batch_syn=0, init="real", dsa_strategy=DEFAULT_STRATEGY,
         model="convnet", unroll_memory="full", expert_alpha=0.3, expert_rho=0.01,
         experts="default")  # "sgd" or "flat" to match other experts than the method's own (e.g. MTT on flat ones)
-    limits = dict(iterations=AT_LEAST_1, syn_steps=AT_LEAST_1, expert_epochs=AT_LEAST_1, max_start_epoch=AT_LEAST_1,
+    limits = dict(iterations=NON_NEGATIVE, syn_steps=AT_LEAST_1, expert_epochs=AT_LEAST_1, max_start_epoch=AT_LEAST_1,
                   lr_img=POSITIVE, lr_lr=NON_NEGATIVE, lr_teacher=POSITIVE, momentum_img=MOMENTUM,
                   batch_syn=NON_NEGATIVE, expert_alpha=NON_NEGATIVE, expert_rho=NON_NEGATIVE)  # batch_syn 0: all
     budgets = {

@@ -194,10 +194,11 @@ def cmd_sweep(args) -> None:
 def cmd_curve(args) -> None:
     from .data import load_dataset
     from .evaluate import EvalConfig, evaluate
-    from .figures import accuracy_curve
+    from .figures import accuracy_curve, read_run_json
     from .runner import resolve_device
 
-    job = json.loads((Path(args.run) / "job.json").read_text())
+    job = read_run_json(Path(args.run) / "job.json", "give a run folder made by `mddbench run` or `distill` "
+                        "(rerunning that command with its artifact deleted writes job.json again)")
     data = load_dataset(job["dataset"], args.data_root or job.get("data_root"))
     cfg = EvalConfig(n_models=args.eval_n_models, epochs=args.eval_epochs)
     device = resolve_device(args.device)

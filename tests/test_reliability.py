@@ -321,6 +321,14 @@ def test_plot_to_a_file_is_a_message(tmp_path, capsys):
     assert rc == 2 and f"cannot write to {blocker}" in err and "--to" in err
 
 
+@pytest.mark.parametrize("content", [None, '{"method": "dm", "data'])
+def test_curve_on_a_folder_without_a_readable_job_json_is_a_message(tmp_path, capsys, content):
+    if content is not None:
+        (tmp_path / "job.json").write_text(content)
+    rc, _, err = cli(capsys, "curve", tmp_path)
+    assert rc == 2 and str(tmp_path / "job.json") in err and "Traceback" not in err
+
+
 # ------------------------------------------------------------------------------ atomic writes
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     target = write_text(tmp_path / "records.jsonl", "old\n")

@@ -47,7 +47,7 @@ class Checkpoint:
         self.path = path
 
     def exists(self) -> bool:
-        return self.path.is_file()
+        return self.path.exists()  # a folder in its place is refused by read() and set aside, not written over
 
     def save(self, state: dict[str, Any], extra: dict[str, Any]) -> None:
         payload = {"state": {k: _dump(v) for k, v in state.items()}, **extra}

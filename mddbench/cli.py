@@ -277,7 +277,8 @@ def _run_opts(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
     p.add_argument("--eval-model", action="append", default=None, metavar="NET",
                    help="evaluation network(s): convnet (default), lenet, alexnet, resnet18, ...")
-    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1), help="override the budget's number of evaluation models")
+    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1),
+                   help="override the budget's number of evaluation models")
     p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), help="override the budget's evaluation epochs")
     p.add_argument("--time-budget", type=option(float, POSITIVE), metavar="SECONDS",
                    help="stop distilling after this many seconds")
@@ -346,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder made with --snapshot-every N")
     p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1), default=3)
     p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), default=300)
-    p.add_argument("--points", type=option(int, AT_LEAST_1), help="evaluate at most N snapshots, evenly spaced, the last always")
+    p.add_argument("--points", type=option(int, AT_LEAST_1),
+                   help="evaluate at most N snapshots, evenly spaced, the last always")
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_curve)

@@ -164,7 +164,8 @@ def _log_rows(path: Path) -> list[tuple[str, dict]]:
             bad.append(n)
     if bad:
         _log.warning("mddbench: %s: dropped %d unreadable line(s) (line %s; a crash mid-write leaves a half-written "
-                    "last line); the %d readable rows are read", path, len(bad), ", ".join(map(str, bad[:5])), len(rows))
+                     "last line); the %d readable rows are read", path, len(bad), ", ".join(map(str, bad[:5])),
+                     len(rows))
     return rows
 
 

@@ -189,6 +189,8 @@ class SyntheticSet:
             raise ArtifactError(f"{path}: unsupported format {found!r}, expected {FORMAT}")
         if "images" not in tensors or "labels" not in tensors:
             raise ArtifactError(f"{path} lacks images or labels")
+        # float16/float64 files train in float32, as every set a method makes does (exact for float16)
+        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
         try:
             synset = cls(tensors["images"], tensors["labels"], header.get("lr"), header.get("stages"),

@@ -280,8 +280,9 @@ def test_crafted_sets_are_refused_with_a_message(good_set, tmp_path, capsys, cha
     assert not (tmp_path / "grid.png").exists()
 
 
-def test_the_unchanged_set_still_evaluates_and_shows(good_set, tmp_path, capsys):
-    path = good_set.save(tmp_path / "good.safetensors")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_the_unchanged_set_still_evaluates_and_shows(good_set, tmp_path, capsys, dtype):
+    path = SyntheticSet(good_set.images.to(dtype), good_set.labels, meta=good_set.meta).save(tmp_path / "good.st")
     result = evaluate(SyntheticSet.load(path), load("tiny28"), EvalConfig(n_models=1, epochs=1), progress=False)
     assert result.summary()["test_acc"]["n"] == 1
     rc, _, err = cli(capsys, "show", path, "-o", tmp_path / "grid.png")

@@ -134,7 +134,8 @@ class DC(Method):
         iterations=1000, lr_img=0.1, momentum_img=0.5, lr_net=0.01, batch_real=256, batch_train=256,
         outer_loop=10, inner_loop=50, init="noise", dis_metric="ours", model="convnet", bn_images=16)
     limits = dict(iterations=NON_NEGATIVE, lr_img=POSITIVE, momentum_img=MOMENTUM, lr_net=POSITIVE,
-                  batch_real=AT_LEAST_1, batch_train=AT_LEAST_1, outer_loop=AT_LEAST_1, inner_loop=NON_NEGATIVE, bn_images=AT_LEAST_1)
+                  batch_real=AT_LEAST_1, batch_train=AT_LEAST_1, outer_loop=AT_LEAST_1, inner_loop=NON_NEGATIVE,
+                  bn_images=AT_LEAST_1)
     budgets = {
         "quick": dict(iterations=lambda hp, b: max(1, 100 // hp["outer_loop"]),
                       inner_loop=lambda hp, b: max(1, hp["inner_loop"] // 10), batch_real=64),

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mddbench.atomic import replacing, write_json
 from mddbench.data import SPLITS, DatasetSpec, RawArrays, md5sum, read_npz
 from mddbench.errors import DataError
 from mddbench.registry import register_dataset
@@ -200,20 +199,9 @@ def _sidecar(npz: Path) -> Path:
     return npz.with_suffix(".json")
 
 
-@contextmanager
-def _replacing(path: Path):
-    """A temporary path beside ``path``, renamed over it if the block succeeds and removed otherwise."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_cache(spec: DatasetSpec, npz: Path, source: Path, images: dict, labels: dict) -> str:
     """Write the npz and its sidecar atomically, the sidecar first so an npz never lacks one; returns the md5."""
-    with _replacing(npz) as tmp:
+    with replacing(npz) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **{f"{s}_{kind}": arrays[s] for s in SPLITS
                            for kind, arrays in (("images", images), ("labels", labels))})
@@ -224,8 +212,7 @@ def _write_cache(spec: DatasetSpec, npz: Path, source: Path, images: dict, label
             "counts": {s: {name: int((labels[s] == c).sum()) for c, name in enumerate(spec.label_names)}
                        for s in SPLITS},
         }
-        with _replacing(_sidecar(npz)) as tmp_json:
-            tmp_json.write_text(json.dumps(meta, indent=1))
+        write_json(_sidecar(npz), meta, indent=1)
     return digest
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from . import __version__
 from .allocator import configure_allocator
 from .errors import ConfigError, MddError
+from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
 
 DEFAULT_OUT = "mddbench_out"
 
@@ -248,10 +248,11 @@ def cmd_merge(args) -> None:
 def cmd_curve(args) -> None:
     from .data import load_dataset
     from .evaluate import EvalConfig, evaluate
-    from .figures import accuracy_curve
+    from .figures import accuracy_curve, read_run_json
     from .runner import resolve_device
 
-    job = json.loads((Path(args.run) / "job.json").read_text())
+    job = read_run_json(Path(args.run) / "job.json", "give a run folder made by `mddbench run` or `distill` "
+                        "(rerunning that command with its artifact deleted writes job.json again)")
     data = load_dataset(job["dataset"], args.data_root or job.get("data_root"))
     cfg = EvalConfig(n_models=args.eval_n_models, epochs=args.eval_epochs)
     device = resolve_device(args.device)
@@ -265,7 +266,9 @@ def cmd_curve(args) -> None:
 
 def cmd_plot(args) -> None:
     from .figures import plot_runs
+    from .runner import ensure_writable
 
+    ensure_writable(Path(args.to), "--to")
     for path in plot_runs([Path(r) for r in args.runs], Path(args.to)):
         print(f"wrote {path}")
 
@@ -332,10 +335,12 @@ def _run_opts(p: argparse.ArgumentParser, sweep: bool = False, save: bool = Fals
     p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
     p.add_argument("--eval-model", action="append", default=None, metavar="NET",
                    help="evaluation network(s): convnet (default), lenet, alexnet, resnet18, ...")
-    p.add_argument("--eval-n-models", type=int, help="override the budget's number of evaluation models")
-    p.add_argument("--eval-epochs", type=int, help="override the budget's evaluation epochs")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop distilling after this many seconds")
-    p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1),
+                   help="override the budget's number of evaluation models")
+    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), help="override the budget's evaluation epochs")
+    p.add_argument("--time-budget", type=option(float, POSITIVE), metavar="SECONDS",
+                   help="stop distilling after this many seconds")
+    p.add_argument("--snapshot-every", type=option(int, NON_NEGATIVE), default=0, metavar="N",
                    help="save the synthetic set every N iterations (for accuracy-vs-time curves)")
     if save:
         p.add_argument("--save", help="also save the synthetic set to this path")
@@ -369,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("--model", action="append", default=None, metavar="NET", help="evaluation network(s)")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the set's own)")
-    p.add_argument("--eval-n-models", type=int)
-    p.add_argument("--eval-epochs", type=int)
+    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1))
+    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1))
     p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
     _common(p, experts=False, plugins=False, budget_help="smoke | quick | paper (default: the set's own)")
     p.set_defaults(fn=cmd_eval, budget=None)
@@ -402,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a grid of jobs (skips finished ones; safe to kill and restart)")
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--datasets", nargs="+", required=True)
-    p.add_argument("--ipc", nargs="+", type=int, default=[1, 2, 10])
+    p.add_argument("--ipc", nargs="+", type=option(int, AT_LEAST_1), default=[1, 2, 10])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--jobs", type=int, default=1,
                    help="local worker processes (each gets cores/jobs threads and, with several GPUs, its own GPU)")
@@ -429,9 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("curve", help="evaluate a run's snapshots: accuracy against distillation time")
     p.add_argument("run", help="a run folder made with --snapshot-every N")
-    p.add_argument("--eval-n-models", type=int, default=3)
-    p.add_argument("--eval-epochs", type=int, default=300)
-    p.add_argument("--points", type=int, help="evaluate at most N snapshots, evenly spaced, the last always")
+    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1), default=3)
+    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), default=300)
+    p.add_argument("--points", type=option(int, AT_LEAST_1),
+                   help="evaluate at most N snapshots, evenly spaced, the last always")
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_curve)
@@ -445,8 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", default="convnet")
     p.add_argument("--flat", action="store_true", help="FTD's flat (GSAM) experts instead of MTT's SGD experts")
-    p.add_argument("--experts", type=int, help="number of experts (default: the budget's)")
-    p.add_argument("--epochs", type=int, help="epochs per expert (default: the budget's)")
+    p.add_argument("--experts", type=option(int, AT_LEAST_1), help="number of experts (default: the budget's)")
+    p.add_argument("--epochs", type=option(int, AT_LEAST_1), help="epochs per expert (default: the budget's)")
     _common(p, plugins=False)
     p.set_defaults(fn=cmd_buffers)
     return parser

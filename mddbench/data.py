@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .atomic import write_json
 from .errors import ConfigError, DataError
 from .registry import DATASETS
 
@@ -176,7 +177,7 @@ def verified_md5(path: Path) -> str:
     digest = md5sum(path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"path": str(path.resolve()), "key": key, "md5": digest}))
+        write_json(stamp, {"path": str(path.resolve()), "key": key, "md5": digest})
     except OSError:
         pass  # no cache folder just means hashing again next time
     return digest
@@ -222,10 +223,30 @@ def to_tensor_layout(images: np.ndarray, spec: DatasetSpec) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
+def check_arrays(raw: RawArrays, spec: DatasetSpec) -> None:
+    """Refuse arrays that are not the dataset's: uint8 images of its size, integer class labels."""
+    where = raw.path or spec.name
+    fix = f"; delete {raw.path} so that mddbench downloads or builds it again" if raw.path else ""
+    layouts = [(spec.size,) * spec.dims, (spec.size,) * spec.dims + (spec.channels,)]
+    if spec.channels != 1:
+        layouts.append((spec.size,) * spec.dims + (1,))
+    for s in SPLITS:
+        images, labels = raw.images[s], np.asarray(raw.labels[s])
+        if images.dtype != np.uint8:
+            raise DataError(f"{where}: {s}_images are {images.dtype}, expected uint8 pixels (the MedMNIST layout){fix}")
+        if tuple(images.shape[1:]) not in layouts:
+            raise DataError(f"{where}: {s}_images have shape {tuple(images.shape)}, {spec.name} is "
+                            f"{'x'.join(map(str, spec.shape))} (expected (N, {', '.join(map(str, layouts[-1]))})){fix}")
+        if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.isfinite(labels).all()
+                                                  and (labels == np.round(labels)).all()):
+            raise DataError(f"{where}: {s}_labels are {labels.dtype} values that are not all class indices{fix}")
+
+
 def load_dataset(name: str | DatasetSpec, root: str | os.PathLike | None = None,
                  offline: bool | None = None) -> RealData:
     spec = get_spec(name) if isinstance(name, str) else name
     raw = spec.load(spec, data_root(root), offline_mode(offline))
+    check_arrays(raw, spec)
     x = {s: to_tensor_layout(raw.images[s], spec) for s in SPLITS}
     y = {s: torch.as_tensor(np.asarray(raw.labels[s]).reshape(len(raw.labels[s]), -1)[:, 0].astype(np.int64))
          for s in SPLITS}

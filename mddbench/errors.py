@@ -26,3 +26,15 @@ class ArtifactError(MddError):
 
 class DistillationDiverged(MddError):
     """The distillation loss became NaN or infinite."""
+
+
+class CorruptRunState(MddError):
+    """A file of a run's saved state (a checkpoint) that cannot be used; ``path`` names it.
+
+    ``partial``: the live state was already partly overwritten from it, so the caller must start the
+    piece afresh rather than carry on."""
+
+    def __init__(self, path, what: str, partial: bool = False):
+        self.path, self.what, self.partial = path, what, partial
+        super().__init__(f"{path}: {what}. Delete it (rm '{path}') and rerun the same command: that piece starts "
+                         "again from its beginning with the same seed, so only its time is lost")

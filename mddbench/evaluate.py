@@ -22,6 +22,7 @@ from .augment import DEFAULT_STRATEGY, DSA, Draw
 from .batched import NotPackable, activation_bytes, augment_together, stack_networks, unstack_into
 from .data import RealData
 from .errors import ConfigError
+from .limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE, check
 from .metrics import METRICS, classification_metrics, summarize
 from .networks import create_network
 from .seeding import generator as seeded
@@ -43,6 +44,11 @@ class EvalConfig:
     weight_decay: float = 5e-4
     dsa_strategy: str = DEFAULT_STRATEGY
     protocol: str = PROTOCOL
+
+    def __post_init__(self):
+        for name, limit in (("n_models", AT_LEAST_1), ("epochs", AT_LEAST_1), ("lr", POSITIVE), ("batch", AT_LEAST_1),
+                            ("momentum", MOMENTUM), ("weight_decay", NON_NEGATIVE)):
+            check(f"evaluation {name}", getattr(self, name), limit)
 
     def with_(self, **kw) -> "EvalConfig":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -195,6 +201,7 @@ def evaluate(synset: SyntheticSet, data: RealData, config: EvalConfig = EvalConf
 
     device = torch.device(device)
     spec = data.spec
+    synset.check(spec)  # a set made for other data, or crafted, is refused before any training
     start = time.perf_counter()
 
     def network(i: int) -> torch.nn.Module:

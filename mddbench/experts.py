@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from .atomic import replacing, set_aside, write_json
 from .augment import DEFAULT_STRATEGY, DSA
 from .budgets import Budget
 from .data import RealData
@@ -35,6 +38,7 @@ from .seeding import generator as seeded
 from .synset import cross_entropy
 
 CACHE_FORMAT = 1
+log = logging.getLogger(__name__)
 ENV_EXPERTS = "MDDBENCH_EXPERTS"
 
 
@@ -207,41 +211,105 @@ class ExpertProvider:
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / "meta.json"
         with _locked(folder / ".lock"):  # concurrent jobs wait for one builder instead of racing
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {
-                "key": cache_key(self.data, recipe), "dataset": self.data.spec.name,
-                "data_checksum": self.data.checksum,
-                "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
-                "recipe": recipe.shaping(), "experts": {}}
-            missing = self.missing(recipe)
+            meta = self._read_meta(meta_path, recipe)
+            size = flat_parameters(self._network(recipe, torch.Generator().manual_seed(0), "cpu")).numel()
+            found = {i: t for i in range(recipe.n_experts)
+                     if (t := read_trajectory(folder / f"expert_{i:03d}.safetensors", recipe.epochs, size)) is not None}
+            missing = [i for i in range(recipe.n_experts) if i not in found]
             if missing:
-                self._build(recipe, folder, missing, meta, meta_path)
+                found.update(self._build(recipe, folder, missing, meta, meta_path))
+            unscored = [i for i in found if str(i) not in meta["experts"]]
+            if unscored:  # meta.json was missing or unreadable, or a crash fell between an expert and its entry
+                self._rescore(recipe, found, unscored, meta, meta_path)
         self.used.append(folder.name)
-        trajectories = [load_file(str(folder / f"expert_{i:03d}.safetensors"))["trajectory"]
-                        for i in range(recipe.n_experts)]
-        return Trajectories(trajectories, meta)
+        return Trajectories([found[i] for i in range(recipe.n_experts)], meta)
 
-    def _build(self, recipe: ExpertRecipe, folder: Path, missing: list[int], meta: dict, meta_path: Path) -> None:
-        start = time.perf_counter()
+    def _network(self, recipe: ExpertRecipe, generator: torch.Generator, device) -> torch.nn.Module:
+        s = self.data.spec
+        return create_network(recipe.model, s.channels, s.n_classes, s.size, s.dims, generator=generator,
+                              device=device)
+
+    def _read_meta(self, meta_path: Path, recipe: ExpertRecipe) -> dict:
+        """The folder's meta.json, or a fresh one when it is missing or unreadable (the broken one is kept aside).
+
+        Everything in it but the expert scores follows from the recipe and the data, and the scores are
+        recomputed from the experts' final parameters, so nothing that cannot be remade is lost.
+        """
+        fresh = {"key": cache_key(self.data, recipe), "dataset": self.data.spec.name,
+                 "data_checksum": self.data.checksum,
+                 "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
+                 "recipe": recipe.shaping(), "experts": {}}
+        if not meta_path.exists():
+            return fresh
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            why = None if isinstance(meta, dict) and isinstance(meta.get("experts"), dict) and \
+                meta.get("key") == fresh["key"] else "it is not this folder's meta.json (key or experts missing)"
+        except (OSError, ValueError) as exc:
+            why = f"it cannot be read ({type(exc).__name__}: {exc})"
+        if why is None:
+            return meta
+        log.warning("mddbench: %s: %s; kept as %s and rebuilt from the recipe and the expert files", meta_path, why,
+                    set_aside(meta_path).name)
+        return fresh
+
+    def _rescore(self, recipe: ExpertRecipe, found: dict, unscored: list[int], meta: dict, meta_path: Path) -> None:
+        log.warning("mddbench: %s had no entry for expert(s) %s; scoring them from their final parameters",
+                    meta_path, ", ".join(map(str, unscored)))
+        for i in unscored:
+            net = self._network(recipe, torch.Generator().manual_seed(0), self.device)
+            torch.nn.utils.vector_to_parameters(found[i][-1].to(self.device), net.parameters())
+            scores = score(net, self.data, self.device)
+            meta["experts"][str(i)] = {**{k: None if v is None else round(v, 4) for k, v in scores.items()},
+                                       "built_on": "unknown (scored again from the stored final parameters)"}
+        write_json(meta_path, meta, indent=2)
+
+    def _build(self, recipe: ExpertRecipe, folder: Path, missing: list[int], meta: dict, meta_path: Path
+               ) -> dict[int, torch.Tensor]:
+        start, built = time.perf_counter(), {}
         spec, data = self.data.spec, self.data.to(self.device)
         x, y = data.x["train"], data.y["train"]
         desc = f"experts {spec.name} {recipe.optimizer} ({len(missing)} x {recipe.epochs} ep)"
         with tqdm(total=len(missing) * recipe.epochs, desc=desc, unit="ep", disable=not self.progress) as bar:
             for i in missing:
                 key = meta["key"]
-                net = create_network(recipe.model, spec.channels, spec.n_classes, spec.size, spec.dims,
-                                     generator=seeded(key, recipe.seed, "init", i), device=self.device)
+                net = self._network(recipe, seeded(key, recipe.seed, "init", i), self.device)
                 traj = train_expert(net, x, y, recipe, recipe.epochs, seeded(key, recipe.seed, "data", i), bar)
                 if not torch.isfinite(traj).all():
                     raise ConfigError(f"expert {i} diverged (non-finite parameters); lower the expert lr")
-                tmp = folder / f"expert_{i:03d}.safetensors.tmp"
-                save_file({"trajectory": traj.contiguous()}, str(tmp))
-                tmp.replace(folder / f"expert_{i:03d}.safetensors")
+                with replacing(folder / f"expert_{i:03d}.safetensors") as tmp:
+                    save_file({"trajectory": traj.contiguous()}, str(tmp))
                 meta["experts"][str(i)] = {**{k: round(v, 4) for k, v in score(net, self.data, self.device).items()},
                                            "built_on": _device_name(self.device)}
-                tmp_meta = meta_path.with_name("meta.json.tmp")
-                tmp_meta.write_text(json.dumps(meta, indent=2))
-                tmp_meta.replace(meta_path)
+                write_json(meta_path, meta, indent=2)
+                built[i] = traj
         self.build_seconds += time.perf_counter() - start
+        return built
+
+
+def read_trajectory(path: Path, epochs: int | None = None, size: int | None = None) -> torch.Tensor | None:
+    """One expert's (epochs+1, P) snapshots, or None when the file is missing or broken (then built again).
+
+    A broken file (truncated, not safetensors, another shape, non-finite) is renamed ``*.corrupt`` with a
+    warning: an expert is remade from its seeds, so nothing that cannot be remade is lost.
+    """
+    if not path.is_file():
+        return None
+    try:
+        traj = load_file(str(path))["trajectory"]
+        expected = f"({'' if epochs is None else epochs + 1}, {'' if size is None else size})"
+        if traj.ndim != 2 or (epochs is not None and traj.shape[0] != epochs + 1) or (
+                size is not None and traj.shape[1] != size):
+            why = f"its trajectory has shape {tuple(traj.shape)}, expected {expected}"
+        elif not bool(torch.isfinite(traj).all()):
+            why = "its trajectory has NaN or infinite values"
+        else:
+            return traj
+    except (SafetensorError, KeyError, OSError) as exc:
+        why = f"it is truncated or not an expert file ({type(exc).__name__})"
+    log.warning("mddbench: expert file %s is unusable: %s; kept as %s and built again", path, why,
+                set_aside(path).name)
+    return None
 
 
 def _device_name(device: torch.device) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import write_json  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .loop import read_log  # noqa: E402
 
@@ -30,8 +32,18 @@ def run_log(run_dir: Path) -> tuple[str, list[dict]]:
     return logs[0].name[: -len("_log.jsonl")], [r for p in logs for r in read_log(p)]
 
 
+def read_run_json(path: Path, remedy: str) -> Any:
+    """A JSON file of a run folder, or ConfigError naming the file, what is wrong and ``remedy``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({type(exc).__name__}: {exc}); {remedy}") from exc
+
+
 def run_label(run_dir: Path) -> str:
-    job = json.loads((Path(run_dir) / "job.json").read_text()) if (Path(run_dir) / "job.json").exists() else {}
+    path = Path(run_dir) / "job.json"
+    job = read_run_json(path, "delete it to label the run by its folder name") if path.exists() else {}
+    job = job if isinstance(job, dict) else {}
     hp = dict(job.get("hparams") or [])
     ablation = ",".join(f"{k}={v}" for k, v in sorted(hp.items()) if k in ("overlap", "retrain", "schedule",
                                                                             "backend_p"))
@@ -61,7 +73,7 @@ def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None) -> lis
         curve.append({"iteration": synset.meta["iteration"], "seconds": synset.meta["seconds"],
                       "test_acc": summary["test_acc"]["mean"], "test_std": summary["test_acc"]["std"],
                       "val_acc": summary["val_acc"]["mean"]})
-    (run_dir / "curve.json").write_text(json.dumps(curve, indent=2))
+    write_json(run_dir / "curve.json", curve, indent=2)
     return curve
 
 
@@ -82,7 +94,8 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(out_dir / name)
 
-    curves = [(label, json.loads((d / "curve.json").read_text())) for label, _, _, d in runs
+    curves = [(label, read_run_json(d / "curve.json", f"rerun `mddbench curve {d}` to write it again"))
+              for label, _, _, d in runs
               if (d / "curve.json").exists()]
     if curves:
         fig, ax = plt.subplots(figsize=(5, 3.5))

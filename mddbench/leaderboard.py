@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import write_text
 from .errors import ConfigError
 from .results import METRIC_NAMES
 
@@ -306,8 +307,7 @@ def to_markdown(df: pd.DataFrame, title: str, notes: Sequence[str], records: Seq
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8", newline="\n")
-    return path
+    return write_text(path, text, newline="\n")
 
 
 def _write_table(out_dir: Path, stem: str, csv_df: pd.DataFrame, md_df: pd.DataFrame,

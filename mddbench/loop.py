@@ -13,10 +13,11 @@ counted, so a record can tell a set that learned from one a gate left at its ini
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
 import resource
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +25,11 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from .errors import DistillationDiverged
+from .atomic import replacing, set_aside, write_text
+from .errors import CorruptRunState, DistillationDiverged
 from .synset import SyntheticSet
+
+_log = logging.getLogger(__name__)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -43,29 +47,49 @@ class Checkpoint:
         self.path = path
 
     def exists(self) -> bool:
-        return self.path.is_file()
+        return self.path.exists()  # a folder in its place is refused by read() and set aside, not written over
 
     def save(self, state: dict[str, Any], extra: dict[str, Any]) -> None:
         payload = {"state": {k: _dump(v) for k, v in state.items()}, **extra}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp:
+            torch.save(payload, tmp)
+
+    def read(self) -> dict[str, Any]:
+        """The saved payload; CorruptRunState (nothing changed yet) when the file is not a whole checkpoint."""
+        try:
+            with warnings.catch_warnings():  # torch's warnings about foreign pickles are not for the user
+                warnings.simplefilter("ignore")
+                payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # EOFError (empty), RuntimeError (truncated zip), UnpicklingError (not tensors)
+            raise CorruptRunState(self.path, f"the checkpoint is truncated or not a checkpoint "
+                                             f"({type(exc).__name__})") from None
+        if not (isinstance(payload, dict) and isinstance(payload.get("state"), dict)
+                and isinstance(payload.get("iteration"), int) and payload["iteration"] >= 0
+                and isinstance(payload.get("seconds"), (int, float))):
+            raise CorruptRunState(self.path, "the file is not an mddbench checkpoint (no state, iteration, seconds)")
+        return payload
 
     def restore(self, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        payload = torch.load(self.path, map_location="cpu", weights_only=True)
-        for key, saved in payload["state"].items():
-            if key not in state:
-                continue
-            live = state[key]
-            if isinstance(live, torch.Tensor) and isinstance(saved, torch.Tensor) and live.shape == saved.shape:
-                with torch.no_grad():
-                    live.copy_(saved)
-            elif isinstance(live, torch.Generator):
-                live.set_state(saved)
-            elif hasattr(live, "load_state_dict"):
-                live.load_state_dict(_to_device(saved, device))
-            else:
-                state[key] = _to_device(saved, device)
+        payload = self.read()
+        try:
+            for key, saved in payload["state"].items():
+                if key not in state:
+                    continue
+                live = state[key]
+                if isinstance(live, torch.Tensor) and isinstance(saved, torch.Tensor):
+                    if live.shape != saved.shape:
+                        raise ValueError(f"{key} has shape {tuple(saved.shape)}, this run's {tuple(live.shape)}")
+                    with torch.no_grad():
+                        live.copy_(saved)
+                elif isinstance(live, torch.Generator):
+                    live.set_state(saved)
+                elif hasattr(live, "load_state_dict"):
+                    live.load_state_dict(_to_device(saved, device))
+                else:
+                    state[key] = _to_device(saved, device)
+        except Exception as exc:  # a checkpoint of another layout (e.g. an older mddbench)
+            raise CorruptRunState(self.path, f"the checkpoint does not fit this run ({type(exc).__name__}: {exc})",
+                                  partial=True) from exc
         return {k: v for k, v in payload.items() if k != "state"}
 
 
@@ -100,9 +124,9 @@ class MetricsLog:
     def __init__(self, path: Path | None, resume_from: int = 0):
         self.path = path
         if path is not None and path.exists() and resume_from is not None:
-            keep = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("it", -1) < resume_from]
-            path.write_text("".join(line + "\n" for line in keep))
+            keep = [line for line, row in _log_rows(path)
+                    if isinstance(row.get("it"), int) and row["it"] < resume_from]
+            write_text(path, "".join(line + "\n" for line in keep))
 
     def write(self, **row: Any) -> None:
         if self.path is None:
@@ -118,7 +142,31 @@ def _plain(v: Any) -> Any:
 
 
 def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [row for _, row in _log_rows(Path(path))]
+
+
+def _log_rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) of every readable line; lines that are not a JSON object are dropped with a warning.
+
+    A crash (or a full disk) during a write leaves a half-written last line; the rows before it are kept.
+    """
+    rows, bad = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append((line, row))
+        else:
+            bad.append(n)
+    if bad:
+        _log.warning("mddbench: %s: dropped %d unreadable line(s) (line %s; a crash mid-write leaves a half-written "
+                     "last line); the %d readable rows are read", path, len(bad), ", ".join(map(str, bad[:5])),
+                     len(rows))
+    return rows
 
 
 # ----------------------------------------------------------------------------------------- loop
@@ -145,8 +193,16 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
     ckpt = Checkpoint(run_dir / f"{name}.ckpt") if run_dir is not None else None
     start, elapsed, updates = 0, 0.0, None
     if ckpt is not None and ckpt.exists():
-        meta = ckpt.restore(state, task.device)
-        start, elapsed, updates = meta["iteration"], meta["seconds"], meta.get("updates")
+        try:
+            meta = ckpt.restore(state, task.device)
+            start, elapsed, updates = meta["iteration"], meta["seconds"], meta.get("updates")
+        except CorruptRunState as exc:
+            if exc.partial:
+                raise  # the live state is half-restored: the caller starts the method afresh (runner.distill)
+            # Nothing was restored yet and the seeded run repeats itself: starting again loses only time.
+            kept = set_aside(ckpt.path)
+            _log.warning("mddbench: %s is truncated or not a checkpoint; kept as %s, %s starts again from iteration "
+                        "0 (same seed, same result; only the time it had run is lost)", ckpt.path, kept.name, name)
     log = MetricsLog(run_dir / f"{name}_log.jsonl" if run_dir is not None else None, resume_from=start)
     snap_dir = run_dir / "snapshots" if run_dir is not None and task.snapshot_every else None
 

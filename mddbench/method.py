@@ -20,6 +20,7 @@ from .augment import DEFAULT_STRATEGY, DSA
 from .budgets import Budget
 from .data import DatasetSpec, RealData
 from .errors import ConfigError
+from .limits import ANY, Limit, check as check_limit
 from .networks import create_network
 from .synset import SyntheticSet
 
@@ -31,6 +32,8 @@ class Method:
     supports_3d: ClassVar[bool] = True
     shareable: ClassVar[bool] = True  # False when the "synthetic" set is real patient data (`real`)
     defaults: ClassVar[dict[str, Any]] = {}
+    # valid ranges of numeric hyperparameters, checked by resolve(); merged with those of the base classes
+    limits: ClassVar[dict[str, Limit]] = {}
     # per-budget values; a value may be a callable (hp, budget) -> value that scales the preset
     budgets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -72,8 +75,19 @@ class Method:
                 known = ", ".join(sorted(hp)) or "(none)"
                 raise ConfigError(f"{self.name} has no hyperparameter {key!r}; known: {known}")
             hp[key] = coerce(value, hp[key], key)
+        limits = self.hp_limits()
+        for key, value in hp.items():
+            check_limit(f"{self.name}: hyperparameter {key}", value, limits.get(key, ANY))
         self.check(hp, spec, ipc, budget)
         return hp
+
+    @classmethod
+    def hp_limits(cls) -> dict[str, Limit]:
+        """The declared ranges of this method and its base classes (a subclass's declaration wins)."""
+        merged: dict[str, Limit] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("limits", {}))
+        return merged
 
 
 def coerce(value: Any, like: Any, key: str) -> Any:

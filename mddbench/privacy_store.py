@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text
 from .errors import ConfigError
 from .results import ResultStore, _no_value_as_null
 
@@ -83,9 +84,7 @@ class PrivacyStore(ResultStore):
         """Write every privacy result, one JSON object per line, sorted by id; return how many."""
         path = Path(path)
         records = self.privacy_records()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
         return len(records)
 
     def import_privacy(self, path: str | os.PathLike[str]) -> int:

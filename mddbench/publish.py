@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .atomic import write_text
 from .errors import ConfigError
 from .results import record_id, validate
 
@@ -71,9 +72,7 @@ def check_no_loss(records: list[Record], held: Path, reader, source: str) -> Non
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
+        write_text(path, text, newline="\n")
 
 
 def publish(records: list[Record], to: str | os.PathLike[str], source: str,

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .atomic import is_temporary, replacing
 from .errors import ConfigError
 from .experts import _locked as locked
 from .runner import ARTIFACT, write_job_file
@@ -60,7 +61,7 @@ def pack(root: Path, under: str = "") -> dict[str, bytes]:
     """Every file below ``root`` (not lock files), keyed by its path relative to root's parent."""
     prefix = Path(under) if under else Path(root.name)
     return {str(prefix / p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock" and not p.name.endswith(".tmp")}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock" and not is_temporary(p)}
 
 
 def unpack(files: dict[str, bytes], root: Path, keep_existing: bool = False) -> None:
@@ -70,9 +71,8 @@ def unpack(files: dict[str, bytes], root: Path, keep_existing: bool = False) -> 
         if keep_existing and path.exists():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two tasks on a node may write the same file
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:  # per-process temporary name: two tasks on a node may write the same file
+            tmp.write_bytes(data)
 
 
 def unpack_experts(files: dict[str, bytes], experts_dir: Path) -> None:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import write_text
 from .errors import ConfigError
 
 DEFAULT_FILENAME = "results.sqlite"
@@ -225,9 +226,7 @@ class ResultStore:
         """Write every record, one JSON object per line, sorted by id; return how many."""
         path = Path(path)
         records = self.records()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
         return len(records)
 
     def import_jsonl(self, path: str | os.PathLike[str]) -> int:

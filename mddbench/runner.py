@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import subprocess
 import time
@@ -21,10 +22,12 @@ from typing import Any
 import torch
 
 from . import __version__
+from .atomic import set_aside, write_json
 from .budgets import canonical_budget, get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
-from .errors import ConfigError
+from .errors import ArtifactError, ConfigError, CorruptRunState
 from .evaluate import EvalConfig, EvalResult, evaluate
+from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from .loop import peak_memory_mb
 from .method import Method, Task
 from .registry import DATASETS, METHODS, NETWORKS, load_plugins
@@ -34,6 +37,7 @@ from .synset import SyntheticSet
 
 ARTIFACT = "synset.safetensors"
 SEED_LIMIT = 2**63  # the results store keeps seeds as SQLite integers (signed 64 bit)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,18 @@ class Prepared:
     device: torch.device
 
 
+def check_options(job: Job) -> None:
+    """The job's numeric options, as the command line checks them (a Job may also be made in Python)."""
+    for flag, value, limit in (("--eval-n-models", job.eval_n_models, AT_LEAST_1),
+                               ("--eval-epochs", job.eval_epochs, AT_LEAST_1),
+                               ("--time-budget", job.time_budget, POSITIVE),
+                               ("--snapshot-every", job.snapshot_every, NON_NEGATIVE)):
+        check(flag, value, limit)
+
+
 def prepare(job: Job) -> Prepared:
     """Validate every input of a job before any expensive work."""
+    check_options(job)
     load_plugins(list(job.plugins))
     method = METHODS.get(job.method)()
     spec = get_spec(job.dataset)
@@ -168,12 +182,15 @@ def prepare(job: Job) -> Prepared:
     hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
     if method.expert_recipes(hp):
         ensure_writable(job.experts_dir, "--expert-cache")
-    return Prepared(job, method, spec, data, hp, device)
+    p = Prepared(job, method, spec, data, hp, device)
+    for model in job.eval_models:
+        eval_config(p, model)  # impossible evaluation settings fail here, not after distilling
+    return p
 
 
 def write_job_file(job: Job) -> None:
     """``RUN/job.json``: every input of the job, so a run folder says what made it."""
-    (job.run_dir / "job.json").write_text(json.dumps({"job_id": job.job_id, **asdict(job)}, indent=2, default=str))
+    write_json(job.run_dir / "job.json", {"job_id": job.job_id, **asdict(job)}, indent=2, default=str)
 
 
 def distill(p: Prepared) -> SyntheticSet:
@@ -183,21 +200,34 @@ def distill(p: Prepared) -> SyntheticSet:
     job, run_dir = p.job, p.job.run_dir
     artifact = run_dir / ARTIFACT
     if artifact.is_file():
-        synset = SyntheticSet.load(artifact)
-        if synset.meta.get("job_id") == job.job_id:
-            return synset
+        try:
+            synset = SyntheticSet.load(artifact)
+            if synset.meta.get("job_id") == job.job_id:
+                return synset
+        except ArtifactError as exc:  # this run's own output: distilling again (from its checkpoints) remakes it
+            log.warning("mddbench: %s; kept as %s, the set is distilled again", exc, set_aside(artifact).name)
     ensure_writable(run_dir)
     write_job_file(job)
     budget = get_budget(job.budget)
     experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
-    task = Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
-                device=p.device, generator=seeded(job.seed, "distill", job.method), run_dir=run_dir,
-                experts=experts, snapshot_every=job.snapshot_every, time_budget=job.time_budget,
-                progress=job.progress)
+
+    def new_task() -> Task:
+        return Task(spec=p.spec, data=p.data.to(p.device), ipc=job.ipc or 0, hp=p.hp, budget=budget, seed=job.seed,
+                    device=p.device, generator=seeded(job.seed, "distill", job.method), run_dir=run_dir,
+                    experts=experts, snapshot_every=job.snapshot_every, time_budget=job.time_budget,
+                    progress=job.progress)
+
     if p.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(p.device)
     start = time.perf_counter()
-    synset = p.method.distill(task)
+    task = new_task()
+    try:
+        synset = p.method.distill(task)
+    except CorruptRunState as exc:  # a checkpoint that does not fit was half-restored: start the method afresh
+        log.warning("mddbench: %s: %s; kept as %s, the method starts again", exc.path, exc.what,
+                    set_aside(exc.path).name)
+        task = new_task()
+        synset = p.method.distill(task)
     wall = time.perf_counter() - start - experts.build_seconds
     loops = task.extra.get("loops", [])
     synset.meta.update({
@@ -319,9 +349,7 @@ def run_job(job: Job) -> list[dict[str, Any]]:
                                  str(artifact) if p.method.shareable else None)
             if p.method.shareable:
                 record["artifact_sha256"] = file_digest(artifact)
-            tmp = saved.with_name(saved.name + ".tmp")
-            tmp.write_text(json.dumps(record, indent=2))
-            tmp.replace(saved)
+            write_json(saved, record, indent=2)
         try:
             store.add(record)
         except (OSError, sqlite3.Error, ConfigError) as exc:

@@ -37,17 +37,46 @@ def displayable(images: torch.Tensor, meta: dict) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+def _spec(name):
+    """The registered dataset a set names, or None (a plugin's or an unknown one: shown without it)."""
+    from .data import get_spec
+    from .errors import MddError
+
+    try:
+        return get_spec(name) if isinstance(name, str) else None
+    except MddError:
+        return None
+
+
+def _int(v) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _normalisation_fits(norm, channels: int) -> bool:
+    try:
+        return all(len(norm[k]) == channels and all(isinstance(v, (int, float)) for v in norm[k])
+                   for k in ("mean", "std"))
+    except (TypeError, KeyError):
+        return False
+
+
 def show_synset(artifact: str | Path, output: str | Path | None = None) -> Path:
     path = resolve_artifact(artifact)
     synset = SyntheticSet.load(path)
     meta = synset.meta
+    spec = _spec(meta.get("dataset"))
+    synset.check(spec)  # images that fit the dataset the set names, labels among its classes
     labels = synset.hard_labels()
-    n_classes = int(meta.get("n_classes") or int(labels.max()) + 1)
+    n_classes = spec.n_classes if spec else max(int(labels.max()) + 1, _int(meta.get("n_classes")))
+    norm = meta.get("normalisation")
+    if norm is not None and not _normalisation_fits(norm, synset.images.shape[1]):
+        raise ArtifactError(f"{path}: its metadata's normalisation {norm!r} is not a mean and a std per channel")
     per_class = [torch.nonzero(labels == c).flatten() for c in range(n_classes)]
     cols = max(1, max(len(i) for i in per_class))
     x = displayable(synset.images, meta).numpy()  # matplotlib takes arrays, not tensors
     fig, axes = plt.subplots(n_classes, cols, figsize=(1.3 * cols + 1.5, 1.3 * n_classes + 0.6), squeeze=False)
-    names = meta.get("label_names") or [str(c) for c in range(n_classes)]
+    names = meta.get("label_names") or (spec.label_names if spec else [])
+    names = list(names) + [str(c) for c in range(len(names), n_classes)]
     for c in range(n_classes):
         for j in range(cols):
             ax = axes[c, j]

@@ -9,9 +9,10 @@ loading one cannot execute code, and a renderer is only ever looked up by name i
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .atomic import replacing
 from .errors import ArtifactError
+
+if TYPE_CHECKING:
+    from .data import DatasetSpec
 
 FORMAT = "mddbench.synset/1"
 
@@ -53,6 +58,7 @@ class SyntheticSet:
     renderer: str | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)  # the file it was loaded from
 
     def __post_init__(self):
         self.images = self.images.detach()
@@ -61,6 +67,65 @@ class SyntheticSet:
             raise ArtifactError(f"{len(self.images)} images but {len(self.labels)} labels")
         if self.stages is not None and sum(self.stages) != len(self.images):
             raise ArtifactError(f"stages {self.stages} do not add up to {len(self.images)} images")
+
+    def check(self, spec: "DatasetSpec | None" = None) -> None:
+        """Raise ArtifactError naming everything that makes this set unusable (with ``spec``'s data, when given)."""
+        problems = self.problems(spec)
+        if problems:
+            what = self.source or "the synthetic set"
+            raise ArtifactError(f"{what} cannot be {'evaluated on ' + spec.name if spec else 'used'}: "
+                                + "; ".join(problems))
+
+    def problems(self, spec: "DatasetSpec | None" = None) -> list[str]:
+        x, y, out = self.images, self.labels, []
+        if x.ndim not in (4, 5):
+            out.append(f"images have shape {tuple(x.shape)}, expected (N, C, H, W) or (N, C, D, H, W)")
+        if len(x) == 0:
+            out.append("it has no images")
+        if not x.is_floating_point():
+            out.append(f"images are {x.dtype}, expected floating point (normalised)")
+        elif not bool(torch.isfinite(x).all()):
+            out.append(f"{int((~torch.isfinite(x)).sum())} image values are NaN or infinite")
+        if y.is_floating_point():
+            if y.ndim != 2:
+                out.append(f"soft labels have shape {tuple(y.shape)}, expected (N, classes)")
+            elif not bool(torch.isfinite(y).all()):
+                out.append("soft labels contain NaN or infinite values")
+        elif y.dtype == torch.bool or y.is_complex() or y.ndim != 1:
+            out.append(f"labels are {y.dtype} of shape {tuple(y.shape)}, expected (N,) class indices or (N, classes) "
+                       "soft-label logits")
+        elif len(y) and int(y.min()) < 0:
+            out.append(f"a label is {int(y.min())}, labels are class indices >= 0")
+        if self.lr is not None and not _positive(self.lr):
+            hint = " (a learned step size that fell to zero or below: distill again with a smaller --hp lr_lr)" \
+                if isinstance(self.lr, (int, float)) and self.lr <= 0 else ""
+            out.append(f"its step size (lr) is {self.lr!r}, expected a finite number > 0{hint}")
+        if self.stages is not None:
+            if not isinstance(self.stages, list) or not all(_count(s) for s in self.stages):
+                out.append(f"stages {self.stages!r} are not a list of positive image counts")
+            if self.stage_lrs is not None and (not isinstance(self.stage_lrs, list)
+                                               or len(self.stage_lrs) != len(self.stages)):
+                out.append(f"stage_lrs {self.stage_lrs!r} should hold one step size per stage ({len(self.stages)})")
+        if self.stage_lrs is not None:
+            if self.stages is None:
+                out.append("stage_lrs are given without stages")
+            elif isinstance(self.stage_lrs, list) and not all(_positive(v) for v in self.stage_lrs):
+                out.append(f"stage_lrs {self.stage_lrs!r} must be finite numbers > 0")
+        if self.renderer is not None and not isinstance(self.renderer, str):
+            out.append(f"renderer {self.renderer!r} is not a name")
+        out += [f"tensor extra.{k} contains NaN or infinite values" for k, v in self.extra.items()
+                if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if spec is None:
+            return out
+        if self.renderer is None and x.ndim in (4, 5) and tuple(x.shape[1:]) != spec.shape:
+            out.append(f"images are {'x'.join(map(str, x.shape[1:]))}, {spec.name} is "
+                       f"{'x'.join(map(str, spec.shape))}")
+        k = spec.n_classes
+        if y.is_floating_point() and y.ndim == 2 and y.shape[1] != k:
+            out.append(f"soft labels have {y.shape[1]} classes, {spec.name} has {k}")
+        elif not y.is_floating_point() and y.ndim == 1 and len(y) and int(y.max()) >= k:
+            out.append(f"a label is {int(y.max())}, {spec.name} has classes 0..{k - 1}")
+        return out
 
     @property
     def label_type(self) -> str:
@@ -100,9 +165,8 @@ class SyntheticSet:
         header = {"format": FORMAT, "version": __version__, "lr": self.lr, "stages": self.stages,
                   "stage_lrs": self.stage_lrs, "renderer": self.renderer, "label_type": self.label_type,
                   "meta": self.meta}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"mddbench": json.dumps(header, default=str)})
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"mddbench": json.dumps(header, default=str)})
         return path
 
     @classmethod
@@ -125,12 +189,25 @@ class SyntheticSet:
             raise ArtifactError(f"{path}: unsupported format {found!r}, expected {FORMAT}")
         if "images" not in tensors or "labels" not in tensors:
             raise ArtifactError(f"{path} lacks images or labels")
+        # float16/float64 files train in float32, as every set a method makes does (exact for float16)
+        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
         try:
-            return cls(tensors["images"], tensors["labels"], header.get("lr"), header.get("stages"),
-                       header.get("stage_lrs"), header.get("renderer"), extra, dict(header.get("meta") or {}))
+            synset = cls(tensors["images"], tensors["labels"], header.get("lr"), header.get("stages"),
+                         header.get("stage_lrs"), header.get("renderer"), extra, dict(header.get("meta") or {}),
+                         source=str(path))
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"{path} has malformed mddbench metadata ({type(exc).__name__}: {exc})") from exc
+        synset.check()
+        return synset
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

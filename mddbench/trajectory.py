@@ -22,6 +22,7 @@ from .budgets import Budget
 from .data import DatasetSpec
 from .errors import ConfigError
 from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
+from .limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from .loop import distill_loop
 from .method import Method, Task
 from .synset import SyntheticSet
@@ -79,6 +80,9 @@ class TrajectoryMatching(Method):
         lr_teacher=0.01, momentum_img=0.5, batch_syn=0, init="real", dsa_strategy=DEFAULT_STRATEGY,
         model="convnet", unroll_memory="full", expert_alpha=0.3, expert_rho=0.01,
         experts="default")  # "sgd" or "flat" to match other experts than the method's own (e.g. MTT on flat ones)
+    limits = dict(iterations=NON_NEGATIVE, syn_steps=AT_LEAST_1, expert_epochs=AT_LEAST_1, max_start_epoch=AT_LEAST_1,
+                  lr_img=POSITIVE, lr_lr=NON_NEGATIVE, lr_teacher=POSITIVE, momentum_img=MOMENTUM,
+                  batch_syn=NON_NEGATIVE, expert_alpha=NON_NEGATIVE, expert_rho=NON_NEGATIVE)  # batch_syn 0: all
     budgets = {
         "quick": dict(iterations=100, syn_steps=lambda hp, b: min(hp["syn_steps"], 20), max_start_epoch=fit_start),
         "smoke": dict(iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=fit_start),

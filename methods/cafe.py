@@ -54,6 +54,7 @@ from mddbench.augment import DEFAULT_STRATEGY, DSA
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
+from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
 from mddbench.method import Method, Task
 from mddbench.methods.dm import class_views, dsa_or_none, per_class, siamese_batches
@@ -156,6 +157,10 @@ class CAFE(Method):
         batch_acc=128, init="noise", dsa=False, dsa_strategy=DEFAULT_STRATEGY, model="convnet",
         shallow_weight=0.1, deep_weight=1.0, output_weight=1.0, inner_weight=0.01,
         lambda_1=0.04, lambda_2=0.03, window=10, max_outer=50, max_inner=50)
+    limits = dict(iterations=NON_NEGATIVE, lr_img=POSITIVE, momentum_img=MOMENTUM, lr_net=POSITIVE,
+                  batch_real=AT_LEAST_1, batch_train=AT_LEAST_1, batch_acc=AT_LEAST_1, shallow_weight=NON_NEGATIVE,
+                  deep_weight=NON_NEGATIVE, output_weight=NON_NEGATIVE, inner_weight=NON_NEGATIVE,
+                  window=AT_LEAST_1, max_outer=AT_LEAST_1, max_inner=AT_LEAST_1)
     budgets = {
         "quick": dict(iterations=40, batch_real=64, batch_acc=32, window=3, max_outer=5, max_inner=5),
         "smoke": dict(iterations=10, batch_real=8, batch_acc=4, window=2, max_outer=2, max_inner=2),

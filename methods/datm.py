@@ -41,6 +41,7 @@ from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.experts import Trajectories
+from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.trajectory import TrajectoryMatching, fit_start, ipc_band
@@ -135,6 +136,8 @@ class DATM(TrajectoryMatching):
     label_type = "soft"  # evaluated with its learned label logits (soft cross-entropy)
     defaults = dict(TrajectoryMatching.defaults, iterations=10000, init="correct", momentum_y=0.9,
                     **DATM_ROWS[10])
+    limits = dict(momentum_y=MOMENTUM, lr_y=NON_NEGATIVE, threshold=NON_NEGATIVE, min_start_epoch=NON_NEGATIVE,
+                  current_max_start_epoch=AT_LEAST_1, expansion_end_epoch=AT_LEAST_1)
     budgets = {name: _scaled_window(base) for name, base in TrajectoryMatching.budgets.items()}
 
     def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:

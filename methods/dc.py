@@ -51,6 +51,7 @@ import torch
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
+from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
 from mddbench.method import Method, Task
 from mddbench.networks import has_batchnorm
@@ -132,6 +133,9 @@ class DC(Method):
     defaults: dict[str, Any] = dict(
         iterations=1000, lr_img=0.1, momentum_img=0.5, lr_net=0.01, batch_real=256, batch_train=256,
         outer_loop=10, inner_loop=50, init="noise", dis_metric="ours", model="convnet", bn_images=16)
+    limits = dict(iterations=NON_NEGATIVE, lr_img=POSITIVE, momentum_img=MOMENTUM, lr_net=POSITIVE,
+                  batch_real=AT_LEAST_1, batch_train=AT_LEAST_1, outer_loop=AT_LEAST_1, inner_loop=NON_NEGATIVE,
+                  bn_images=AT_LEAST_1)
     budgets = {
         "quick": dict(iterations=lambda hp, b: max(1, 100 // hp["outer_loop"]),
                       inner_loop=lambda hp, b: max(1, hp["inner_loop"] // 10), batch_real=64),

@@ -23,6 +23,7 @@ import torch
 
 from mddbench.augment import DEFAULT_STRATEGY, DSA
 from mddbench.data import DatasetSpec
+from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
 from mddbench.method import Method, Task
 from mddbench.networks import has_batchnorm
@@ -94,6 +95,7 @@ class DM(Method):
     defaults: dict[str, Any] = dict(
         iterations=20000, lr_img=1.0, momentum_img=0.5, batch_real=256, init="real",
         dsa_strategy=DEFAULT_STRATEGY, model="convnet")
+    limits = dict(iterations=NON_NEGATIVE, lr_img=POSITIVE, momentum_img=MOMENTUM, batch_real=AT_LEAST_1)
     budgets = {
         "quick": dict(iterations=200, batch_real=128),
         "smoke": dict(iterations=10, batch_real=16),

@@ -25,6 +25,7 @@ import torch
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
+from mddbench.limits import FRACTION
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.synset import SyntheticSet
@@ -62,6 +63,7 @@ class FTD(TrajectoryMatching):
     summary = "trajectory matching on flat (GSAM) experts, returns an EMA of the synthetic images"
     flat_experts = True
     defaults = dict(TrajectoryMatching.defaults, iterations=PAPER_ITERATIONS, ema_decay=0.9995)
+    limits = dict(ema_decay=FRACTION)
     budgets = {"quick": _budget("quick"), "smoke": _budget("smoke")}
 
     def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:

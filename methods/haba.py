@@ -47,6 +47,7 @@ from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.experts import Trajectories
+from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
 from mddbench.method import Task
 from mddbench.networks import init_parameters
@@ -215,6 +216,10 @@ class HaBa(TrajectoryMatching):
         n_style=5, single_channel=False, count_hallucinators=False, lr_style=100.0, momentum_style=0.95,
         momentum_lr=0.9, min_syn_lr=0.001, lambda_club=0.1, lambda_cls=1.0, lambda_likeli=0.1,
         lambda_contrast=0.1, temperature=0.07, lr_extractor=0.001, momentum_extractor=0.9)
+    limits = dict(n_style=AT_LEAST_1, lr_style=POSITIVE, momentum_style=MOMENTUM, momentum_lr=MOMENTUM,
+                  min_syn_lr=POSITIVE, lambda_club=NON_NEGATIVE, lambda_cls=NON_NEGATIVE, lambda_likeli=NON_NEGATIVE,
+                  lambda_contrast=NON_NEGATIVE, temperature=POSITIVE, lr_extractor=POSITIVE,
+                  momentum_extractor=MOMENTUM)
     budgets = {
         "quick": dict(TrajectoryMatching.budgets["quick"], iterations=30,
                       syn_steps=lambda hp, b: min(hp["syn_steps"], 10)),

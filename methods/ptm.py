@@ -33,6 +33,7 @@ import torch
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
+from mddbench.limits import AT_LEAST_1, FRACTION, NON_NEGATIVE
 from mddbench.loop import distill_loop
 from mddbench.method import Task
 from mddbench.registry import register_method
@@ -121,6 +122,8 @@ class PTM(TrajectoryMatching):
         TrajectoryMatching.defaults, iterations=5000, end_epoch=10, steps_per_epoch=10, max_syn_steps=100,
         beta1=1.0, beta2=0.01, overlap_sigma=0.0, overlap=True, retrain=True, retrain_points=2,
         schedule="progressive", backend_p=0.0)
+    limits = dict(end_epoch=AT_LEAST_1, steps_per_epoch=AT_LEAST_1, max_syn_steps=AT_LEAST_1, beta1=NON_NEGATIVE,
+                  beta2=NON_NEGATIVE, overlap_sigma=NON_NEGATIVE, retrain_points=AT_LEAST_1, backend_p=FRACTION)
     budgets = {
         "quick": dict(iterations=120, end_epoch=6, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 4),
                       max_syn_steps=24),

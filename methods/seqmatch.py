@@ -39,13 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from mddbench.atomic import replacing
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.evaluate import EvalConfig, train_on_synset
-from mddbench.experts import Trajectories, train_expert
+from mddbench.experts import Trajectories, read_trajectory, train_expert
+from mddbench.limits import AT_LEAST_1, POSITIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.seeding import generator as seeded
@@ -121,6 +123,8 @@ class SeqMatch(TrajectoryMatching):
     defaults: dict[str, Any] = dict(
         TrajectoryMatching.defaults, n_subsets=2, lr_teacher_later=0.01, stage_max_start=[18, 8],
         stage_expert_epochs=20, stage_experts=100, prev_train_epochs=1000)
+    limits = dict(n_subsets=AT_LEAST_1, lr_teacher_later=POSITIVE, stage_max_start=AT_LEAST_1,
+                  stage_expert_epochs=AT_LEAST_1, stage_experts=AT_LEAST_1, prev_train_epochs=AT_LEAST_1)
     budgets = {
         "quick": dict(TrajectoryMatching.budgets["quick"], iterations=20,  # per stage
                       stage_experts=lambda hp, b: min(hp["stage_experts"], b.experts),
@@ -175,8 +179,9 @@ class SeqMatch(TrajectoryMatching):
         trajectories = []
         for i in range(hp["stage_experts"]):
             path = folder / f"expert_{i:03d}.safetensors" if folder is not None else None
-            if path is not None and path.is_file():
-                trajectories.append(load_file(str(path))["trajectory"])
+            cached = read_trajectory(path, hp["stage_expert_epochs"]) if path is not None else None
+            if cached is not None:  # a broken file is set aside and the expert built again
+                trajectories.append(cached)
                 continue
             net = task.network(generator=seeded(key, "init", i))
             data_gen = seeded(key, "data", i)
@@ -186,8 +191,8 @@ class SeqMatch(TrajectoryMatching):
                 raise ConfigError(f"seqmatch stage {k} expert {i} diverged; lower lr_teacher_later or the image lr")
             if path is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                save_file({"trajectory": traj.contiguous()}, str(path.with_suffix(".tmp")))
-                path.with_suffix(".tmp").replace(path)
+                with replacing(path) as tmp:
+                    save_file({"trajectory": traj.contiguous()}, str(tmp))
             trajectories.append(traj)
         return Trajectories(trajectories, {"key": key, "stage": k, **ident})
 

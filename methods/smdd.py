@@ -29,6 +29,7 @@ import torch
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
+from mddbench.limits import NON_NEGATIVE, Limit
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.trajectory import TrajectoryMatching
@@ -50,11 +51,10 @@ def prune_mask(discrepancy: torch.Tensor, ratio: float, threshold: float | None 
 class SMDD(TrajectoryMatching):
     summary = "MTT pruning hard-to-match parameters from the loss (reconstruction: the official repo has no pruning)"
     defaults = dict(TrajectoryMatching.defaults, prune_ratio=0.01, prune_threshold=None, prune_cumulative=False)
+    limits = dict(prune_ratio=Limit(0, 1, high_open=True), prune_threshold=NON_NEGATIVE)
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)
-        if not 0.0 <= hp["prune_ratio"] < 1.0:
-            raise ConfigError(f"prune_ratio must lie in [0, 1), got {hp['prune_ratio']}")
         if hp["prune_threshold"] is not None and not (isinstance(hp["prune_threshold"], (int, float))
                                                       and hp["prune_threshold"] >= 0):
             raise ConfigError(f"prune_threshold must be null or a number >= 0, got {hp['prune_threshold']!r}")

@@ -1,0 +1,73 @@
+"""One safe way to write every file mddbench owns: into a temporary file beside it, then renamed over it.
+
+A reader (or a process killed mid-write) therefore sees the old file or the new one, never half of
+one. The temporary name is hidden and unique per process, so concurrent writers never share one,
+and globs for the real files (``expert_*.safetensors``, ``it*.safetensors``) never match it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed over it if the block succeeds and removed otherwise.
+
+    The block writes the temporary file by any means (``torch.save``, ``save_file``, ``np.savez``).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of :func:`replacing`'s temporary files (a write in progress, or left by a crash)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", newline: str | None = None) -> Path:
+    path = Path(path)
+    with replacing(path) as tmp:
+        with open(tmp, "w", encoding=encoding, newline=newline) as f:
+            f.write(text)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any, **dumps: Any) -> Path:
+    return write_text(path, json.dumps(obj, **dumps))
+
+
+def set_aside(path: str | os.PathLike, why: str = "corrupt") -> Path:
+    """Rename a broken file to ``NAME.corrupt`` (numbered when taken) so it is kept, not used; return the new path."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.{why}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{why}{n}")
+    os.replace(path, target)
+    return target
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file to disk before the rename, so a power cut cannot leave a renamed but empty file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

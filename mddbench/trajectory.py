@@ -92,15 +92,19 @@ class TrajectoryMatching(Method):
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)
+        self.check_window(hp, budget)
+        if hp["unroll_memory"] not in ("full", "constant"):
+            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
+        if hp.get("experts", "default") not in ("default", "sgd", "flat"):
+            raise ConfigError("experts is 'default' (the method's own), 'sgd' (MTT's) or 'flat' (FTD's GSAM experts)")
+
+    def check_window(self, hp: dict, budget: Budget) -> None:
+        """The segments this method draws must fit the budget's expert trajectories."""
         need = hp["max_start_epoch"] + hp["expert_epochs"]
         if need > budget.expert_epochs:
             raise ConfigError(f"{self.name}: max_start_epoch {hp['max_start_epoch']} + expert_epochs "
                               f"{hp['expert_epochs']} needs trajectories of {need} epochs, the {budget.name} budget's "
                               f"experts have {budget.expert_epochs}")
-        if hp["unroll_memory"] not in ("full", "constant"):
-            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
-        if hp.get("experts", "default") not in ("default", "sgd", "flat"):
-            raise ConfigError("experts is 'default' (the method's own), 'sgd' (MTT's) or 'flat' (FTD's GSAM experts)")
 
     # ------------------------------------------------------------------------------------- hooks
     def recipe(self, hp: dict) -> ExpertRecipe:

@@ -141,17 +141,17 @@ class PTM(TrajectoryMatching):
         return {"steps_per_epoch": per_epoch, "lr_lr": 0.0}
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
-        if spec.dims == 3 and not self.supports_3d:
-            raise ConfigError("ptm does not support 3D")
-        if hp["end_epoch"] > budget.expert_epochs:
-            raise ConfigError(f"ptm: end_epoch {hp['end_epoch']} exceeds the {budget.name} budget's expert "
-                              f"trajectories ({budget.expert_epochs} epochs)")
+        super().check(hp, spec, ipc, budget)  # the family's checks: 3D support, unroll memory, experts
         if hp["schedule"] not in ("progressive", "random"):
             raise ConfigError("ptm: schedule is 'progressive' (the method) or 'random' (Figure 1b's baseline)")
         if hp["iterations"] < hp["end_epoch"]:
             raise ConfigError("ptm: iterations must be at least end_epoch (one iteration per stage)")
-        if hp["unroll_memory"] not in ("full", "constant"):
-            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
+
+    def check_window(self, hp: dict, budget: Budget) -> None:
+        """PTM matches epochs 0..end_epoch (the random schedule draws its segments inside them too)."""
+        if hp["end_epoch"] > budget.expert_epochs:
+            raise ConfigError(f"ptm: end_epoch {hp['end_epoch']} exceeds the {budget.name} budget's expert "
+                              f"trajectories ({budget.expert_epochs} epochs)")
 
     def segment(self, it: int, task: Task, experts) -> tuple[int, int, int]:
         hp, g = task.hp, task.generator

@@ -127,3 +127,20 @@ def test_matching_loss_falls_and_beats_noise(tmp_path, expert_cache):
         assert falls(stage, window=5), stage
     data = load("tiny28")
     assert small_eval(synset, data) > small_eval(noise_like(synset), data) + 0.05
+
+
+@pytest.mark.parametrize("hp, message", [
+    ({"experts": "sgdd"}, "experts is 'default'"),  # a typo used to fall back to SGD experts silently
+    ({"unroll_memory": "tesla"}, "unroll_memory"),
+    ({"end_epoch": 13}, "end_epoch 13 exceeds the quick budget's"),
+])
+def test_check_runs_the_family_checks(hp, message):
+    from mddbench.budgets import get_budget
+    from mddbench.errors import ConfigError
+    from mddbench.registry import DATASETS, METHODS
+
+    ptm = METHODS.get("ptm")()
+    spec = DATASETS.get("tiny28")
+    with pytest.raises(ConfigError, match=message):
+        ptm.resolve(spec, 2, get_budget("quick"), hp)
+    assert ptm.resolve(spec, 2, get_budget("quick"), {"experts": "sgd"})["experts"] == "sgd"

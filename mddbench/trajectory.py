@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from .augment import DEFAULT_STRATEGY
-from .budgets import Budget
+from .budgets import Budget, official_share
 from .data import DatasetSpec
 from .errors import ConfigError
 from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
@@ -80,7 +80,8 @@ class TrajectoryMatching(Method):
         model="convnet", unroll_memory="full", expert_alpha=0.3, expert_rho=0.01,
         experts="default")  # "sgd" or "flat" to match other experts than the method's own (e.g. MTT on flat ones)
     budgets = {
-        "quick": dict(iterations=100, syn_steps=lambda hp, b: min(hp["syn_steps"], 20), max_start_epoch=fit_start),
+        "quick": dict(iterations=official_share, syn_steps=lambda hp, b: min(hp["syn_steps"], 20),
+                      max_start_epoch=fit_start),
         "smoke": dict(iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=fit_start),
     }
 

@@ -216,8 +216,7 @@ class HaBa(TrajectoryMatching):
         momentum_lr=0.9, min_syn_lr=0.001, lambda_club=0.1, lambda_cls=1.0, lambda_likeli=0.1,
         lambda_contrast=0.1, temperature=0.07, lr_extractor=0.001, momentum_extractor=0.9)
     budgets = {
-        "quick": dict(TrajectoryMatching.budgets["quick"], iterations=30,
-                      syn_steps=lambda hp, b: min(hp["syn_steps"], 10)),
+        "quick": dict(TrajectoryMatching.budgets["quick"], syn_steps=lambda hp, b: min(hp["syn_steps"], 10)),
         "smoke": dict(TrajectoryMatching.budgets["smoke"]),
     }
 

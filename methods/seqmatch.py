@@ -117,12 +117,13 @@ class _Stage(TrajectoryMatching):
 
 @register_method("seqmatch")
 class SeqMatch(TrajectoryMatching):
+    work_unit = "iterations per stage"
     summary = "sequential subset matching: K subsets, each matched to later-stage experts, evaluated in sequence"
     defaults: dict[str, Any] = dict(
         TrajectoryMatching.defaults, n_subsets=2, lr_teacher_later=0.01, stage_max_start=[18, 8],
         stage_expert_epochs=20, stage_experts=100, prev_train_epochs=1000)
     budgets = {
-        "quick": dict(TrajectoryMatching.budgets["quick"], iterations=20,  # per stage
+        "quick": dict(TrajectoryMatching.budgets["quick"],  # iterations: per stage
                       stage_experts=lambda hp, b: min(hp["stage_experts"], b.experts),
                       stage_expert_epochs=_scale_stage_epochs, prev_train_epochs=_scale_prev_epochs,
                       stage_max_start=_fit_stage_starts),

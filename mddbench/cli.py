@@ -37,8 +37,10 @@ def cmd_list(args) -> None:
     elif args.what == "networks":
         print("\n".join(NETWORKS.names(args.pattern)))
     else:
-        _print_rows(["budget", "eval models", "eval epochs", "real epochs", "experts", "expert epochs"],
-                    [(b.name, b.eval_models, b.eval_epochs, b.real_epochs, b.experts, b.expert_epochs)
+        _print_rows(["budget", "version", "eval models", "eval epochs", "real epochs", "experts", "expert epochs",
+                     "iterations"],
+                    [(b.name, b.version, b.eval_models, b.eval_epochs, b.real_epochs, b.experts, b.expert_epochs,
+                      "each method's own" if b.share is None else f"{100 * b.share:g} % of official")
                      for b in BUDGETS.values()])
     for name, why in METHODS.failures.items():
         print(f"! plugin {name} failed to load: {why}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .budgets import budget_label
+from .budgets import budget_label, record_budget_version
 from .class_balance import majority_dominated, majority_share
 from .errors import ConfigError
 from .results import METRIC_NAMES
@@ -342,7 +342,8 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
                    peak_memory_mb=r.get("peak_memory_mb"), device=r.get("device"))
         rows.append(row)
     columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "budget_version",
-               "protocol", "seed", "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged", "val_acc_mean",
+               "protocol", "seed", "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged",
+               "val_acc_mean",
                "auc_mean", "balanced_acc_mean", "iterations", "updates", "distill_seconds", "peak_memory_mb",
                "device"]
     return pd.DataFrame(rows, columns=columns)
@@ -379,8 +380,8 @@ def _write_table(out_dir: Path, stem: str, csv_df: pd.DataFrame, md_df: pd.DataF
             _write(out_dir / f"{stem}.md", to_markdown(md_df, title, notes, records))]
 
 
-def _cell_notes(protocol: str, budget: str, eval_note: str) -> list[str]:
-    return [f"Protocol `{protocol}`, budget `{budget}`, {eval_note}.",
+def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) -> list[str]:
+    return [f"Protocol `{protocol}`, budget `{budget}` (its definition version {version}), {eval_note}.",
             "Cells: mean ± std (numpy, ddof=0) in points over the per-model values of all seeds pooled; "
             f"[lo, hi] = {LEVEL * 100:.0f} % confidence interval of the mean, a t-interval over the seed means (each "
             "seed's mean over its models; none for one seed); n = number of trained evaluation models.",
@@ -425,6 +426,7 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
     several_protocols = len({p for p, _ in scopes}) > 1
     for protocol, budget in scopes:
         recs = _scope(records, "test_acc", budget, protocol)
+        version = record_budget_version(recs[0])
         suffix = f"{protocol}_{budget}" if several_protocols else budget
         used = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
         for metric, stem in (("test_acc", f"main_{suffix}"), ("balanced_acc", f"main_{suffix}_balanced_acc")):
@@ -432,7 +434,7 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
             paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside),
                                   main_table(used, metric, bold=True, balanced_beside=beside),
                                   f"Main leaderboard: {METRIC_LABELS[metric]} (%), ConvNet",
-                                  _cell_notes(protocol, budget, "evaluated on ConvNet")
+                                  _cell_notes(protocol, budget, "evaluated on ConvNet", version)
                                   + (_balanced_note(used) if beside else []), used)
         varied = [r for r in recs if r["eval_model"] == "convnet"]
         if any(variant(r) for r in varied):
@@ -442,7 +444,8 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
                                       variants_table(varied, metric, bold=True),
                                       f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
                                       _cell_notes(protocol, budget, "rows in [brackets] are runs with the "
-                                                  "hyperparameter overrides or distillation time budget shown"),
+                                                  "hyperparameter overrides or distillation time budget shown",
+                                                  version),
                                       [r for r in varied if variant(r)])
         recs = [r for r in recs if not variant(r)]
         cross = {(r["dataset"], r["ipc"]) for r in recs if r["eval_model"] != "convnet"}
@@ -452,7 +455,8 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
             paths += _write_table(out, f"cross_arch_{suffix}", cross_arch_table(used, None),
                                   cross_arch_table(used, None, bold=True),
                                   "Cross-architecture leaderboard: test accuracy (%)",
-                                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks"),
+                                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks",
+                                              version),
                                   used)
     rvr = reported_vs_reproduced(records, paper_csv)
     notes = ["The paper's reported test accuracy (mean ± std in points; the paper writes std as a fraction) "

@@ -139,7 +139,8 @@ class PTM(TrajectoryMatching):
         beta1=1.0, beta2=0.01, overlap_sigma=0.0, overlap=True, overlap_loss=True, retrain=True, retrain_points=2,
         schedule="progressive", backend_p=0.0)
     budgets = {
-        "quick": dict(iterations=official_share, end_epoch=6, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 4),
+        "quick": dict(iterations=official_share, end_epoch=6,
+                      steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 4),
                       max_syn_steps=24),
         "smoke": dict(iterations=6, end_epoch=2, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 2),
                       max_syn_steps=4),

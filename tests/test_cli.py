@@ -107,9 +107,8 @@ def test_run_real_on_breastmnist(tmp_path, capsys):
     assert rc == 0 and "real" in out and "breastmnist" in out
     [record] = ResultStore(tmp_path / "results.sqlite").records()
     assert record["ipc"] == "full" and record["data_checksum"] == BREAST_MD5
-    # smoke: 1 epoch, raised to the 20 steps a one-batch synthetic set gets (546 images: 3 steps per epoch)
-    assert record["eval_config"]["epochs"] == 7 and record["eval_config"]["min_steps"] == 20
-    assert record["metrics"]["test_acc"]["n"] == 2
+    assert record["eval_config"]["epochs"] == 1 and record["metrics"]["test_acc"]["n"] == 2  # smoke budget
+    assert record["eval_config"]["min_steps"] == 0  # smoke keeps 1 epoch (quick: at least 900 steps)
     assert record["artifact"] is None  # real patient images are never written out
     assert not list(tmp_path.rglob("*.safetensors"))
 

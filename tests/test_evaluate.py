@@ -146,4 +146,5 @@ def test_min_steps_raises_the_epochs_of_a_set_of_several_batches():
     assert cfg.for_set(4708).epochs == 30  # 19 batches: 30 epochs are already 570 steps
     assert cfg.for_set(4).epochs == 300 and EvalConfig(epochs=300).for_set(4).epochs == 300
     quick = get_budget("quick")
-    assert METHODS.get("real")().eval_overrides(quick) == {"epochs": 30, "lr": 0.01, "min_steps": 300}
+    assert METHODS.get("real")().eval_overrides(quick) == {"epochs": 30, "lr": 0.01, "min_steps": 900}
+    assert EvalConfig(epochs=30, min_steps=900).for_set(546).epochs == 300  # BreastMNIST at quick

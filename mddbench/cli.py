@@ -24,7 +24,9 @@ def cmd_list(args) -> None:
             METHODS.load_file(path)
         except MddError as exc:  # listed with the other failures below; the rest still lists
             METHODS.failures.setdefault(str(path), str(exc))
-    if args.what == "methods":
+    if args.what == "methods" and args.budget:
+        _print_shares(args)
+    elif args.what == "methods":
         methods = [(n, METHODS.get(n)) for n in METHODS.names(args.pattern)]
         rows = [(n, cls.label_type, getattr(cls, "summary", "")) for n, cls in methods]
         _print_rows(["method", "labels", "summary"], rows)
@@ -36,11 +38,27 @@ def cmd_list(args) -> None:
     elif args.what == "networks":
         print("\n".join(NETWORKS.names(args.pattern)))
     else:
-        _print_rows(["budget", "eval models", "eval epochs", "real epochs", "experts", "expert epochs"],
-                    [(b.name, b.eval_models, b.eval_epochs, b.real_epochs, b.experts, b.expert_epochs)
+        _print_rows(["budget", "version", "eval models", "eval epochs", "real epochs", "experts", "expert epochs",
+                     "iterations"],
+                    [(b.name, b.version, b.eval_models, b.eval_epochs, b.real_epochs, b.experts, b.expert_epochs,
+                      "each method's own" if b.share is None else f"{100 * b.share:g} % of official")
                      for b in BUDGETS.values()])
     for name, why in METHODS.failures.items():
         print(f"! plugin {name} failed to load: {why}", file=sys.stderr)
+
+
+def _print_shares(args) -> None:
+    from .budgets import get_budget
+    from .data import get_spec
+    from .parity import PARITY_FACTOR, shares, spread
+    from .registry import METHODS
+
+    budget = get_budget(args.budget)
+    found = shares(get_spec(args.dataset), args.ipc, budget, METHODS.names(args.pattern))
+    _print_rows(["method", "iterations", "official", "share", "unit", "also scaled at this budget"],
+                [(s.method, s.iterations, s.official, f"{100 * s.share:.2f} %", s.unit, s.also) for s in found])
+    print(f"\n{budget.name} (version {budget.version}) on {args.dataset} ipc {args.ipc}: largest / smallest share "
+          f"{spread(found):.2f} (parity allows {PARITY_FACTOR:g})")
 
 
 def cmd_info(args) -> None:
@@ -288,6 +306,14 @@ def cmd_buffers(args) -> None:
     traj = provider(recipe)
     print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
           f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
+    if args.report:
+        from .expert_quality import report_rows, snapshot_scores
+
+        counts = data.y["val"].bincount(minlength=data.spec.n_classes)
+        print(f"\nval split: {len(data.y['val'])} images, majority class {100 * counts.max() / counts.sum():.1f} %; "
+              f"a majority-class predictor scores {100 / data.spec.n_classes:.1f} % balanced accuracy")
+        _print_rows(["epoch", "val acc", "val bal acc (mean)", "min", "max", "most predicted class"],
+                    report_rows(snapshot_scores(traj, data, recipe.for_budget(provider.budget), provider.device)))
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -356,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", default="methods", choices=["methods", "datasets", "networks", "budgets"])
     p.add_argument("--pattern", default="*", help="glob filter, e.g. 'organ*'")
     p.add_argument("--plugin", action="append", metavar="FILE.py")
+    p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones")
+    p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset (default: breastmnist)")
+    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class (default: 2)")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")
@@ -453,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true", help="FTD's flat (GSAM) experts instead of MTT's SGD experts")
     p.add_argument("--experts", type=option(int, AT_LEAST_1), help="number of experts (default: the budget's)")
     p.add_argument("--epochs", type=option(int, AT_LEAST_1), help="epochs per expert (default: the budget's)")
+    p.add_argument("--report", action="store_true",
+                   help="print every expert epoch's val accuracy and balanced accuracy (mean, min, max over experts)")
     _common(p, plugins=False)
     p.set_defaults(fn=cmd_buffers)
     return parser

@@ -11,6 +11,7 @@ with the same numbers up to float rounding. Both engines run the one loop :func:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
@@ -44,6 +45,7 @@ class EvalConfig:
     weight_decay: float = 5e-4
     dsa_strategy: str = DEFAULT_STRATEGY
     protocol: str = PROTOCOL
+    min_steps: int = 0  # train at least this many SGD steps: more epochs for a set of several batches
 
     def __post_init__(self):
         for name, limit in (("n_models", AT_LEAST_1), ("epochs", AT_LEAST_1), ("lr", POSITIVE), ("batch", AT_LEAST_1),
@@ -52,6 +54,11 @@ class EvalConfig:
 
     def with_(self, **kw) -> "EvalConfig":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def for_set(self, n_images: int) -> "EvalConfig":
+        """The config with ``epochs`` raised so that ``n_images`` give at least ``min_steps`` SGD steps."""
+        per_epoch = max(1, math.ceil(n_images / self.batch))
+        return replace(self, epochs=max(self.epochs, math.ceil(self.min_steps / per_epoch)))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -202,6 +209,7 @@ def evaluate(synset: SyntheticSet, data: RealData, config: EvalConfig = EvalConf
     device = torch.device(device)
     spec = data.spec
     synset.check(spec)  # a set made for other data, or crafted, is refused before any training
+    config = config.for_set(len(synset.images))
     start = time.perf_counter()
 
     def network(i: int) -> torch.nn.Module:

@@ -1,7 +1,9 @@
 """Leaderboards rendered from result records (never typed by hand).
 
 A cell pools the per-model values of every record (every seed) that falls into it: mean and
-numpy std (ddof=0) over the pooled values, in points (x100), with n the number of pooled values.
+numpy std (ddof=0) over the pooled values, in points (x100), with n the number of pooled values; its
+95 % confidence interval and the column's verdict (bold or tie) come from the seed means
+(:mod:`mddbench.significance`).
 The ``real`` row (ipc "full") has no ipc of its own: it is repeated in every column of its dataset
 (and eval model), or gets a "<dataset> full" column when nothing else ran on that dataset.
 """
@@ -18,8 +20,11 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_text
+from .budgets import budget_label, record_budget_version
+from .class_balance import majority_dominated, majority_share
 from .errors import ConfigError
 from .results import METRIC_NAMES
+from .significance import ALPHA, LEVEL, t_interval, verdict
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 METHOD_ORDER = ("random", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
@@ -36,25 +41,46 @@ RowKey = tuple[str, str, str]  # (method, label_type, variant)
 
 @dataclass(frozen=True)
 class Stat:
-    """A pooled cell, in points; ``diverged`` models have no score and are not in ``n``."""
+    """A pooled cell, in points; ``diverged`` models have no score and are not in ``n``.
+
+    ``seeds``: the mean of each seed's models (the unit the interval and the tests use);
+    ``never_updated``: how many of ``records`` say their set never changed (``updates == 0``).
+    """
     mean: float
     std: float
     n: int
     diverged: int = 0
+    seeds: tuple[float, ...] = ()
+    never_updated: int = 0
+    records: int = 0
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return t_interval(self.seeds)
+
+
+def _points(values: Iterable[Any]) -> np.ndarray:
+    x = np.array([v for v in values if v is not None], dtype=float) * 100
+    return x[np.isfinite(x)]  # an undefined AUC (one-class split) has no value either
 
 
 def pool(records: Iterable[Record], metric: str = "test_acc") -> Stat:
-    """Pool the per-model values of ``records``: mean, std (ddof=0) and count, in points."""
+    """Pool the per-model values of ``records``: mean, std (ddof=0) and count, in points, and the seed means."""
     records = list(records)
     everything = [v for r in records for v in r["metrics"][metric]["per_model"]]
     if not everything:
         raise ConfigError(f"no {metric} values to pool")
-    values = np.array([v for v in everything if v is not None], dtype=float) * 100
-    values = values[np.isfinite(values)]  # an undefined AUC (one-class split) has no value either
+    values = _points(everything)
     diverged = sum(r["metrics"][metric].get("diverged", 0) for r in records)
+    never = sum(1 for r in records if r.get("updates") == 0)
     if values.size == 0:
-        return Stat(math.nan, math.nan, 0, diverged)
-    return Stat(float(values.mean()), float(values.std()), int(values.size), diverged)
+        return Stat(math.nan, math.nan, 0, diverged, never_updated=never, records=len(records))
+    by_seed: dict[Any, list] = defaultdict(list)
+    for r in records:
+        by_seed[r.get("seed")] += r["metrics"][metric]["per_model"]
+    seeds = tuple(float(x.mean()) for x in (_points(v) for _, v in sorted(by_seed.items(), key=lambda kv: str(kv[0])))
+                  if x.size)
+    return Stat(float(values.mean()), float(values.std()), int(values.size), diverged, seeds, never, len(records))
 
 
 def format_pm(mean: float, std: float) -> str:
@@ -62,15 +88,36 @@ def format_pm(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def _cell(stat: Stat | None, bold: bool = False) -> str:
-    """``"57.63 ± 1.00 (n=10)"``; models whose training diverged are counted, never averaged in."""
+TIE = "≈"
+
+
+def _never_updated(stat: Stat) -> str:
+    if not stat.never_updated:
+        return ""
+    if stat.never_updated == stat.records:
+        return ", never updated"
+    return f", {stat.never_updated} of {stat.records} seeds never updated"
+
+
+def _cell(stat: Stat | None, bold: bool = False, tie: bool = False, interval: bool = False) -> str:
+    """``"57.63 ± 1.00 (n=10)"``; models whose training diverged are counted, never averaged in.
+
+    ``interval``: ``"57.63 ± 1.00 [55.1, 60.2] (n=10, 2 seeds)"`` with the 95 % t-interval over seed means;
+    ``tie`` prefixes ``≈`` (the column's best is not significantly better than this cell).
+    """
     if stat is None:
         return ""
     if stat.n == 0:
-        return f"diverged ({stat.diverged}/{stat.diverged})"
+        return f"diverged ({stat.diverged}/{stat.diverged}){_never_updated(stat)}"
     pm = format_pm(stat.mean, stat.std)
+    pm = f"**{pm}**" if bold else f"{TIE} {pm}" if tie else pm
     diverged = f", {stat.diverged} diverged" if stat.diverged else ""
-    return f"{f'**{pm}**' if bold else pm} (n={stat.n}{diverged})"
+    if not interval:
+        return f"{pm} (n={stat.n}{diverged}{_never_updated(stat)})"
+    ci = stat.interval
+    ci = f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""
+    seeds = f", {len(stat.seeds)} seed{'s' if len(stat.seeds) != 1 else ''}"
+    return f"{pm}{ci} (n={stat.n}{seeds}{diverged}{_never_updated(stat)})"
 
 
 # --- ordering -------------------------------------------------------------------------------
@@ -132,23 +179,24 @@ def _col_order(key: ColKey) -> tuple:
 
 
 def _record_order(r: Record) -> tuple:
-    return (_col_order(_col_key(r)), _row_order(_row_key(r)), r["budget"], r["protocol"], r["seed"], r["job_id"])
+    return (_col_order(_col_key(r)), _row_order(_row_key(r)), budget_label(r), r["protocol"], r["seed"], r["job_id"])
 
 
 # --- selection ------------------------------------------------------------------------------
 
 def _scope(records: Iterable[Record], metric: str, budget: str | None, protocol: str | None) -> list[Record]:
-    """Records of one budget and protocol; None means "the only one present"."""
+    """Records of one budget (with its version: ``quick`` is version 1, ``quick_v2`` version 2) and protocol;
+    None means "the only one present"."""
     if metric not in METRIC_NAMES:
         raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
     records = list(records)
-    for field, value in (("budget", budget), ("protocol", protocol)):
+    for field, value, of in (("budget", budget, budget_label), ("protocol", protocol, lambda r: r["protocol"])):
         if value is None:
-            present = sorted({r[field] for r in records})
+            present = sorted({of(r) for r in records})
             if len(present) > 1:
                 raise ConfigError(f"records span several {field}s ({', '.join(present)}); choose one with {field}=")
         else:
-            records = [r for r in records if r[field] == value]
+            records = [r for r in records if of(r) == value]
     return records
 
 
@@ -160,6 +208,7 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
     """Rows = (method, label type, variant), columns = (dataset, ipc, eval model); ipc "full" spreads.
 
     ``note_of`` appends to a cell what its records share beyond the row (the variants table: time budgets).
+    ``bold`` renders for markdown: intervals, and the column's verdict (bold, or ``≈`` on tied cells).
     """
     cols = {_col_key(r) for r in records if r["ipc"] != "full"}
     spread = {(d, em) for d, _, em in cols}
@@ -172,26 +221,39 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
         for c in targets:
             cells[(row_of(r), c)].append(r)
     stats = {k: pool(v, metric) for k, v in cells.items()}
-    # the best cell of a column is bold; never real, nor a cell that lost models to divergence
-    contenders = {k: round(s.mean, 2) for k, s in stats.items() if k[0][0] != REAL and not s.diverged}
-    best: dict[ColKey, float] = {}
-    for (_, col), mean in contenders.items():
-        best[col] = max(best.get(col, -np.inf), mean)
+    # contenders for a column's verdict: never real, nor a cell that lost models to divergence
+    contenders = {k: s for k, s in stats.items() if k[0][0] != REAL and not s.diverged and s.n}
+    verdicts = {c: verdict({row: round(s.mean, 2) for (row, col), s in contenders.items() if col == c},
+                           {row: s.seeds for (row, col), s in contenders.items() if col == c}) for c in cols}
     rows = sorted({row_of(r) for r in records}, key=_row_order)
-    data = [[_cell(stats.get((row, c)), bold and contenders.get((row, c), np.nan) == best.get(c))
+    data = [[_cell(stats.get((row, c)), bold and verdicts[c].significant and verdicts[c].best == row,
+                   bold and row in verdicts[c].tied, interval=bold)
              + note_of(cells.get((row, c), [])) for c in cols] for row in rows]
     index = pd.Index([_row_label(row) for row in rows], name="method")
     return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
 
 
 def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
-               budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
+               budget: str | None = None, protocol: str | None = None, bold: bool = False,
+               balanced_beside: bool = False) -> pd.DataFrame:
     """The paper's layout: rows = methods, columns = "<dataset> ipc<k>", cells "mean ± std (n=N)".
 
-    ``bold`` marks the best mean per column (``real`` excluded) with ``**...**`` for markdown.
+    ``bold`` renders for markdown: the 95 % interval over seeds in each cell, the column's best in
+    ``**...**`` where it is significantly best (``real`` excluded), ``≈`` on tied cells otherwise.
+    ``balanced_beside``: after each column of a dataset whose test majority class exceeds half the test
+    split, the same column in balanced accuracy ("... bal. acc").
     """
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
-    return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
+    table = _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
+    if not balanced_beside or metric == "balanced_acc" or not any(majority_dominated(r["dataset"]) for r in records):
+        return table
+    balanced = _pivot(records, "balanced_acc", lambda c: f"{c[0]} {_ipc_label(c[1])} bal. acc", bold)
+    columns = []
+    for acc, bal in zip(table.columns, balanced.columns):
+        columns.append(table[acc])
+        if majority_dominated(acc.split(" ")[0]):
+            columns.append(balanced[bal])
+    return pd.concat(columns, axis=1)
 
 
 def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
@@ -229,7 +291,7 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
     ours: dict[tuple[str, str, str, str], dict[tuple[str, str, str], list[Record]]] = defaultdict(lambda: defaultdict(list))
     for r in (r for r in records if not variant(r)):  # ablations and time-matched runs are not the method
         ours[(r["dataset"], str(r["ipc"]), r["method"], r["eval_model"])][
-            (r["budget"], r["protocol"], r.get("label_type") or "hard")].append(r)
+            (budget_label(r), r["protocol"], r.get("label_type") or "hard")].append(r)
 
     def rows_for(table: str, key: tuple[str, str, str, str], reported: float | None, reported_std: float | None):
         dataset, ipc, method, eval_model = key
@@ -269,6 +331,7 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
     for r in sorted(records, key=_record_order):
         row = {k: r.get(k) for k in ("job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget",
                                      "protocol", "seed")}
+        row["budget_version"] = r.get("budget_version", 1)
         row["label_type"] = r.get("label_type") or "hard"
         row["variant"] = variant(r)
         test = pool([r], "test_acc")
@@ -279,8 +342,9 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
         row.update(iterations=r.get("iterations"), updates=r.get("updates"), distill_seconds=r.get("distill_seconds"),
                    peak_memory_mb=r.get("peak_memory_mb"), device=r.get("device"))
         rows.append(row)
-    columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "protocol", "seed",
-               "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged", "val_acc_mean",
+    columns = ["job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget", "budget_version",
+               "protocol", "seed", "label_type", "variant", "test_acc_mean", "test_acc_std", "test_acc_n", "diverged",
+               "val_acc_mean",
                "auc_mean", "balanced_acc_mean", "iterations", "updates", "distill_seconds", "peak_memory_mb",
                "device"]
     return pd.DataFrame(rows, columns=columns)
@@ -316,12 +380,30 @@ def _write_table(out_dir: Path, stem: str, csv_df: pd.DataFrame, md_df: pd.DataF
             _write(out_dir / f"{stem}.md", to_markdown(md_df, title, notes, records))]
 
 
-def _cell_notes(protocol: str, budget: str, eval_note: str) -> list[str]:
-    return [f"Protocol `{protocol}`, budget `{budget}`, {eval_note}.",
+def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) -> list[str]:
+    return [f"Protocol `{protocol}`, budget `{budget}` (its definition version {version}), {eval_note}.",
             "Cells: mean ± std (numpy, ddof=0) in points over the per-model values of all seeds pooled; "
-            "n = number of trained evaluation models. Best mean per column in bold (`real` excluded).",
+            f"[lo, hi] = {LEVEL * 100:.0f} % confidence interval of the mean, a t-interval over the seed means (each "
+            "seed's mean over its models; none for one seed); n = number of trained evaluation models.",
+            f"Verdict per column (`real` and cells that lost models to divergence do not compete): the best "
+            f"mean is **bold** only where it beats every other cell under Welch's two-sided t-test over seed "
+            f"means at p < {ALPHA:g}; otherwise {TIE} marks a tie: the best and every cell not significantly "
+            "below it (a cell with one seed cannot be tested and ties). No mark: significantly below the best.",
+            "\"never updated\": the record says its set never changed from its initialisation (updates = 0, "
+            "e.g. a loss gate that never opened), so the cell scores the initial set; records older than the "
+            "`updates` field say nothing.",
             "`real` (the full training set) is repeated in every ipc column of its dataset and eval model; "
             "\"(soft labels)\" marks methods evaluated with learned soft labels."]
+
+
+def _balanced_note(records: Sequence[Record]) -> list[str]:
+    shares = sorted({(r["dataset"], majority_share(r["dataset"])) for r in records if majority_dominated(r["dataset"])})
+    if not shares:
+        return []
+    listed = ", ".join(f"{d} {share * 100:.1f} %" for d, share in shares)
+    return [f"Test splits whose majority class exceeds half ({listed}): a \"bal. acc\" column beside each "
+            "accuracy column gives balanced accuracy, the metric to trust there (predicting the majority class "
+            "scores the majority share in accuracy, 50 % in balanced accuracy on two classes)."]
 
 
 def _budget_note(budgets: list[str]) -> str:
@@ -342,16 +424,20 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    scopes = sorted({(r["protocol"], r["budget"]) for r in records})
+    scopes = sorted({(r["protocol"], budget_label(r)) for r in records})
     several_protocols = len({p for p, _ in scopes}) > 1
     for protocol, budget in scopes:
         recs = _scope(records, "test_acc", budget, protocol)
+        version = record_budget_version(recs[0])
         suffix = f"{protocol}_{budget}" if several_protocols else budget
         used = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
         for metric, stem in (("test_acc", f"main_{suffix}"), ("balanced_acc", f"main_{suffix}_balanced_acc")):
-            paths += _write_table(out, stem, main_table(used, metric), main_table(used, metric, bold=True),
+            beside = metric == "test_acc"
+            paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside),
+                                  main_table(used, metric, bold=True, balanced_beside=beside),
                                   f"Main leaderboard: {METRIC_LABELS[metric]} (%), ConvNet",
-                                  _cell_notes(protocol, budget, "evaluated on ConvNet"), used)
+                                  _cell_notes(protocol, budget, "evaluated on ConvNet", version)
+                                  + (_balanced_note(used) if beside else []), used)
         varied = [r for r in recs if r["eval_model"] == "convnet"]
         if any(variant(r) for r in varied):
             for metric, stem in (("test_acc", f"variants_{suffix}"),
@@ -360,7 +446,8 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
                                       variants_table(varied, metric, bold=True),
                                       f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
                                       _cell_notes(protocol, budget, "rows in [brackets] are runs with the "
-                                                  "hyperparameter overrides or distillation time budget shown"),
+                                                  "hyperparameter overrides or distillation time budget shown",
+                                                  version),
                                       [r for r in varied if variant(r)])
         recs = [r for r in recs if not variant(r)]
         cross = {(r["dataset"], r["ipc"]) for r in recs if r["eval_model"] != "convnet"}
@@ -370,12 +457,13 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
             paths += _write_table(out, f"cross_arch_{suffix}", cross_arch_table(used, None),
                                   cross_arch_table(used, None, bold=True),
                                   "Cross-architecture leaderboard: test accuracy (%)",
-                                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks"),
+                                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks",
+                                              version),
                                   used)
     rvr = reported_vs_reproduced(records, paper_csv)
     notes = ["The paper's reported test accuracy (mean ± std in points; the paper writes std as a fraction) "
              "beside ours (mean ± std over pooled per-model values, n models), and ours minus reported.",
-             _budget_note(sorted({r["budget"] for r in records})),
+             _budget_note(sorted({budget_label(r) for r in records})),
              "Rows with table \"\" are runs the paper does not report."]
     paths += _write_table(out, "reported_vs_reproduced", rvr, rvr, "Reported vs reproduced", notes, records)
     paths.append(_write(out / "records.csv", tidy(records).to_csv(lineterminator="\n", index=False)))

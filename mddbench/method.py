@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .augment import DEFAULT_STRATEGY, DSA
-from .budgets import Budget
+from .budgets import Budget, budget_value
 from .data import DatasetSpec, RealData
 from .errors import ConfigError
 from .limits import ANY, Limit, check as check_limit
@@ -29,6 +29,7 @@ class Method:
     name: ClassVar[str] = "?"
     summary: ClassVar[str] = ""  # one line for `mddbench list methods`
     label_type: ClassVar[str] = "hard"
+    work_unit: ClassVar[str] = "iterations"  # what ``iterations`` counts (budget parity compares its share)
     supports_3d: ClassVar[bool] = True
     shareable: ClassVar[bool] = True  # False when the "synthetic" set is real patient data (`real`)
     defaults: ClassVar[dict[str, Any]] = {}
@@ -69,7 +70,7 @@ class Method:
         hp.update(self.presets(spec, ipc))
         hp.update(self.adapt(hp, spec, ipc))
         for key, value in self.budgets.get(budget.name, {}).items():
-            hp[key] = value(hp, budget) if callable(value) else value  # a callable scales the preset
+            hp[key] = budget_value(value, hp, budget)  # a callable scales the preset
         for key, value in (overrides or {}).items():
             if key not in hp:
                 known = ", ".join(sorted(hp)) or "(none)"

@@ -75,9 +75,11 @@ class Job:
 
     def identity(self) -> dict[str, Any]:
         """What determines the result (not where files go or how it is shown)."""
-        return {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "seed": self.seed,
-                "budget": self.budget, "hparams": sorted(self.hparams), "time_budget": self.time_budget,
-                "eval_n_models": self.eval_n_models, "eval_epochs": self.eval_epochs}
+        ident = {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "seed": self.seed,
+                 "budget": self.budget, "hparams": sorted(self.hparams), "time_budget": self.time_budget,
+                 "eval_n_models": self.eval_n_models, "eval_epochs": self.eval_epochs}
+        version = get_budget(self.budget).version
+        return ident if version == 1 else {**ident, "budget_version": version}  # version-1 ids stay as they were
 
     @property
     def job_id(self) -> str:
@@ -232,7 +234,7 @@ def distill(p: Prepared) -> SyntheticSet:
     loops = task.extra.get("loops", [])
     synset.meta.update({
         "job_id": job.job_id, "method": job.method, "dataset": p.spec.name, "ipc": job.ipc, "seed": job.seed,
-        "budget": job.budget, "hparams": p.hp, "label_type": synset.label_type, "data_checksum": p.data.checksum,
+        "budget": job.budget, "budget_version": budget.version, "hparams": p.hp, "label_type": synset.label_type, "data_checksum": p.data.checksum,
         "normalisation": {"mean": list(p.data.mean), "std": list(p.data.std)}, "shape": list(p.spec.shape),
         "n_classes": p.spec.n_classes, "version": __version__, "git_commit": git_commit(),
         "distill_seconds": round(sum(r.seconds for r in loops) if loops else wall, 3),
@@ -277,6 +279,7 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
         **{k: meta.get(k) for k in ("hparams", "data_checksum", "version", "distill_seconds", "iterations",
                                     "updates", "stopped_by_time", "peak_memory_mb", "device", "git_commit",
                                     "experts")},
+        "budget_version": meta.get("budget_version") or 1,
         "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),
         "overrides": meta.get("overrides") or {},
         **{k: meta[k] for k in ("claimed_method", "provenance", "artifact_sha256") if k in meta},

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from .augment import DEFAULT_STRATEGY
-from .budgets import Budget
+from .budgets import Budget, official_share
 from .data import DatasetSpec
 from .errors import ConfigError
 from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
@@ -84,7 +84,8 @@ class TrajectoryMatching(Method):
                   lr_img=POSITIVE, lr_lr=NON_NEGATIVE, lr_teacher=POSITIVE, momentum_img=MOMENTUM,
                   batch_syn=NON_NEGATIVE, expert_alpha=NON_NEGATIVE, expert_rho=NON_NEGATIVE)  # batch_syn 0: all
     budgets = {
-        "quick": dict(iterations=100, syn_steps=lambda hp, b: min(hp["syn_steps"], 20), max_start_epoch=fit_start),
+        "quick": dict(iterations=official_share, syn_steps=lambda hp, b: min(hp["syn_steps"], 20),
+                      max_start_epoch=fit_start),
         "smoke": dict(iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=fit_start),
     }
 
@@ -96,15 +97,19 @@ class TrajectoryMatching(Method):
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)
+        self.check_window(hp, budget)
+        if hp["unroll_memory"] not in ("full", "constant"):
+            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
+        if hp.get("experts", "default") not in ("default", "sgd", "flat"):
+            raise ConfigError("experts is 'default' (the method's own), 'sgd' (MTT's) or 'flat' (FTD's GSAM experts)")
+
+    def check_window(self, hp: dict, budget: Budget) -> None:
+        """The segments this method draws must fit the budget's expert trajectories."""
         need = hp["max_start_epoch"] + hp["expert_epochs"]
         if need > budget.expert_epochs:
             raise ConfigError(f"{self.name}: max_start_epoch {hp['max_start_epoch']} + expert_epochs "
                               f"{hp['expert_epochs']} needs trajectories of {need} epochs, the {budget.name} budget's "
                               f"experts have {budget.expert_epochs}")
-        if hp["unroll_memory"] not in ("full", "constant"):
-            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
-        if hp.get("experts", "default") not in ("default", "sgd", "flat"):
-            raise ConfigError("experts is 'default' (the method's own), 'sgd' (MTT's) or 'flat' (FTD's GSAM experts)")
 
     # ------------------------------------------------------------------------------------- hooks
     def recipe(self, hp: dict) -> ExpertRecipe:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from mddbench.budgets import Budget
+from mddbench.budgets import Budget, budget_value
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.experts import Trajectories
@@ -122,7 +122,7 @@ def _scaled_window(base: dict[str, Any]) -> dict[str, Any]:
         return lambda hp, b: round(hp[key] * fitted(hp, b) / hp["max_start_epoch"])
 
     def expansion_end(hp: dict, b: Budget) -> int:
-        return max(1, round(hp["expansion_end_epoch"] * base["iterations"] / hp["iterations"]))
+        return max(1, round(hp["expansion_end_epoch"] * budget_value(base["iterations"], hp, b) / hp["iterations"]))
 
     return dict(min_start_epoch=window_epoch("min_start_epoch"),
                 current_max_start_epoch=window_epoch("current_max_start_epoch"),

@@ -29,9 +29,9 @@ and then freezes every BN layer (eval mode) for the matching; the inner-loop tra
 network back in train mode. The default model is ConvNet with instance norm, which needs none.
 
 Budgets: ``paper`` is the official run. ``quick`` keeps the loop structure but scales everything
-down: about 100 image updates in all (``iterations = 100 // outer_loop``, 10 at ipc 10, 50 at
-ipc 2), a tenth of the inner epochs (at least 1) and 64 real images per class; ipc 10 on
-BreastMNIST then costs about two minutes of one core. ``smoke``: 6 iterations, one inner epoch,
+down: the budget's share of the official iterations (2 %: 20 iterations of ``outer_loop`` rounds
+each), a tenth of the inner epochs (at least 1) and 64 real images per class; ipc 10 on
+BreastMNIST then costs about four minutes of one core. ``smoke``: 6 iterations, one inner epoch,
 8 real images per class.
 
 Deviations from the official code: every random draw (network initialisation, real batches,
@@ -48,7 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mddbench.budgets import Budget
+from mddbench.budgets import Budget, official_share
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
@@ -137,7 +137,7 @@ class DC(Method):
                   batch_real=AT_LEAST_1, batch_train=AT_LEAST_1, outer_loop=AT_LEAST_1, inner_loop=NON_NEGATIVE,
                   bn_images=AT_LEAST_1)
     budgets = {
-        "quick": dict(iterations=lambda hp, b: max(1, 100 // hp["outer_loop"]),
+        "quick": dict(iterations=official_share,
                       inner_loop=lambda hp, b: max(1, hp["inner_loop"] // 10), batch_real=64),
         "smoke": dict(iterations=6, inner_loop=1, batch_real=8),
     }

@@ -13,7 +13,7 @@ Presets: Table 7's CIFAR-10 rows by ipc, banded as MTT's (below 10 -> ipc 1, 10.
 Deviations: the official script evaluates both the raw and the EMA images during distillation; here
 only the EMA set is returned. The budgets keep the EMA's horizon proportional to the run: with
 ``n`` iterations instead of the paper's 5000, the decay becomes ``ema_decay ** (5000 / n)`` so the
-average covers the same fraction of the run (0.9995 -> 0.975 at quick's 100 iterations); at the
+average covers the same fraction of the run (0.9995 -> 0.975 at quick's 100 iterations, 2 % of 5000); at the
 official decay a 100-iteration EMA would barely leave the initial real images.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from mddbench.budgets import Budget
+from mddbench.budgets import Budget, budget_value
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import FRACTION
@@ -47,9 +47,10 @@ def ema_update(ema: torch.Tensor, images: torch.Tensor, decay: float) -> None:
         ema.mul_(decay).add_(images.detach(), alpha=1.0 - decay)
 
 
-def same_horizon(iterations: int) -> Callable[[dict, Budget], float]:
-    """A budget value: the decay whose averaging horizon covers the same fraction of an ``iterations`` run."""
-    return lambda hp, budget: hp["ema_decay"] ** (hp["iterations"] / iterations)
+def same_horizon(iterations: Any) -> Callable[[dict, Budget], float]:
+    """A budget value: the decay whose averaging horizon covers the same fraction of an ``iterations`` run
+    (``iterations``: the budget's value, a count or a scaler)."""
+    return lambda hp, budget: hp["ema_decay"] ** (hp["iterations"] / budget_value(iterations, hp, budget))
 
 
 def _budget(name: str) -> dict[str, Any]:

@@ -221,8 +221,7 @@ class HaBa(TrajectoryMatching):
                   lambda_contrast=NON_NEGATIVE, temperature=POSITIVE, lr_extractor=POSITIVE,
                   momentum_extractor=MOMENTUM)
     budgets = {
-        "quick": dict(TrajectoryMatching.budgets["quick"], iterations=30,
-                      syn_steps=lambda hp, b: min(hp["syn_steps"], 10)),
+        "quick": dict(TrajectoryMatching.budgets["quick"], syn_steps=lambda hp, b: min(hp["syn_steps"], 10)),
         "smoke": dict(TrajectoryMatching.budgets["smoke"]),
     }
 

@@ -6,7 +6,11 @@
    stage by stage from 1 to ``T = end_epoch``; the images carry over from stage to stage.
 2. Overlap mitigation (eq. 4): per class, the first half of the class's images is the foundation
    S^f, the second half the complement S^c; ``L_overlap = -MMD^2_unnormalised(S^f, S^c)`` with a
-   Gaussian kernel (median heuristic unless ``overlap_sigma`` > 0), weight ``beta2``.
+   Gaussian kernel, weight ``beta2``. The kernel width of each class is fixed at the start: the
+   median heuristic over the class's *initial* images (``overlap_sigma`` > 0 sets one width for all).
+   Re-estimating it every iteration from the images being optimised makes the width track the very
+   distances it measures: at ipc 2 (one image per half) sigma equals their distance, and MMD^2 is
+   2 - 2 exp(-1/2) whatever the images do.
 3. Dynamic retraining (section 3.3): k points ``m_i = T - T/(k+1) * i`` on the progress axis 0..T;
    at ``m_i`` the complement is reset to its snapshot from ``(m_i + m_{i+1}) / 2`` (``m_{k+1} = 0``),
    the foundation never. Its momentum rows are cleared with it.
@@ -19,9 +23,12 @@ odd ipc: the foundation takes the extra image (the MMD uses means, so unequal ha
 ipc = 1 leaves no pair, so the overlap module switches off. The progress axis runs over
 iterations: ``progress(it) = it * T / iterations``.
 
-Ablations: ``overlap=false`` (no L_overlap, no retraining), ``retrain=false`` (L_overlap alone), and
-``schedule="random"``: the random-segment baseline of Figure 1b, which samples a back-end segment
-start (second half of the trajectory) with probability ``backend_p`` and a front-end one otherwise.
+Ablations: ``overlap=false`` (the module off: no L_overlap, no retraining), ``retrain=false``
+(L_overlap alone), ``overlap_loss=false`` (retraining alone), and ``schedule="random"``: the
+random-segment baseline of Figure 1b, MTT-style segments of ``expert_epochs`` whose start lies in the
+back half of the trajectory (``start >= ceil(T/2)``) with probability ``backend_p`` and in the front
+half otherwise, unrolled with the same student steps per expert epoch as the progressive schedule
+(the small-data rule included).
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from typing import Any
 
 import torch
 
-from mddbench.budgets import Budget
+from mddbench.budgets import Budget, official_share
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, FRACTION, NON_NEGATIVE
@@ -88,6 +95,12 @@ def mmd2_unnormalised(f: torch.Tensor, c: torch.Tensor, sigma: torch.Tensor | fl
     return len(f) * len(c) * (kff + kcc - 2 * kfc)
 
 
+def class_sigmas(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> list[float]:
+    """Each class's kernel width: the median heuristic over its images (call it on the initial set)."""
+    flat = images.detach().flatten(1)
+    return [float(median_sigma(flat[labels == c])) if int((labels == c).sum()) > 1 else 1.0 for c in range(n_classes)]
+
+
 def median_sigma(x: torch.Tensor) -> torch.Tensor:
     """The median heuristic: median pairwise distance (detached), floored to stay positive."""
     d = torch.cdist(x, x).detach()
@@ -96,8 +109,12 @@ def median_sigma(x: torch.Tensor) -> torch.Tensor:
 
 
 def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.Tensor, n_classes: int,
-                 sigma: float = 0.0) -> tuple[torch.Tensor, float]:
-    """(L_overlap = -sum over classes of MMD^2_unnormalised(S^f_c, S^c_c), mean per-class biased MMD^2)."""
+                 sigma: float | list[float] = 0.0) -> tuple[torch.Tensor, float]:
+    """(L_overlap = -sum over classes of MMD^2_unnormalised(S^f_c, S^c_c), mean per-class biased MMD^2).
+
+    ``sigma``: one width, a width per class (:func:`class_sigmas`), or <= 0 for the median heuristic on
+    the images given (which collapses at ipc 2; PTM itself passes fixed widths).
+    """
     loss = images.new_zeros(())
     mmds = []
     flat = images.flatten(1)
@@ -106,7 +123,7 @@ def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.T
         f, s = flat[in_c & ~complement], flat[in_c & complement]
         if len(f) == 0 or len(s) == 0:
             continue
-        sig = median_sigma(flat[in_c]) if sigma <= 0 else sigma
+        sig = sigma[c] if isinstance(sigma, (list, tuple)) else median_sigma(flat[in_c]) if sigma <= 0 else sigma
         m = mmd2_unnormalised(f, s, sig)
         loss = loss - m
         mmds.append(float(m.detach()) / (len(f) * len(s)))
@@ -120,12 +137,13 @@ class PTM(TrajectoryMatching):
     flat_experts = True
     defaults = dict(
         TrajectoryMatching.defaults, iterations=5000, end_epoch=10, steps_per_epoch=10, max_syn_steps=100,
-        beta1=1.0, beta2=0.01, overlap_sigma=0.0, overlap=True, retrain=True, retrain_points=2,
+        beta1=1.0, beta2=0.01, overlap_sigma=0.0, overlap=True, overlap_loss=True, retrain=True, retrain_points=2,
         schedule="progressive", backend_p=0.0)
     limits = dict(end_epoch=AT_LEAST_1, steps_per_epoch=AT_LEAST_1, max_syn_steps=AT_LEAST_1, beta1=NON_NEGATIVE,
                   beta2=NON_NEGATIVE, overlap_sigma=NON_NEGATIVE, retrain_points=AT_LEAST_1, backend_p=FRACTION)
     budgets = {
-        "quick": dict(iterations=120, end_epoch=6, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 4),
+        "quick": dict(iterations=official_share, end_epoch=6,
+                      steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 4),
                       max_syn_steps=24),
         "smoke": dict(iterations=6, end_epoch=2, steps_per_epoch=lambda hp, b: min(hp["steps_per_epoch"], 2),
                       max_syn_steps=4),
@@ -144,17 +162,21 @@ class PTM(TrajectoryMatching):
         return {"steps_per_epoch": per_epoch, "lr_lr": 0.0}
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
-        if spec.dims == 3 and not self.supports_3d:
-            raise ConfigError("ptm does not support 3D")
-        if hp["end_epoch"] > budget.expert_epochs:
-            raise ConfigError(f"ptm: end_epoch {hp['end_epoch']} exceeds the {budget.name} budget's expert "
-                              f"trajectories ({budget.expert_epochs} epochs)")
+        super().check(hp, spec, ipc, budget)  # the family's checks: 3D support, unroll memory, experts
         if hp["schedule"] not in ("progressive", "random"):
             raise ConfigError("ptm: schedule is 'progressive' (the method) or 'random' (Figure 1b's baseline)")
         if hp["iterations"] < hp["end_epoch"]:
             raise ConfigError("ptm: iterations must be at least end_epoch (one iteration per stage)")
-        if hp["unroll_memory"] not in ("full", "constant"):
-            raise ConfigError("unroll_memory is 'full' (exact) or 'constant' (TESLA's approximation)")
+        if hp["schedule"] == "random" and hp["end_epoch"] - hp["expert_epochs"] < math.ceil(hp["end_epoch"] / 2):
+            raise ConfigError(f"ptm: the random schedule needs segments of expert_epochs <= end_epoch / 2 so that "
+                              f"the back half has a start (end_epoch {hp['end_epoch']}, expert_epochs "
+                              f"{hp['expert_epochs']})")
+
+    def check_window(self, hp: dict, budget: Budget) -> None:
+        """PTM matches epochs 0..end_epoch (the random schedule draws its segments inside them too)."""
+        if hp["end_epoch"] > budget.expert_epochs:
+            raise ConfigError(f"ptm: end_epoch {hp['end_epoch']} exceeds the {budget.name} budget's expert "
+                              f"trajectories ({budget.expert_epochs} epochs)")
 
     def segment(self, it: int, task: Task, experts) -> tuple[int, int, int]:
         hp, g = task.hp, task.generator
@@ -164,16 +186,14 @@ class PTM(TrajectoryMatching):
             return e, 0, stage_of(it, hp["iterations"], T)
         # Figure 1b baseline: MTT-style segments of expert_epochs, back-end starts with probability p
         m = hp["expert_epochs"]
-        half = max(1, (T - m) // 2)
         back = float(torch.rand((), generator=g)) < hp["backend_p"]
-        lo, hi = (half, max(half + 1, T - m + 1)) if back else (0, half)
+        lo, hi = segment_starts(T, m, back)
         start = int(torch.randint(lo, hi, (1,), generator=g))
         return e, start, start + m
 
     def steps(self, task: Task, start: int, target: int) -> int:
+        """Student steps per matched expert epoch, both schedules (on small data: the experts' own steps)."""
         hp = task.hp
-        if hp["schedule"] == "random":
-            return hp["syn_steps"]
         return min(hp["max_syn_steps"], (target - start) * hp["steps_per_epoch"])
 
     def distill(self, task: Task) -> SyntheticSet:
@@ -183,11 +203,15 @@ class PTM(TrajectoryMatching):
             raise ConfigError(f"ptm: experts have {experts.epochs} epochs, end_epoch is {hp['end_epoch']}")
         images, labels = state["images"], state["labels"]
         complement = halves(labels, task.n_classes)
-        overlap_on = hp["overlap"] and task.ipc >= 2
+        module_on = hp["overlap"] and task.ipc >= 2
+        overlap_on = module_on and hp["overlap_loss"]
         schedule = retraining_iterations(hp["iterations"], hp["end_epoch"], hp["retrain_points"]) \
-            if overlap_on and hp["retrain"] and hp["schedule"] == "progressive" else []
+            if module_on and hp["retrain"] and hp["schedule"] == "progressive" else []
         state["snapshots"] = {}
         state["resets"] = 0
+        # kernel widths fixed from the initial images, kept in the state (a resumed run restores them)
+        state["sigma"] = ([hp["overlap_sigma"]] * task.n_classes if hp["overlap_sigma"] > 0
+                          else class_sigmas(images, labels, task.n_classes))
 
         def step(it: int) -> dict[str, Any]:
             for i, (reset_it, snap_it) in enumerate(schedule):
@@ -204,7 +228,7 @@ class PTM(TrajectoryMatching):
             res = match(student, TensorSource(images, labels), state["syn_lr"], start, target, steps=steps,
                         generator=task.generator, batch=hp["batch_syn"] or None, augment=task.augment,
                         memory=hp["unroll_memory"], weight=hp["beta1"])
-            ov, mmd = overlap_loss(images, labels, complement, task.n_classes, hp["overlap_sigma"])
+            ov, mmd = overlap_loss(images, labels, complement, task.n_classes, state["sigma"])
             if overlap_on:
                 (hp["beta2"] * ov).backward()
             state["opt_img"].step()
@@ -217,6 +241,13 @@ class PTM(TrajectoryMatching):
 
         distill_loop(task, hp["iterations"], state, step, lambda: self.result(task, state), name=self.name)
         return self.result(task, state)
+
+
+def segment_starts(end_epoch: int, length: int, back: bool) -> tuple[int, int]:
+    """[lo, hi) of the random schedule's segment starts: the back half ``ceil(T/2) .. T - length`` or the
+    front half ``0 .. ceil(T/2) - 1`` (capped at ``T - length``)."""
+    mid, last = math.ceil(end_epoch / 2), end_epoch - length
+    return (mid, last + 1) if back else (0, min(mid, last + 1))
 
 
 @torch.no_grad()

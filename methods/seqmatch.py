@@ -119,6 +119,7 @@ class _Stage(TrajectoryMatching):
 
 @register_method("seqmatch")
 class SeqMatch(TrajectoryMatching):
+    work_unit = "iterations per stage"
     summary = "sequential subset matching: K subsets, each matched to later-stage experts, evaluated in sequence"
     defaults: dict[str, Any] = dict(
         TrajectoryMatching.defaults, n_subsets=2, lr_teacher_later=0.01, stage_max_start=[18, 8],
@@ -126,7 +127,7 @@ class SeqMatch(TrajectoryMatching):
     limits = dict(n_subsets=AT_LEAST_1, lr_teacher_later=POSITIVE, stage_max_start=AT_LEAST_1,
                   stage_expert_epochs=AT_LEAST_1, stage_experts=AT_LEAST_1, prev_train_epochs=AT_LEAST_1)
     budgets = {
-        "quick": dict(TrajectoryMatching.budgets["quick"], iterations=20,  # per stage
+        "quick": dict(TrajectoryMatching.budgets["quick"],  # iterations: per stage
                       stage_experts=lambda hp, b: min(hp["stage_experts"], b.experts),
                       stage_expert_epochs=_scale_stage_epochs, prev_train_epochs=_scale_prev_epochs,
                       stage_max_start=_fit_stage_starts),

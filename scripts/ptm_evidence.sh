@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The PTM evidence of the README (quick budget, CPU): for BreastMNIST and PneumoniaMNIST at ipc 2 and 10,
 #  1. PTM, then MTT (on the same flat experts) and FTD, each given PTM's measured distillation time;
-#  2. the ablations: overlap loss off; overlap on but retraining off; Figure 1b's random-segment baseline
+#  2. the ablations: the module off; overlap on but retraining off; retraining alone; Figure 1b's random-segment baseline
 #     with back-end probability 0 and 1;
 #  3. accuracy against time: PTM and FTD (six times PTM's time) with snapshots, evaluated by `mddbench curve`,
 #     and the figure analogues by `mddbench plot`.
@@ -41,7 +41,8 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
         --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$t"
     fi
     if [[ " $parts " == *" ablate "* ]]; then
-      for ablation in "overlap=false" "retrain=false" "schedule=random backend_p=0.0" "schedule=random backend_p=1.0"; do
+      for ablation in "overlap=false" "retrain=false" "overlap_loss=false" "schedule=random backend_p=0.0" \
+                      "schedule=random backend_p=1.0"; do
         hp=()
         for kv in $ablation; do hp+=(--hp "$kv"); done
         mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" "${hp[@]}"

@@ -108,6 +108,7 @@ def test_run_real_on_breastmnist(tmp_path, capsys):
     [record] = ResultStore(tmp_path / "results.sqlite").records()
     assert record["ipc"] == "full" and record["data_checksum"] == BREAST_MD5
     assert record["eval_config"]["epochs"] == 1 and record["metrics"]["test_acc"]["n"] == 2  # smoke budget
+    assert record["eval_config"]["min_steps"] == 0  # smoke keeps 1 epoch (quick: at least 900 steps)
     assert record["artifact"] is None  # real patient images are never written out
     assert not list(tmp_path.rglob("*.safetensors"))
 

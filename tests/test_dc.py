@@ -91,7 +91,7 @@ def test_presets_set_the_loops_and_budgets_scale_them():
     assert (paper["outer_loop"], paper["inner_loop"], paper["iterations"], paper["init"]) == (2, 50, 1000, "noise")
     assert METHODS.get("dsa")().resolve(spec, 2, get_budget("paper"))["init"] == "real"
     quick = METHODS.get("dc")().resolve(spec, 10, get_budget("quick"))
-    assert (quick["outer_loop"], quick["inner_loop"], quick["iterations"]) == (10, 5, 10)
+    assert (quick["outer_loop"], quick["inner_loop"], quick["iterations"]) == (10, 5, 20)  # 2 % of 1000
 
 
 # ----------------------------------------------------------------------------- siamese (DSA)

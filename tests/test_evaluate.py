@@ -134,3 +134,17 @@ def test_summary_leaves_diverged_models_out_of_the_statistics():
     s = summarize([0.5, None, 0.9])
     assert s == {"per_model": [0.5, None, 0.9], "mean": pytest.approx(0.7), "std": pytest.approx(0.2),
                  "n": 2, "diverged": 1}
+
+
+def test_min_steps_raises_the_epochs_of_a_set_of_several_batches():
+    from mddbench.evaluate import EvalConfig
+    from mddbench.registry import METHODS
+    from mddbench.budgets import get_budget
+
+    cfg = EvalConfig(epochs=30, batch=256, min_steps=300)
+    assert cfg.for_set(546).epochs == 100  # 3 batches per epoch: 100 epochs give 300 steps
+    assert cfg.for_set(4708).epochs == 30  # 19 batches: 30 epochs are already 570 steps
+    assert cfg.for_set(4).epochs == 300 and EvalConfig(epochs=300).for_set(4).epochs == 300
+    quick = get_budget("quick")
+    assert METHODS.get("real")().eval_overrides(quick) == {"epochs": 30, "lr": 0.01, "min_steps": 900}
+    assert EvalConfig(epochs=30, min_steps=900).for_set(546).epochs == 300  # BreastMNIST at quick

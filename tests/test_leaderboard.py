@@ -1,6 +1,7 @@
 """Leaderboards from hand-built records whose cells were computed by hand."""
 from __future__ import annotations
 
+import math
 import random
 import shutil
 
@@ -70,22 +71,94 @@ def test_main_table_cells_rows_and_columns(records):
     assert df.loc["real", "pathmnist ipc2"] == ""
 
 
-def test_bold_marks_best_ties_and_never_real(records):
+def test_one_seed_cells_can_only_tie_and_real_never_competes(records):
     df = main_table(records, budget="quick", bold=True)
     col = df["breastmnist ipc1"]
-    # dc, dm and tinydd tie at 70.00 / 65.00 / 70.00: both 70.00s are bold; real (85) is not
-    assert col["dc"] == "**70.00 ± 10.00** (n=2)"
-    assert col["tinydd"] == "**70.00 ± 0.00** (n=2)"
-    assert col["dm"] == "65.00 ± 11.18 (n=4)"
-    assert col["real"] == "85.00 ± 5.00 (n=2)"
-    assert df.loc["datm (soft labels)", "breastmnist ipc10"] == "**76.00 ± 1.00** (n=2)"
-    assert "**" not in "".join(main_table(records, budget="quick").to_numpy().ravel())
+    # dc, tinydd (one seed each) and dm (two seeds) cannot be tested against each other: all tie
+    assert col["dc"] == "≈ 70.00 ± 10.00 (n=2, 1 seed)"
+    assert col["tinydd"] == "≈ 70.00 ± 0.00 (n=2, 1 seed)"
+    assert col["dm"] == "≈ 65.00 ± 11.18 [-62.1, 192.1] (n=4, 2 seeds)"  # seed means 55, 75: 10 * t(.975, 1)
+    assert col["real"] == "85.00 ± 5.00 (n=2, 1 seed)"
+    # a lone contender gets no mark; the plain table (CSV) has neither marks nor intervals
+    assert df.loc["datm (soft labels)", "breastmnist ipc10"] == "≈ 76.00 ± 1.00 (n=2, 1 seed)"
+    assert df.loc["dc", "pathmnist ipc2"] == "59.00 ± 1.00 (n=2, 1 seed)"
+    plain = "".join(main_table(records, budget="quick").to_numpy().ravel())
+    assert "**" not in plain and "≈" not in plain and "seed" not in plain
 
 
 def test_balanced_accuracy_table(records):
     df = main_table(records, metric="balanced_acc", budget="quick", bold=True)
-    assert df.loc["dc", "breastmnist ipc1"] == "**60.00 ± 5.00** (n=2)"
-    assert df.loc["dm", "breastmnist ipc1"] == "40.00 ± 0.00 (n=4)"
+    assert df.loc["dc", "breastmnist ipc1"] == "≈ 60.00 ± 5.00 (n=2, 1 seed)"
+    assert df.loc["dm", "breastmnist ipc1"] == "≈ 40.00 ± 0.00 [40.0, 40.0] (n=4, 2 seeds)"
+
+
+def test_balanced_accuracy_beside_accuracy_where_the_majority_dominates(records):
+    # breastmnist's test split is 114/156 benign; pathmnist's counts are not listed, so it gets no column
+    df = main_table(records, budget="quick", balanced_beside=True)
+    assert list(df.columns) == ["pathmnist ipc2", "breastmnist ipc1", "breastmnist ipc1 bal. acc",
+                                "breastmnist ipc10", "breastmnist ipc10 bal. acc"]
+    assert df.loc["dc", "breastmnist ipc1 bal. acc"] == "60.00 ± 5.00 (n=2)"
+    assert df.loc["dc", "breastmnist ipc1"] == "70.00 ± 10.00 (n=2)"
+
+
+def seeded(method: str, seed_values: list[list[float]], dataset: str = "breastmnist", ipc=2, **kw) -> list[dict]:
+    return [rec(method, dataset, ipc, v, seed=s, **kw) for s, v in enumerate(seed_values)]
+
+
+def test_significantly_best_is_bold_with_its_interval():
+    records = (seeded("mtt", [[0.81, 0.82], [0.82, 0.83], [0.81, 0.82]])
+               + seeded("dc", [[0.60, 0.62], [0.64, 0.62], [0.61, 0.61]]))
+    col = main_table(records, bold=True)["breastmnist ipc2"]
+    # seed means 81.5, 82.5, 81.5: sd 0.577, t(.975, 2) = 4.303, half-width 1.434
+    assert col["mtt"] == "**81.83 ± 0.69** [80.4, 83.3] (n=6, 3 seeds)"
+    assert col["dc"] == "61.67 ± 1.25 [58.8, 64.5] (n=6, 3 seeds)"  # significantly below: no mark
+
+
+def test_best_inside_the_spread_ties():
+    # mtt's seed means 70, 80, 60 against dc's 68, 72, 66: mtt's mean is higher, the difference is noise
+    records = (seeded("mtt", [[0.70, 0.70], [0.80, 0.80], [0.60, 0.60]])
+               + seeded("dc", [[0.68, 0.68], [0.72, 0.72], [0.66, 0.66]])
+               + seeded("random", [[0.40, 0.40], [0.41, 0.41], [0.42, 0.42]]))
+    col = main_table(records, bold=True)["breastmnist ipc2"]
+    assert col["mtt"].startswith("≈ 70.00 ± 8.16") and col["dc"].startswith("≈ 68.67 ± 2.49")
+    assert col["random"].startswith("41.00")  # significantly below the best: not in the tie
+
+
+def test_welch_and_interval_match_hand_values():
+    from mddbench.significance import t_interval, verdict, welch_p
+
+    # t = -3 / sqrt(2/3) = -3.674 with 4 degrees of freedom (equal variances): p = 0.0213
+    assert welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.02131, abs=1e-4)
+    assert math.isnan(welch_p([1], [4, 5, 6]))
+    assert welch_p([1, 1], [2, 2]) == 0.0 and welch_p([1, 1], [1, 1]) == 1.0
+    assert t_interval([1.0]) is None
+    lo, hi = t_interval([1.0, 2.0, 3.0])  # 2 +- 4.303 * 1 / sqrt(3)
+    assert (lo, hi) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-3)
+    v = verdict({"a": 5.0, "b": 2.0, "c": 1.9}, {"a": [5, 5.1, 4.9], "b": [2, 2.1, 1.9], "c": [1.9]})
+    assert (v.best, v.significant, v.tied) == ("a", False, frozenset({"a", "c"}))  # c has one seed: untestable
+
+
+def test_cells_whose_sets_never_updated_say_so():
+    records = seeded("datm", [[0.73, 0.73], [0.60, 0.62], [0.73, 0.73]], label_type="soft")
+    records[0]["updates"], records[1]["updates"], records[2]["updates"] = 0, 16, 0
+    frozen = [dict(r, updates=0, job_id=r["job_id"] + "f", method="seqmatch", label_type="hard") for r in records]
+    df = main_table(records + frozen, bold=True)
+    assert df.loc["datm (soft labels)", "breastmnist ipc2"].endswith("(n=6, 3 seeds, 2 of 3 seeds never updated)")
+    assert df.loc["seqmatch", "breastmnist ipc2"].endswith("(n=6, 3 seeds, never updated)")
+    # 414 / 6; sqrt(194 / 6)
+    assert main_table(frozen).loc["seqmatch", "breastmnist ipc2"] == "69.00 ± 5.69 (n=6, never updated)"
+
+
+def test_budget_versions_are_never_pooled(tmp_path):
+    old = seeded("dc", [[0.60, 0.60]])  # no budget_version: version 1
+    new = [dict(r, budget_version=2, job_id=r["job_id"] + "v2") for r in seeded("dc", [[0.80, 0.80]])]
+    with pytest.raises(ConfigError, match="quick, quick_v2"):
+        main_table(old + new)
+    assert main_table(old + new, budget="quick_v2").loc["dc", "breastmnist ipc2"] == "80.00 ± 0.00 (n=2)"
+    assert main_table(old + new, budget="quick").loc["dc", "breastmnist ipc2"] == "60.00 ± 0.00 (n=2)"
+    names = {p.name for p in write_leaderboards(old + new, tmp_path)}
+    assert {"main_quick.md", "main_quick_v2.md", "main_quick_v2_balanced_acc.csv"} <= names
+    assert tidy(old + new)["budget_version"].tolist() == [1, 2]
 
 
 def test_mixed_budgets_need_a_choice(records):
@@ -114,9 +187,9 @@ def test_diverged_models_are_shown_never_averaged_and_never_bold():
         return r
     records = [diverging("mtt", [0.9, None, 0.7]), diverging("ftd", [None, None]), diverging("dc", [0.6, 0.6])]
     df = cross_arch_table(records, ipc=2, budget="quick", bold=True)
-    assert df.loc["mtt", "pathmnist alexnet"] == "80.00 ± 10.00 (n=2, 1 diverged)"
+    assert df.loc["mtt", "pathmnist alexnet"] == "80.00 ± 10.00 (n=2, 1 seed, 1 diverged)"
     assert df.loc["ftd", "pathmnist alexnet"] == "diverged (2/2)"
-    assert df.loc["dc", "pathmnist alexnet"] == "**60.00 ± 0.00** (n=2)"
+    assert df.loc["dc", "pathmnist alexnet"] == "60.00 ± 0.00 (n=2, 1 seed)"  # the lone contender: no mark
     rows = tidy(records).set_index("method")
     assert rows.loc["mtt", "diverged"] == 1 and rows.loc["ftd", "diverged"] == 2 and rows.loc["ftd", "test_acc_n"] == 0
 
@@ -161,7 +234,7 @@ def test_write_leaderboards_files_and_byte_identical_regeneration(records, tmp_p
     assert md.startswith("# Main leaderboard: test accuracy (%), ConvNet\n")
     assert "Protocol `v1`, budget `quick`" in md
     assert "Generated by `mddbench leaderboard` from 9 records; never edited by hand" in md
-    assert "**70.00 ± 10.00** (n=2)" in md and "datm (soft labels)" in md
+    assert "≈ 70.00 ± 10.00 (n=2, 1 seed)" in md and "datm (soft labels)" in md
     rvr = (tmp_path / "a" / "reported_vs_reproduced.md").read_text()
     assert "budget(s): `quick`, `smoke`. `quick`, `smoke` are smaller than the paper's full protocol" in rvr
 

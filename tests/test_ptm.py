@@ -8,8 +8,8 @@ import torch
 
 from mddbench.unroll import Student, TensorSource, match
 from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
-from mddbench.methods.ptm import (halves, mmd2_unnormalised, overlap_loss, reset_complement, retraining_iterations,
-                                  retraining_points, stage_of)
+from mddbench.methods.ptm import (class_sigmas, halves, mmd2_unnormalised, overlap_loss, reset_complement,
+                                  retraining_iterations, retraining_points, segment_starts, stage_of)
 
 
 @pytest.mark.parametrize("T,k,expected", [
@@ -127,3 +127,70 @@ def test_matching_loss_falls_and_beats_noise(tmp_path, expert_cache):
         assert falls(stage, window=5), stage
     data = load("tiny28")
     assert small_eval(synset, data) > small_eval(noise_like(synset), data) + 0.05
+
+
+@pytest.mark.parametrize("hp, message", [
+    ({"experts": "sgdd"}, "experts is 'default'"),  # a typo used to fall back to SGD experts silently
+    ({"unroll_memory": "tesla"}, "unroll_memory"),
+    ({"end_epoch": 13}, "end_epoch 13 exceeds the quick budget's"),
+])
+def test_check_runs_the_family_checks(hp, message):
+    from mddbench.budgets import get_budget
+    from mddbench.errors import ConfigError
+    from mddbench.registry import DATASETS, METHODS
+
+    ptm = METHODS.get("ptm")()
+    spec = DATASETS.get("tiny28")
+    with pytest.raises(ConfigError, match=message):
+        ptm.resolve(spec, 2, get_budget("quick"), hp)
+    assert ptm.resolve(spec, 2, get_budget("quick"), {"experts": "sgd"})["experts"] == "sgd"
+
+
+# ------------------------------------------------------------------ issue 15: width, random segments, arms
+def test_class_sigmas_are_the_median_distance_of_each_class():
+    images = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [1.0, 2.0]]).view(4, 1, 1, 2)
+    labels = torch.tensor([0, 0, 1, 1])
+    assert class_sigmas(images, labels, 2) == pytest.approx([5.0, 1.0])
+    # with the widths fixed, MMD^2 follows the distance; the per-iteration median pins it at 2 - 2 exp(-1/2)
+    comp = halves(labels, 2)
+    moved = images.clone()
+    moved[1] = torch.tensor([6.0, 8.0])
+    _, fixed = overlap_loss(moved, labels, comp, 2, class_sigmas(images, labels, 2))
+    _, median = overlap_loss(moved, labels, comp, 2, 0.0)
+    assert median == pytest.approx(2 - 2 * math.exp(-0.5))
+    assert fixed == pytest.approx(((2 - 2 * math.exp(-4 / 2)) + (2 - 2 * math.exp(-0.5))) / 2)
+
+
+def test_logged_mmd_moves_at_ipc_2(tmp_path, expert_cache):
+    hp = {"iterations": 6, "end_epoch": 2, "steps_per_epoch": 2, "beta2": 10.0}
+    _, task = distill("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "run", expert_root=expert_cache)
+    mmds = [r["mmd"] for r in log_rows(task, "ptm")]
+    assert mmds[0] == pytest.approx(2 - 2 * math.exp(-0.5), rel=1e-4)  # the initial pair sits at its own width
+    assert max(abs(m - mmds[0]) for m in mmds[1:]) > 1e-3, mmds  # and the halves move from there
+
+
+def test_random_schedule_uses_real_halves_and_the_small_data_steps():
+    method, task = make_task("ptm", dataset="tiny28", ipc=2, budget="quick", hp={"schedule": "random"})
+    hp = task.hp
+    assert (hp["end_epoch"], hp["expert_epochs"], hp["steps_per_epoch"]) == (6, 3, 1)  # tiny28: 1 step per epoch
+    assert segment_starts(6, 3, back=False) == (0, 3) and segment_starts(6, 3, back=True) == (3, 4)
+    assert segment_starts(10, 2, back=False) == (0, 5) and segment_starts(10, 2, back=True) == (5, 9)
+    experts = [None, None]
+    fronts = {method.segment(it, task, experts)[1] for it in range(60)}
+    assert fronts == {0, 1, 2}  # backend_p = 0: the front half, not the single start 0
+    task.hp = dict(hp, backend_p=1.0)
+    assert {method.segment(it, task, experts)[1:] for it in range(20)} == {(3, 6)}
+    assert method.steps(task, 0, 3) == 3  # 3 expert epochs x the experts' 1 step, not syn_steps (20)
+    with pytest.raises(Exception, match="back half has a start"):
+        method.check(dict(hp, expert_epochs=4), task.spec, 2, task.budget)
+
+
+def test_retraining_alone_is_an_arm(tmp_path, expert_cache):
+    hp = {"iterations": 6, "end_epoch": 2, "steps_per_epoch": 2, "overlap_loss": False}
+    _, task = distill("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "run", expert_root=expert_cache)
+    rows = log_rows(task, "ptm")
+    assert rows[-1]["resets"] == 2  # retraining on
+    assert all(r["loss"] == pytest.approx(r["match_loss"]) for r in rows)  # L_overlap off
+    _, off = distill("ptm", dataset="tiny28", ipc=2, hp=dict(hp, overlap=False), run_dir=tmp_path / "off",
+                     expert_root=expert_cache)
+    assert log_rows(off, "ptm")[-1]["resets"] == 0  # overlap=false: the whole module off, as before

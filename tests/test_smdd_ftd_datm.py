@@ -124,9 +124,9 @@ def test_datm_window_scales_with_the_budget():
     paper = DATM().resolve(spec, 10, get_budget("paper"))
     assert [paper[k] for k in ("min_start_epoch", "current_max_start_epoch", "max_start_epoch",
                                "expansion_end_epoch", "threshold", "lr_y")] == [0, 10, 20, 1000, 1.0, 2.0]
-    quick = DATM().resolve(spec, 10, get_budget("quick"))  # 12-epoch experts, 100 iterations
+    quick = DATM().resolve(spec, 10, get_budget("quick"))  # 12-epoch experts, 200 iterations (2 % of 10000)
     assert [quick[k] for k in ("min_start_epoch", "current_max_start_epoch", "max_start_epoch",
-                               "expansion_end_epoch")] == [0, 5, 10, 10]
+                               "expansion_end_epoch", "iterations")] == [0, 5, 10, 20, 200]
     assert DATM().resolve(spec, 1, get_budget("paper"))["threshold"] == 1.1
 
 

@@ -1,0 +1,56 @@
+"""The published leaderboards are the tool's output for the published records, and the README copies them."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mddbench.class_balance import TEST_CLASS_COUNTS, majority_dominated, majority_share
+from mddbench.leaderboard import write_leaderboards
+
+ROOT = Path(__file__).resolve().parents[1]
+BOARDS = ROOT / "leaderboards"
+DATA = ROOT.parent / "shared" / "data"
+
+
+def published_records() -> list[dict]:
+    return [json.loads(line) for line in (BOARDS / "records.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
+    written = {p.name: p for p in write_leaderboards(published_records(), tmp_path)}
+    committed = {p.name for p in BOARDS.iterdir() if p.suffix in (".md", ".csv")}
+    assert set(written) == committed, "regenerate with `mddbench leaderboard --records leaderboards/records.jsonl`"
+    for name, path in written.items():
+        assert path.read_bytes() == (BOARDS / name).read_bytes(), (
+            f"leaderboards/{name} is not what `mddbench leaderboard --records leaderboards/records.jsonl` writes")
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+@pytest.mark.parametrize("block, source", [("main table", "main_quick.md"), ("variants table", "variants_quick.md")])
+def test_readme_tables_are_copies_of_the_leaderboards(block, source):
+    readme = (ROOT / "README.md").read_text()
+    copied = re.search(rf"<!-- {block}: copied from leaderboards/{source}.*?-->(.*?)<!-- end of {block} -->",
+                       readme, re.S).group(1)
+    assert table_lines(copied) == table_lines((BOARDS / source).read_text())
+
+
+def test_majority_shares():
+    assert majority_share("breastmnist") == pytest.approx(114 / 156)
+    assert majority_dominated("breastmnist") and majority_dominated("pneumoniamnist")
+    assert not majority_dominated("retinamnist") and majority_share("pathmnist") is None
+
+
+@pytest.mark.parametrize("dataset", sorted(TEST_CLASS_COUNTS))
+def test_class_counts_match_the_data(dataset):
+    path = DATA / f"{dataset}.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    labels = np.load(path)["test_labels"].ravel()
+    assert tuple(np.bincount(labels).tolist()) == TEST_CLASS_COUNTS[dataset]

@@ -93,6 +93,7 @@ def test_run_random_on_demo(random_run):
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}
 
 
+@pytest.mark.slow
 @needs_breast
 def test_run_real_on_breastmnist(tmp_path, capsys):
     rc, out, _ = cli(capsys, "run", "--method", "real", "--dataset", "breastmnist", "--data-root", SHARED_DATA,

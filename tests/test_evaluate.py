@@ -21,6 +21,7 @@ def subset(data, per_class: int, seed: int = 0) -> SyntheticSet:
 
 
 # -------------------------------------------------------------------------------- protocol
+@pytest.mark.slow
 def test_real_breastmnist_beats_the_majority_class(breast):
     full = SyntheticSet(breast.x["train"], breast.y["train"])
     result = evaluate(full, breast, EvalConfig(n_models=1, epochs=4), seed=0, progress=False)
@@ -46,6 +47,7 @@ def test_a_diverging_evaluation_network_is_recorded_as_diverged(breast):
                     progress=False).summary()["test_acc"]["n"] == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(breast):
     synset = subset(breast, 5)
     config = EvalConfig(n_models=2, epochs=4)

@@ -1,4 +1,10 @@
+"""Fixtures and paths every test file shares: defined once here, imported (paths) or requested (fixtures).
+
+The real dataset files live beside the repository, in ``../shared/data`` (never copied into it);
+test modules use ``from conftest import SHARED_DATA`` for module-level paths and skip marks.
+"""
 import sys
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -8,8 +14,37 @@ torch.set_num_threads(1)  # test tensors are tiny: a second thread costs more th
 
 import pytest  # noqa: E402
 
+from mddbench.data import load_dataset  # noqa: E402
+from mddbench.datasets import medmnist_sets  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BREAST = SHARED_DATA / "breastmnist.npz"
+BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
+needs_breast = pytest.mark.skipif(not BREAST.is_file(), reason=f"{BREAST} is not available")
+
 
 @pytest.fixture(scope="session")
 def expert_cache(tmp_path_factory):
     """One expert cache for the whole session: methods sharing a recipe share the trajectories."""
     return tmp_path_factory.mktemp("experts")
+
+
+@pytest.fixture(scope="module")
+def breast():
+    """The genuine BreastMNIST file from SHARED_DATA, loaded once per test module (skips when absent)."""
+    if not BREAST.is_file():
+        pytest.skip(f"{BREAST} is not available")
+    return load_dataset("breastmnist", SHARED_DATA, offline=True)
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No data root or offline switch from the environment, no ~/.medmnist, and no network."""
+    monkeypatch.delenv("MDDBENCH_DATA", raising=False)
+    monkeypatch.delenv("MDDBENCH_OFFLINE", raising=False)
+    monkeypatch.setattr(medmnist_sets, "MEDMNIST_ROOT", tmp_path / "no-medmnist-root")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)

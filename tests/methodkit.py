@@ -23,7 +23,8 @@ from mddbench.registry import DATASETS, METHODS
 from mddbench.seeding import generator as seeded
 from mddbench.synset import SyntheticSet
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA
+
 
 
 def _tiny_arrays(size: int, dims: int, channels: int, per_class: dict[str, int], n_classes: int = 3) -> RawArrays:

@@ -27,13 +27,19 @@ def _slice() -> RawArrays:
     return RawArrays(images, labels, "adrenal-slice")
 
 
-if "adrenal-slice" not in DATASETS and ADRENAL.is_file():
-    _arrays = _slice()
-    DATASETS.register("adrenal-slice", DatasetSpec(
-        name="adrenal-slice", title="AdrenalMNIST3D (slice)", source="generated", dims=3, channels=1, size=28,
+@pytest.fixture(scope="module")
+def adrenal_slice():
+    """Registers ``adrenal-slice`` for this module's tests only: a test-made "medmnist" entry left in the
+    registry would break test_data's check that the registered MedMNIST sets are exactly MedMNIST's."""
+    arrays = _slice()
+    spec = DatasetSpec(
+        name="adrenal-slice", title="AdrenalMNIST3D (slice)", source="medmnist", dims=3, channels=1, size=28,
         label_names=("normal", "mass"), task="binary-class", license="CC BY 4.0", citation="MedMNIST v2",
-        description="test slice", load=lambda spec, root, offline: _arrays,
-        n_samples={s: 2 * n for s, n in PER_CLASS.items()}))
+        description="test slice", load=lambda spec, root, offline: arrays,
+        n_samples={s: 2 * n for s, n in PER_CLASS.items()})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(DATASETS._items, "adrenal-slice", spec)
+        yield "adrenal-slice"
 
 
 def test_the_genuine_file_loads_as_3d():
@@ -45,11 +51,11 @@ def test_the_genuine_file_loads_as_3d():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [n for n in METHODS.names() if n not in ("random", "real")])
-def test_every_method_runs_on_real_3d_or_refuses_clearly(method, tmp_path, expert_cache):
+def test_every_method_runs_on_real_3d_or_refuses_clearly(method, tmp_path, expert_cache, adrenal_slice):
     m = METHODS.get(method)()
     hp = {k: v for k, v in {"iterations": 2}.items() if k in m.defaults}
     try:
-        synset, _ = distill(method, dataset="adrenal-slice", ipc=1, hp=hp, run_dir=tmp_path / "run",
+        synset, _ = distill(method, dataset=adrenal_slice, ipc=1, hp=hp, run_dir=tmp_path / "run",
                             expert_root=expert_cache)
     except ConfigError as exc:
         assert "3D" in str(exc), exc

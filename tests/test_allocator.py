@@ -43,6 +43,7 @@ def _env(**extra) -> dict:
     return {**env, **extra}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_raised_thresholds_stop_the_page_faults_and_reach_child_processes():
     tuned, default = _probe(_env()), _probe(_env(**{ENV: "default"}))

@@ -13,10 +13,10 @@ from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
 from mddbench.results import ResultStore
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-BREAST = SHARED / "breastmnist.npz"
-BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
-needs_breast = pytest.mark.skipif(not BREAST.is_file(), reason=f"{BREAST} is not available")
+from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast
+
+pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
+
 RANDOM_DEMO = ["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke", "--quiet"]
 
 
@@ -25,13 +25,6 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     rc = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_data(monkeypatch, tmp_path):
-    monkeypatch.delenv("MDDBENCH_DATA", raising=False)
-    monkeypatch.delenv("MDDBENCH_OFFLINE", raising=False)
-    monkeypatch.setattr(medmnist_sets, "MEDMNIST_ROOT", tmp_path / "no-medmnist-root")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +63,7 @@ def test_info(capsys):
                    "a8b06965200029087d5bd730944a56c1", "zenodo.org", "--data-root", "MDD benchmark", "missing"):
         assert needed in out, needed
     if BREAST.is_file():
-        rc, out, _ = cli(capsys, "info", "breastmnist", "--data-root", SHARED)
+        rc, out, _ = cli(capsys, "info", "breastmnist", "--data-root", SHARED_DATA)
         assert rc == 0 and f"{BREAST} (present)" in out and "CC BY 4.0" in out
 
 
@@ -100,9 +93,10 @@ def test_run_random_on_demo(random_run):
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}
 
 
+@pytest.mark.slow
 @needs_breast
 def test_run_real_on_breastmnist(tmp_path, capsys):
-    rc, out, _ = cli(capsys, "run", "--method", "real", "--dataset", "breastmnist", "--data-root", SHARED,
+    rc, out, _ = cli(capsys, "run", "--method", "real", "--dataset", "breastmnist", "--data-root", SHARED_DATA,
                      "--budget", "smoke", "--out", tmp_path, "--quiet")
     assert rc == 0 and "real" in out and "breastmnist" in out
     [record] = ResultStore(tmp_path / "results.sqlite").records()
@@ -176,10 +170,10 @@ def test_bad_input_is_exit_code_2_with_a_clear_message(tmp_path, capsys, args, e
 
 @needs_breast
 def test_ipc_larger_than_a_class(tmp_path, capsys):
-    rc, _, err = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", SHARED,
+    rc, _, err = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", SHARED_DATA,
                      "--ipc", "148", "--budget", "smoke", "--out", tmp_path, "--quiet")
     assert rc == 2 and "--ipc 148 is larger than class 0 ('malignant')" in err and "147 train images" in err
-    rc, _, _ = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", SHARED,
+    rc, _, _ = cli(capsys, "run", "--method", "random", "--dataset", "breastmnist", "--data-root", SHARED_DATA,
                    "--ipc", "147", "--budget", "smoke", "--eval-n-models", "1", "--eval-epochs", "1",
                    "--out", tmp_path, "--quiet")
     assert rc == 0  # exactly a class's size is fine

@@ -13,34 +13,13 @@ import torch
 from medmnist import INFO
 
 from mddbench.data import DatasetSpec, get_spec, load_dataset, md5sum, read_npz
-from mddbench.datasets import demo, medmnist_sets
+from mddbench.datasets import demo
 from mddbench.errors import ConfigError, DataError
 from mddbench.registry import DATASETS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-BREAST = SHARED / "breastmnist.npz"
-BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
-needs_breast = pytest.mark.skipif(not BREAST.is_file(), reason=f"{BREAST} is not available")
+from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast
 
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No data root or offline switch from the environment, no ~/.medmnist, and no network."""
-    monkeypatch.delenv("MDDBENCH_DATA", raising=False)
-    monkeypatch.delenv("MDDBENCH_OFFLINE", raising=False)
-    monkeypatch.setattr(medmnist_sets, "MEDMNIST_ROOT", tmp_path / "no-medmnist-root")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("a test tried to reach the network")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-
-
-@pytest.fixture(scope="module")
-def breast():
-    if not BREAST.is_file():
-        pytest.skip(f"{BREAST} is not available")
-    return load_dataset("breastmnist", SHARED, offline=True)
+pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
 
 def broken_copy(folder: Path, how: str) -> Path:
@@ -89,7 +68,7 @@ def test_normalisation_comes_from_the_train_split(breast):
 def test_data_root_from_the_environment(monkeypatch):
     if not BREAST.is_file():
         pytest.skip(f"{BREAST} is not available")
-    monkeypatch.setenv("MDDBENCH_DATA", str(SHARED))
+    monkeypatch.setenv("MDDBENCH_DATA", str(SHARED_DATA))
     assert load_dataset("breastmnist", offline=True).checksum == BREAST_MD5
 
 

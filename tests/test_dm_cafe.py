@@ -15,7 +15,7 @@ from methodkit import distill, falls, load, log_rows, make_task, noise_like, sma
 
 @pytest.mark.parametrize("method,hp", [
     ("dm", {"iterations": 30}),
-    ("cafe", {"iterations": 12}),  # from noise, its default initialisation
+    pytest.param("cafe", {"iterations": 12}, marks=pytest.mark.slow),  # from noise, its default initialisation
 ])
 def test_objective_falls_and_beats_noise(method, hp, tmp_path):
     synset, task = distill(method, ipc=2, hp=hp, run_dir=tmp_path)

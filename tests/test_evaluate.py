@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,20 +9,9 @@ import torch
 from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-from mddbench.data import load_dataset
 from mddbench.evaluate import EvalConfig, evaluate
 from mddbench.metrics import auc, classification_metrics, summarize
 from mddbench.synset import SyntheticSet
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-BREAST = SHARED / "breastmnist.npz"
-
-
-@pytest.fixture(scope="module")
-def breast():
-    if not BREAST.is_file():
-        pytest.skip(f"{BREAST} is not available")
-    return load_dataset("breastmnist", SHARED, offline=True)
 
 
 def subset(data, per_class: int, seed: int = 0) -> SyntheticSet:
@@ -33,6 +21,7 @@ def subset(data, per_class: int, seed: int = 0) -> SyntheticSet:
 
 
 # -------------------------------------------------------------------------------- protocol
+@pytest.mark.slow
 def test_real_breastmnist_beats_the_majority_class(breast):
     full = SyntheticSet(breast.x["train"], breast.y["train"])
     result = evaluate(full, breast, EvalConfig(n_models=1, epochs=4), seed=0, progress=False)
@@ -58,6 +47,7 @@ def test_a_diverging_evaluation_network_is_recorded_as_diverged(breast):
                     progress=False).summary()["test_acc"]["n"] == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(breast):
     synset = subset(breast, 5)
     config = EvalConfig(n_models=2, epochs=4)

@@ -173,6 +173,7 @@ def test_second_run_reuses_the_cache_and_building_resumes_per_expert(tmp_path, m
     assert torch.equal(more.trajectories[0], first.trajectories[0])
 
 
+@pytest.mark.slow
 def test_experts_learn(tmp_path):
     data = load("tiny28")
     traj = ExpertProvider(tmp_path, data, get_budget("smoke"), torch.device("cpu"), progress=False)(

@@ -12,6 +12,7 @@ from mddbench.figures import accuracy_curve, plot_runs
 from methodkit import distill, load
 
 
+@pytest.mark.slow
 def test_curve_and_figures_from_ptm_runs(tmp_path, expert_cache):
     runs = []
     for name, hp in (("with", {}), ("without", {"overlap": False})):

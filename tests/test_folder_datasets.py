@@ -13,6 +13,8 @@ from mddbench.datasets import mdd_folders as mf
 from mddbench.errors import DataError
 from mddbench.registry import DATASETS
 
+from conftest import SHARED_DATA
+
 MASK = 255  # pixel value only masks have
 SIZES = [(40, 52), (60, 44), (48, 48), (57, 41), (43, 60), (51, 55)]
 
@@ -318,7 +320,7 @@ def test_ham_missing_image(tmp_path):
 
 
 # ------------------------------------------------------------------ the genuine HAM10000 sample
-HAM_SAMPLE = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000_sample"
+HAM_SAMPLE = SHARED_DATA / "ham10000_sample"
 needs_ham = pytest.mark.skipif(not HAM_SAMPLE.is_dir(), reason=f"{HAM_SAMPLE} is not available")
 
 

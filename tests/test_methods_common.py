@@ -20,6 +20,13 @@ from methodkit import distill, make_task
 
 DISTILLERS = [n for n in METHODS.names() if n not in ("random", "real")]
 SHORT = {"iterations": 6}
+QUICK = ("dm", "mtt")  # stay in `-m "not slow"`: one method without experts, one on the trajectory base
+SHAPES = [("tiny3d", (1, 12, 12, 12)), ("tiny112", (3, 112, 112))]
+
+
+def slow_unless(quick: bool, *values, id: str | None = None):
+    """One parameter set, marked slow unless ``quick`` (the full suite runs every one)."""
+    return pytest.param(*values, id=id, marks=() if quick else pytest.mark.slow)
 
 
 def _hp(method: str, **extra) -> dict:
@@ -29,7 +36,7 @@ def _hp(method: str, **extra) -> dict:
     return hp
 
 
-@pytest.mark.parametrize("method", DISTILLERS)
+@pytest.mark.parametrize("method", [slow_unless(m in QUICK, m) for m in DISTILLERS])
 def test_resume_equals_uninterrupted(method, tmp_path, monkeypatch, expert_cache):
     experts = expert_cache
     full, full_task = distill(method, hp=_hp(method), run_dir=tmp_path / "a", expert_root=experts, checkpoint_every=2)
@@ -63,8 +70,9 @@ def test_nan_guard_keeps_last_good_set(method, tmp_path, expert_cache):
     assert torch.isfinite(last.images).all()
 
 
-@pytest.mark.parametrize("dataset,shape", [("tiny3d", (1, 12, 12, 12)), ("tiny112", (3, 112, 112))])
-@pytest.mark.parametrize("method", DISTILLERS)
+@pytest.mark.parametrize("method,dataset,shape", [
+    slow_unless(m == "dm" or (m, d) == ("mtt", "tiny3d"), m, d, shape, id=f"{m}-{d}-shape{i}")
+    for i, (d, shape) in enumerate(SHAPES) for m in DISTILLERS])
 def test_runs_on_3d_and_112px(method, dataset, shape, tmp_path, expert_cache):
     try:
         synset, task = distill(method, dataset=dataset, hp=_hp(method, iterations=2), run_dir=tmp_path / "run",

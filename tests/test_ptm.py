@@ -84,6 +84,7 @@ def test_reset_restores_the_complement_exactly_and_leaves_the_foundation():
     assert torch.all(buf[comp] == 0) and torch.all(buf[~comp] != 0)
 
 
+@pytest.mark.slow
 def test_progressive_run_logs(tmp_path, expert_cache):
     synset, task = distill("ptm", dataset="tiny28", ipc=4, hp={"iterations": 12, "end_epoch": 3, "steps_per_epoch": 2},
                            run_dir=tmp_path / "run", expert_root=expert_cache)
@@ -118,6 +119,7 @@ def test_reduces_to_mtt_from_epoch_zero(tmp_path, expert_cache):
     assert res.loss == pytest.approx(ptm_loss, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_matching_loss_falls_and_beats_noise(tmp_path, expert_cache):
     hp = {"iterations": 40, "end_epoch": 2, "steps_per_epoch": 3, "max_syn_steps": 6, "lr_img": 100.0}
     synset, task = distill("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "run", expert_root=expert_cache)

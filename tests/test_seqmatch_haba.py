@@ -44,6 +44,7 @@ def test_split_ipc(ipc, k, expected):
     assert seqmatch.split_ipc(ipc, k) == expected
 
 
+@pytest.mark.slow
 def test_fewer_than_two_images_per_subset_runs_plain_mtt(caplog, expert_cache, tmp_path):
     assert [seqmatch.effective_subsets(i, 3) for i in (5, 6)] == [1, 3]
     with caplog.at_level(logging.WARNING, logger="mddbench.methods.seqmatch"):
@@ -51,6 +52,7 @@ def test_fewer_than_two_images_per_subset_runs_plain_mtt(caplog, expert_cache, t
     assert synset.stages == [9] and "plain MTT" in caplog.text
 
 
+@pytest.mark.slow
 def test_earlier_subsets_stay_frozen(seq_run):
     synset, _, run = seq_run
     stage1 = SyntheticSet.load(run / "seqmatch_stage1.safetensors")
@@ -60,6 +62,7 @@ def test_earlier_subsets_stay_frozen(seq_run):
     assert synset.stage_lrs[0] == stage1.lr
 
 
+@pytest.mark.slow
 def test_saved_set_evaluates_sequentially(seq_run, tmp_path, monkeypatch):
     synset, _, _ = seq_run
     loaded = SyntheticSet.load(synset.save(tmp_path / "s.safetensors"))
@@ -77,6 +80,7 @@ def test_saved_set_evaluates_sequentially(seq_run, tmp_path, monkeypatch):
     assert seen_sizes == [6, 6, 12, 12]  # S1 alone, then S1 + S2
 
 
+@pytest.mark.slow
 def test_finished_stages_and_stage_experts_are_reused(seq_run, expert_cache, monkeypatch):
     synset, _, run = seq_run
 
@@ -94,6 +98,7 @@ def test_finished_stages_and_stage_experts_are_reused(seq_run, expert_cache, mon
     assert torch.equal(redone.images, synset.images)
 
 
+@pytest.mark.slow
 def test_resume_inside_a_later_stage(tmp_path, expert_cache, monkeypatch):
     hp = {"iterations": 4, "prev_train_epochs": 4}
     full, _ = distill("seqmatch", ipc=4, hp=hp, run_dir=tmp_path / "a", expert_root=expert_cache, checkpoint_every=2)
@@ -113,6 +118,7 @@ def test_resume_inside_a_later_stage(tmp_path, expert_cache, monkeypatch):
     assert torch.equal(full.images, resumed.images) and full.stage_lrs == resumed.stage_lrs
 
 
+@pytest.mark.slow
 def test_seqmatch_loss_falls_and_beats_noise(seq_run):
     synset, task, _ = seq_run
     for k in (1, 2):
@@ -138,6 +144,7 @@ def test_render_draws_a_hallucinator_per_sample():
     assert len(torch.unique(out.flatten(1), dim=0)) == 5  # identical bases, all five renderings appear
 
 
+@pytest.mark.slow
 def test_haba_renderer_round_trip(haba_run, tmp_path):
     synset, _, _ = haba_run
     assert synset.renderer == "haba" and synset.meta["bases_per_class"] == 2
@@ -169,6 +176,7 @@ def test_supcon_prefers_same_class_views():
     assert supcon(aligned, labels) < supcon(mixed, labels)
 
 
+@pytest.mark.slow
 def test_haba_loss_falls_lr_clipped_and_beats_noise(haba_run):
     synset, task, _ = haba_run
     rows = log_rows(task, "haba")

@@ -72,6 +72,7 @@ def test_ftd_ema_update_by_hand():
     assert ema.tolist() == pytest.approx([0.875] * 3)
 
 
+@pytest.mark.slow
 def test_ftd_returns_the_ema_of_every_image_step(tmp_path, expert_cache):
     m, task = make_task("ftd", hp={"iterations": 4}, run_dir=tmp_path, expert_root=expert_cache)
     seen: list[torch.Tensor] = []
@@ -227,6 +228,7 @@ def learned(tmp_path_factory, expert_cache):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["smdd", "ftd", "datm"])
 def test_matching_loss_falls(learned, name):
     _, task, rows = learned[name]
@@ -239,6 +241,7 @@ def test_matching_loss_falls(learned, name):
         assert all(r["start_epoch"] < r["window_high"] for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["smdd", "ftd", "datm"])
 def test_distilled_set_beats_noise(learned, name):
     synset, _, _ = learned[name]

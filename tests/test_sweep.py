@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from mddbench.results import ResultStore
 from mddbench.runner import Job
 from mddbench.sweep import expand, pending
@@ -29,6 +31,7 @@ def test_pending_skips_jobs_whose_records_exist(tmp_path):
     assert pending([done, todo], store) == [todo]
 
 
+@pytest.mark.slow
 def test_killed_sweep_restarts_without_losing_or_duplicating(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo",
@@ -50,6 +53,7 @@ def test_killed_sweep_restarts_without_losing_or_duplicating(tmp_path):
     assert len({r["job_id"] for r in records}) == 4
 
 
+@pytest.mark.slow
 def test_output_folders_share_one_expert_cache(tmp_path, monkeypatch):
     """Experts built twice are not bit-identical, so runs meant to be compared share one cache."""
     from mddbench import experts as experts_mod

@@ -199,7 +199,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert main(["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke",
                  "--eval-n-models", "1", "--eval-epochs", "1", "--out", str(out), "--quiet"]) == 0
     (evaluated,) = ResultStore(out).records()
-    assert main(["privacy", str(Path(evaluated["artifact"]).parent), "--out", str(out), "--real-epochs", "0",
+    assert main(["privacy", str(Path(evaluated["artifact"]).parent), "--out", str(out), "--real-epochs", "1",
                  "--quiet"]) == 0
     (record,) = PrivacyStore(out).privacy_records()
     assert record["privacy_version"] == PRIVACY_VERSION and record["eval_record_id"] == evaluated["id"]
@@ -208,7 +208,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert record["budget"] == "smoke-custom" and record["memorisation"]["pixel"]["near_copy_share"] == 1.0
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
     assert list(out.rglob("*.safetensors")) == [Path(evaluated["artifact"])]  # nothing trained on patients is saved
-    assert main(["privacy", evaluated["artifact"], "--out", str(out), "--real-epochs", "0", "--quiet"]) == 0  # skipped
+    assert main(["privacy", evaluated["artifact"], "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
     assert len(PrivacyStore(out).privacy_records()) == 1 and len(ResultStore(out)) == 1
     lb = tmp_path / "lb"
     assert main(["leaderboard", "--results", str(out), "--to", str(lb)]) == 0
@@ -224,7 +224,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
 def test_a_set_without_a_stored_evaluation_is_audited_with_its_budget(tmp_path, demo):
     path = save_set(tmp_path / "set.safetensors", SyntheticSet(demo.x["train"][:4], demo.y["train"][:4]), demo)
     out = tmp_path / "out"
-    assert main(["privacy", str(path), "--out", str(out), "--epochs", "1", "--real-epochs", "0", "--quiet",
+    assert main(["privacy", str(path), "--out", str(out), "--epochs", "1", "--real-epochs", "1", "--quiet",
                  "--figure", str(tmp_path / "f.png")]) == 0
     (record,) = PrivacyStore(out).privacy_records()
     assert record["eval_record_id"] is None and record["config"]["target"]["n_models"] == 2  # smoke's

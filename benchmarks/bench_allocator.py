@@ -133,8 +133,8 @@ def main() -> None:
         for r in range(args.rounds):
             for piece in args.pieces:
                 for tuned in ((False, True) if r % 2 == 0 else (True, False)):
-                    if piece == "experts":  # built from scratch every time
-                        subprocess.run(["rm", "-rf", str(work / "fresh_experts")], check=True)
+                    # experts built and sets distilled from scratch every time (a finished run is only loaded)
+                    subprocess.run(["rm", "-rf", str(work / "fresh_experts"), str(work / "out")], check=True)
                     results[piece][tuned].append(run_child(piece, work, args.threads, tuned))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     rows, totals = [], {True: 0.0, False: 0.0}

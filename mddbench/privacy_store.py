@@ -16,7 +16,7 @@ from typing import Any
 
 from .atomic import write_text
 from .errors import ConfigError
-from .results import ResultStore, _no_value_as_null
+from .results import ResultStore, _no_value_as_null, jsonl_text
 
 EXPORT_FILENAME = "privacy.jsonl"
 REQUIRED = ("id", "privacy_version", "job_id", "eval_record_id", "method", "dataset", "ipc", "seed", "budget",
@@ -84,7 +84,7 @@ class PrivacyStore(ResultStore):
         """Write every privacy result, one JSON object per line, sorted by id; return how many."""
         path = Path(path)
         records = self.privacy_records()
-        write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        write_text(path, jsonl_text(records))
         return len(records)
 
     def import_privacy(self, path: str | os.PathLike[str]) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from .atomic import write_text
 from .errors import ConfigError
-from .results import record_id, validate
+from .results import jsonl_text, record_id, validate
 
 RECORDS_FILE = "records.jsonl"
 Record = dict[str, Any]
@@ -48,7 +48,7 @@ def identity(record: Record) -> str:
 
 def jsonl(records: Iterable[Record]) -> str:
     """The export format: one record per line, keys sorted, records by id (as ``ResultStore.export_jsonl``)."""
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in sorted(records, key=identity))
+    return jsonl_text(sorted(records, key=identity))
 
 
 def check_no_loss(records: list[Record], held: Path, reader, source: str) -> None:

@@ -226,7 +226,7 @@ class ResultStore:
         """Write every record, one JSON object per line, sorted by id; return how many."""
         path = Path(path)
         records = self.records()
-        write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        write_text(path, jsonl_text(records))
         return len(records)
 
     def import_jsonl(self, path: str | os.PathLike[str]) -> int:
@@ -242,6 +242,11 @@ class ResultStore:
                     raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
                 added += self._add(record)[1]
         return added
+
+
+def jsonl_text(records) -> str:
+    """The export format: one JSON object per line, keys sorted (records in the order given)."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
 
 
 def _now() -> str:

@@ -48,3 +48,13 @@ def isolated(monkeypatch, tmp_path):
         raise AssertionError("a test tried to reach the network")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the command line in-process: (exit code, stdout, stderr)."""
+    from mddbench.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err

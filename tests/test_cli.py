@@ -13,18 +13,11 @@ from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
 from mddbench.results import ResultStore
 
-from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast
+from conftest import BREAST, BREAST_MD5, SHARED_DATA, cli, needs_breast
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
 RANDOM_DEMO = ["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke", "--quiet"]
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,16 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     rc = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+RANDOM_DEMO = ["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    """One finished `run` of the random baseline on the demo set (one per test module that reads it)."""
+    from mddbench.cli import main
+
+    out = tmp_path_factory.mktemp("out")
+    assert main(RANDOM_DEMO + ["--out", str(out)]) == 0
+    return out

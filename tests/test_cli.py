@@ -13,19 +13,10 @@ from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
 from mddbench.results import ResultStore
 
-from conftest import BREAST, BREAST_MD5, SHARED_DATA, cli, needs_breast
+from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
-RANDOM_DEMO = ["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def random_run(tmp_path_factory):
-    """One finished `run` of the random baseline on the demo set (shared by the tests that read it)."""
-    out = tmp_path_factory.mktemp("out")
-    assert main(RANDOM_DEMO + ["--out", str(out)]) == 0
-    return out
 
 
 # ----------------------------------------------------------------------------------- listing

@@ -8,24 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from mddbench.cli import main
 from mddbench.errors import ConfigError
 from mddbench.results import ResultStore
 from mddbench.runner import Job
 from mddbench.synset import SyntheticSet
 
-from conftest import cli
+from conftest import RANDOM_DEMO, cli
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "leaderboards" / "records.jsonl"
-RANDOM_DEMO = ["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("out")
-    assert main(RANDOM_DEMO + ["--out", str(out)]) == 0
-    return out
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -33,21 +24,21 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------ the published records
-def test_leaderboard_refuses_to_drop_published_records(demo_run, tmp_path, capsys):
+def test_leaderboard_refuses_to_drop_published_records(random_run, tmp_path, capsys):
     """The README's demo run, then `mddbench leaderboard` into a folder holding the published records."""
     to = tmp_path / "leaderboards"
     to.mkdir()
     shutil.copy(PUBLISHED, to / "records.jsonl")
     (to / "main_quick.md").write_text("published table\n")
     before = _tree(to)
-    rc, _, err = cli(capsys, "leaderboard", "--results", demo_run, "--to", to)
+    rc, _, err = cli(capsys, "leaderboard", "--results", random_run, "--to", to)
     assert rc == 2 and "would drop them" in err and "mddbench merge" in err
     assert _tree(to) == before  # nothing written, nothing emptied
 
 
-def test_leaderboard_adds_to_a_folder_when_no_record_is_dropped(demo_run, tmp_path, capsys):
+def test_leaderboard_adds_to_a_folder_when_no_record_is_dropped(random_run, tmp_path, capsys):
     to = tmp_path / "lb"
-    assert cli(capsys, "leaderboard", "--results", demo_run, "--to", to)[0] == 0
+    assert cli(capsys, "leaderboard", "--results", random_run, "--to", to)[0] == 0
     both = tmp_path / "both.jsonl"
     both.write_text((to / "records.jsonl").read_text() + PUBLISHED.read_text())
     rc, out, _ = cli(capsys, "leaderboard", "--records", both, "--to", to)
@@ -93,10 +84,10 @@ def test_a_garbage_records_file_names_its_line(tmp_path, capsys, content):
     assert rc == 2 and f"{bad}:2" in err and not (tmp_path / "lb").exists()
 
 
-def test_to_pointing_at_a_file(demo_run, tmp_path, capsys):
+def test_to_pointing_at_a_file(random_run, tmp_path, capsys):
     target = tmp_path / "file.txt"
     target.write_text("mine")
-    rc, _, err = cli(capsys, "leaderboard", "--results", demo_run, "--to", target)
+    rc, _, err = cli(capsys, "leaderboard", "--results", random_run, "--to", target)
     assert rc == 2 and "is a file" in err and target.read_text() == "mine"
 
 
@@ -109,11 +100,11 @@ def test_name_spellings_are_one_job():
         ("random", "breastmnist", "smoke", ("convnet",))
 
 
-def test_a_shouted_run_lands_in_the_same_cell(demo_run, capsys):
-    before = ResultStore(demo_run / "results.sqlite").records()
+def test_a_shouted_run_lands_in_the_same_cell(random_run, capsys):
+    before = ResultStore(random_run / "results.sqlite").records()
     rc, _, _ = cli(capsys, "run", "--method", "Random", "--dataset", "DEMO", "--ipc", "2", "--budget", "Smoke",
-                   "--quiet", "--out", demo_run)
-    assert rc == 0 and ResultStore(demo_run / "results.sqlite").records() == before
+                   "--quiet", "--out", random_run)
+    assert rc == 0 and ResultStore(random_run / "results.sqlite").records() == before
 
 
 @pytest.mark.parametrize("seed", [2**63, -1])
@@ -127,37 +118,37 @@ def _artifact(run_out: Path) -> Path:
     return next((run_out / "runs").glob("*/synset.safetensors"))
 
 
-def test_eval_of_a_forged_set_is_external(demo_run, tmp_path, capsys):
-    synset = SyntheticSet.load(_artifact(demo_run))
+def test_eval_of_a_forged_set_is_external(random_run, tmp_path, capsys):
+    synset = SyntheticSet.load(_artifact(random_run))
     synset.meta["method"] = "ptm"  # a random set that says it is PTM's
     forged = synset.save(tmp_path / "forged.safetensors")
-    rc, _, _ = cli(capsys, "eval", forged, "--out", demo_run, "--quiet", "--eval-n-models", "1",
+    rc, _, _ = cli(capsys, "eval", forged, "--out", random_run, "--quiet", "--eval-n-models", "1",
                    "--eval-epochs", "2")
     assert rc == 0
-    [record] = [r for r in ResultStore(demo_run / "results.sqlite").records() if r.get("claimed_method")]
+    [record] = [r for r in ResultStore(random_run / "results.sqlite").records() if r.get("claimed_method")]
     assert record["method"] == "external" and record["claimed_method"] == "ptm"
     assert record["job_id"].startswith("external-") and record["provenance"] == "unverified file"
 
 
-def test_eval_of_a_recorded_set_keeps_its_method(demo_run, capsys):
-    rc, _, _ = cli(capsys, "eval", _artifact(demo_run), "--out", demo_run, "--quiet", "--eval-n-models", "1",
+def test_eval_of_a_recorded_set_keeps_its_method(random_run, capsys):
+    rc, _, _ = cli(capsys, "eval", _artifact(random_run), "--out", random_run, "--quiet", "--eval-n-models", "1",
                    "--eval-epochs", "2", "--no-record")
     assert rc == 0
     # recompute what eval decided, without a second store write
     from mddbench.runner import provenance
 
-    meta = SyntheticSet.load(_artifact(demo_run)).meta
-    assert provenance(_artifact(demo_run), meta, demo_run / "results.sqlite")["method"] == "random"
+    meta = SyntheticSet.load(_artifact(random_run)).meta
+    assert provenance(_artifact(random_run), meta, random_run / "results.sqlite")["method"] == "random"
 
 
-def test_eval_against_other_data_is_refused(demo_run, tmp_path, capsys):
-    synset = SyntheticSet.load(_artifact(demo_run))
+def test_eval_against_other_data_is_refused(random_run, tmp_path, capsys):
+    synset = SyntheticSet.load(_artifact(random_run))
     synset.meta["data_checksum"] = "0" * 32
     other = synset.save(tmp_path / "other.safetensors")
-    before = len(ResultStore(demo_run / "results.sqlite"))
-    rc, _, err = cli(capsys, "eval", other, "--out", demo_run, "--quiet")
+    before = len(ResultStore(random_run / "results.sqlite"))
+    rc, _, err = cli(capsys, "eval", other, "--out", random_run, "--quiet")
     assert rc == 2 and "0" * 32 in err and "--data-root" in err
-    assert len(ResultStore(demo_run / "results.sqlite")) == before
+    assert len(ResultStore(random_run / "results.sqlite")) == before
 
 
 # ------------------------------------------------------------------ work done is never lost

@@ -162,7 +162,8 @@ def score(net: torch.nn.Module, data: RealData, device: torch.device) -> dict[st
         return dict.fromkeys(METRICS)
     test = classification_metrics(probs["test"], data.y["test"].numpy())
     val = classification_metrics(probs["val"], data.y["val"].numpy())
-    return {"test_acc": test["acc"], "val_acc": val["acc"], "auc": test["auc"], "balanced_acc": test["balanced_acc"]}
+    return {"test_acc": test["acc"], "val_acc": val["acc"], "auc": test["auc"], "balanced_acc": test["balanced_acc"],
+            "val_balanced_acc": val["balanced_acc"]}
 
 
 def pack_size(net: torch.nn.Module, probe: torch.Tensor, synset: SyntheticSet, config: EvalConfig,

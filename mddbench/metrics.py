@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-METRICS = ("test_acc", "val_acc", "auc", "balanced_acc")
+# val_balanced_acc: what open values are chosen on where a class dominates (records before it lack it)
+METRICS = ("test_acc", "val_acc", "auc", "balanced_acc", "val_balanced_acc")
 
 
 def auc(probs: np.ndarray, y: np.ndarray) -> float:

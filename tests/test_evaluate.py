@@ -39,7 +39,7 @@ def test_a_diverging_evaluation_network_is_recorded_as_diverged(breast):
     synset = subset(breast, 2)
     synset.lr = 1e4
     result = evaluate(synset, breast, EvalConfig(model="lenet", n_models=2, epochs=3), seed=0, progress=False)
-    assert result.per_model == [dict.fromkeys(("test_acc", "val_acc", "auc", "balanced_acc"))] * 2
+    assert result.per_model == [dict.fromkeys(("test_acc", "val_acc", "auc", "balanced_acc", "val_balanced_acc"))] * 2
     summary = result.summary()["test_acc"]
     assert summary["n"] == 0 and summary["diverged"] == 2 and math.isnan(summary["mean"])
     synset.lr = 0.01  # the same networks at a sane step size score

@@ -127,7 +127,7 @@ def cmd_eval(args) -> None:
     from .budgets import get_budget
     from .data import load_dataset
     from .evaluate import EvalConfig, evaluate
-    from .results import ResultStore
+    from .results import ResultStore, stored_artifact
     from .runner import ensure_writable, file_digest, make_record, provenance, resolve_device
     from .synset import SyntheticSet
 
@@ -158,7 +158,7 @@ def cmd_eval(args) -> None:
         if label != meta.get("budget") or args.seed is not None:
             job_id = f"{job_id}:eval-{label}-s{args.seed}"
         records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
-                                   str(args.artifact), job_id))
+                                   stored_artifact(args.artifact, args.out), job_id))
     _print_records(records)
     if not args.no_record:
         ensure_writable(Path(args.out))

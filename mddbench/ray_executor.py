@@ -190,8 +190,9 @@ class RayExecutor:
 
     @staticmethod
     def _home(record: dict, work: Work) -> dict:
-        """The record as if run here: its artifact is the copy in this process's --out."""
-        if record.get("artifact"):
+        """The record as if run here: its artifact is the copy in this process's --out (a schema-1 record's
+        absolute path is rewritten; schema 2's path is relative to --out already)."""
+        if record.get("artifact") and Path(record["artifact"]).is_absolute():
             record = {**record, "artifact": str(work.job.run_dir / ARTIFACT)}
             result_file = work.job.run_dir / f"result_{record['eval_model']}.json"
             if result_file.exists():

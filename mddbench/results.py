@@ -28,6 +28,9 @@ METRIC_NAMES = ("test_acc", "val_acc", "auc", "balanced_acc")
 STAT_FIELDS = ("per_model", "mean", "std", "n")
 INDEXED = ("id", "job_id", "method", "dataset", "ipc", "eval_model", "budget", "protocol", "seed", "created")
 BUSY_TIMEOUT_S = 60.0
+# the record format: 2 adds ``record_schema``, ``environment`` and an ``artifact`` relative to the store's
+# folder (the run's --out); records without the field are schema 1 (absolute artifact paths, torch only)
+RECORD_SCHEMA = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -47,6 +50,26 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_cell ON records (method, dataset, ipc, eval_model);
 CREATE INDEX IF NOT EXISTS records_budget ON records (budget, protocol);
 """
+
+
+def record_schema(record: dict[str, Any]) -> int:
+    return int(record.get("record_schema") or 1)
+
+
+def artifact_path(record: dict[str, Any], out: str | Path) -> Path | None:
+    """The synthetic set a record names, on this machine: relative paths (schema 2) are taken from ``out``,
+    the folder of the store that holds the record; schema 1's absolute paths are returned as they are."""
+    if not record.get("artifact"):
+        return None
+    path = Path(record["artifact"])
+    return path if path.is_absolute() else Path(out) / path
+
+
+def stored_artifact(path: str | Path, out: str | Path) -> str:
+    """How a record names a set: relative to ``out`` when the set lies inside it (the record and its
+    run folder move together), else the absolute path."""
+    path, out = Path(path).resolve(), Path(out).resolve()
+    return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
 
 
 def record_id(job_id: str, eval_model: str) -> str:

@@ -31,7 +31,7 @@ from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from .loop import peak_memory_mb
 from .method import Method, Task
 from .registry import DATASETS, METHODS, NETWORKS, load_plugins
-from .results import ResultStore
+from .results import RECORD_SCHEMA, ResultStore, artifact_path, stored_artifact
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -284,7 +284,21 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
         "overrides": meta.get("overrides") or {},
         **{k: meta[k] for k in ("claimed_method", "provenance", "artifact_sha256") if k in meta},
         "artifact": artifact, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "record_schema": RECORD_SCHEMA, "environment": environment(meta.get("device")),
     }
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    """What a result ran on, beyond the code version: interpreter, libraries, the device's name."""
+    import platform
+
+    import numpy
+
+    name = platform.processor() or platform.machine()
+    if device and str(device).startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device))
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "device": str(device) if device else None, "device_name": name, "platform": platform.platform()}
 
 
 def file_digest(path: str | Path) -> str:
@@ -308,8 +322,8 @@ def provenance(artifact: Path, meta: dict[str, Any], store_path: Path) -> dict[s
         digest = file_digest(artifact)
         for r in ResultStore(store_path, create=False).records(job_id=meta["job_id"]):
             same = (r.get("artifact_sha256") == digest if r.get("artifact_sha256")
-                    else bool(r.get("artifact")) and Path(r["artifact"]).is_file()
-                    and Path(r["artifact"]).samefile(artifact))
+                    else bool(r.get("artifact")) and artifact_path(r, store_path.parent).is_file()
+                    and artifact_path(r, store_path.parent).samefile(artifact))
             if same and r.get("method") == claimed:
                 return {"method": claimed, "provenance": "recorded run", "artifact_sha256": digest}
     return {"method": "external", "claimed_method": claimed, "provenance": "unverified file"}
@@ -349,7 +363,7 @@ def run_job(job: Job) -> list[dict[str, Any]]:
         if record is None:
             result = evaluate(synset, p.data, cfg, seed=job.seed, device=p.device, progress=job.progress)
             record = make_record(synset.meta, p.spec, result, job.budget_label,
-                                 str(artifact) if p.method.shareable else None)
+                                 stored_artifact(artifact, job.out) if p.method.shareable else None)
             if p.method.shareable:
                 record["artifact_sha256"] = file_digest(artifact)
             write_json(saved, record, indent=2)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from mddbench.cli import main
 from mddbench.errors import ArtifactError
-from mddbench.results import ResultStore
+from mddbench.results import ResultStore, artifact_path
 from mddbench.synset import FORMAT, SyntheticSet
 
 
@@ -148,13 +148,13 @@ def run_out(tmp_path_factory):
 def test_eval_reevaluates_a_saved_set(run_out, capsys):
     store = ResultStore(run_out / "results.sqlite")
     [original] = store.records()
-    artifact = original["artifact"]
+    artifact = str(artifact_path(original, run_out))
     assert main(["eval", artifact, "--model", "lenet", "--out", str(run_out), "--quiet"]) == 0
     assert "lenet" in capsys.readouterr().out
     [lenet] = store.records(eval_model="lenet")
     assert (lenet["job_id"], lenet["method"], lenet["dataset"], lenet["ipc"], lenet["budget"]) == \
         (original["job_id"], "random", "demo", 2, "smoke")
-    assert lenet["metrics"]["test_acc"]["n"] == 2 and lenet["artifact"] == artifact
+    assert lenet["metrics"]["test_acc"]["n"] == 2 and lenet["artifact"] == original["artifact"]
     assert lenet["data_checksum"] == original["data_checksum"]
 
     # the record is reproducible from the file alone

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
-from mddbench.results import ResultStore
+from mddbench.results import ResultStore, artifact_path
 
 from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast
 
@@ -72,7 +73,9 @@ def test_run_random_on_demo(random_run):
     assert record["metrics"]["test_acc"]["n"] == 2 and record["protocol"] == "v1"
     assert (record["resolution"], record["channels"], record["dims"]) == (28, 1, 2)
     assert record["updates"] is None  # random has no gated update to count
-    run_dir = Path(record["artifact"]).parent
+    assert record["record_schema"] == 2 and not Path(record["artifact"]).is_absolute()  # moves with --out
+    assert record["environment"]["torch"] == torch.__version__ and record["environment"]["python"]
+    run_dir = artifact_path(record, random_run).parent
     assert run_dir.parent == random_run / "runs"
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}
 
@@ -109,7 +112,7 @@ def test_leaderboard_writes_csv_and_markdown(random_run, tmp_path, capsys):
 def test_rerunning_a_finished_job_adds_nothing(random_run, capsys):
     store = ResultStore(random_run / "results.sqlite")
     before = store.records()
-    artifact = Path(before[0]["artifact"])
+    artifact = artifact_path(before[0], random_run)
     stamp = artifact.stat().st_mtime_ns
     rc, out, _ = cli(capsys, *RANDOM_DEMO, "--out", random_run)
     assert rc == 0 and "random" in out  # the finished result is shown again

@@ -20,7 +20,7 @@ from mddbench.privacy import PRIVACY_VERSION, PrivacyConfig, audit, load_for_aud
 from mddbench.privacy_figure import nearest_figure
 from mddbench.privacy_leaderboard import privacy_table
 from mddbench.privacy_store import PrivacyStore
-from mddbench.results import ResultStore
+from mddbench.results import ResultStore, artifact_path
 from mddbench.synset import SyntheticSet
 
 TINY = PrivacyConfig(target=EvalConfig(n_models=1, epochs=10), reference=EvalConfig(n_models=1, epochs=2))
@@ -199,7 +199,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert main(["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke",
                  "--eval-n-models", "1", "--eval-epochs", "1", "--out", str(out), "--quiet"]) == 0
     (evaluated,) = ResultStore(out).records()
-    assert main(["privacy", str(Path(evaluated["artifact"]).parent), "--out", str(out), "--real-epochs", "1",
+    assert main(["privacy", str(artifact_path(evaluated, out).parent), "--out", str(out), "--real-epochs", "1",
                  "--quiet"]) == 0
     (record,) = PrivacyStore(out).privacy_records()
     assert record["privacy_version"] == PRIVACY_VERSION and record["eval_record_id"] == evaluated["id"]
@@ -207,8 +207,8 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert record["membership"]["target"]["test_acc"]["per_model"] == evaluated["metrics"]["test_acc"]["per_model"]
     assert record["budget"] == "smoke-custom" and record["memorisation"]["pixel"]["near_copy_share"] == 1.0
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
-    assert list(out.rglob("*.safetensors")) == [Path(evaluated["artifact"])]  # nothing trained on patients is saved
-    assert main(["privacy", evaluated["artifact"], "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
+    assert list(out.rglob("*.safetensors")) == [artifact_path(evaluated, out)]  # nothing trained on patients is saved
+    assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
     assert len(PrivacyStore(out).privacy_records()) == 1 and len(ResultStore(out)) == 1
     lb = tmp_path / "lb"
     assert main(["leaderboard", "--results", str(out), "--to", str(lb)]) == 0

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".
 
 from mddbench.errors import ConfigError  # noqa: E402
 from mddbench.ray_executor import SCRATCH_ENV, RayExecutor  # noqa: E402
-from mddbench.results import ResultStore  # noqa: E402
+from mddbench.results import ResultStore, artifact_path  # noqa: E402
 from mddbench.runner import Job  # noqa: E402
 from mddbench.sweep import run_sweep  # noqa: E402
 
@@ -49,9 +49,9 @@ def test_a_sweep_through_ray_gives_the_records_of_the_local_executor(cluster, tm
     assert len(a) == len(b) == 2
     for x, y in zip(a, b):
         assert (x["job_id"], x["metrics"], x["experts"]) == (y["job_id"], y["metrics"], y["experts"])
-        assert y["artifact"] == x["artifact"].replace(str(tmp_path / "local"), str(tmp_path / "ray"))
-        assert Path(y["artifact"]).is_file()  # the synthetic set came back to the driver's --out
-        assert json.loads((Path(y["artifact"]).parent / "job.json").read_text())["out"] == str(tmp_path / "ray")
+        assert y["artifact"] == x["artifact"]  # relative to --out
+        assert artifact_path(y, tmp_path / "ray").is_file()  # the synthetic set came back to the driver's --out
+        assert json.loads((artifact_path(y, tmp_path / "ray").parent / "job.json").read_text())["out"] == str(tmp_path / "ray")
     assert sorted(p.name for p in (tmp_path / "ray" / "experts").iterdir()) == \
         sorted(p.name for p in (tmp_path / "local" / "experts").iterdir())  # so did the experts built remotely
     assert not any(Path(os.environ[SCRATCH_ENV], "jobs").iterdir())  # nothing left behind on the node
@@ -123,7 +123,7 @@ def test_a_killed_driver_restarts_and_skips_finished_cells(cluster, tmp_path):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     records = ResultStore(store_path).records()
     assert sorted(r["ipc"] for r in records) == [1, 2, 3]  # every cell exactly once
-    assert all(Path(r["artifact"]).is_file() for r in records)
+    assert all(artifact_path(r, store_path.parent).is_file() for r in records)
 
 
 def test_more_gpus_or_cpus_than_the_cluster_has_is_refused_before_any_work(cluster, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from mddbench.cli import build_parser, main
-from mddbench.results import ResultStore
+from mddbench.results import ResultStore, artifact_path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -25,7 +25,7 @@ def test_readme_plugin_runs_verbatim(tmp_path):
     assert record["method"] == "herding" and record["ipc"] == 2
     from mddbench.synset import SyntheticSet
 
-    synset = SyntheticSet.load(record["artifact"])
+    synset = SyntheticSet.load(artifact_path(record, out))
     assert synset.images.shape == (8, 1, 28, 28) and torch.equal(synset.labels, torch.arange(4).repeat_interleave(2))
 
 

@@ -12,7 +12,7 @@ from mddbench.data import load_dataset
 from mddbench.errors import MddError, UnknownNameError
 from mddbench.method import Method
 from mddbench.registry import DATASETS, METHODS, NETWORKS, Registry, load_plugins
-from mddbench.results import ResultStore
+from mddbench.results import ResultStore, artifact_path
 from mddbench.synset import SyntheticSet
 
 PLUGIN = '''
@@ -118,7 +118,7 @@ def test_plugin_file_registers_a_method_that_runs(methods, tmp_path):
     [record] = ResultStore(out / "results.sqlite").records()
     assert (record["method"], record["dataset"], record["ipc"]) == ("plugin_means", "demo", 2)
     assert record["budget"] == "smoke"
-    synset = SyntheticSet.load(record["artifact"])
+    synset = SyntheticSet.load(artifact_path(record, out))
     data = load_dataset("demo")
     means = torch.stack([data.x["train"][i].mean(0) for i in data.class_indices()])
     torch.testing.assert_close(synset.images, means.repeat_interleave(2, 0))  # the plugin's distill ran

@@ -272,7 +272,7 @@ def _register(name: str, title: str, label_names: tuple[str, ...], license: str,
     register_dataset(name, DatasetSpec(
         name=name, title=title, source="folder", dims=2, channels=3, size=SIZE, label_names=label_names,
         task="multi-class", license=license, citation=citation, description=f"{about} {_PREP}", load=_load,
-        n_samples=None, filename=f"{name}_{SIZE}.npz", url=url, benchmark=True, where=where))
+        n_samples=None, filename=f"{name}_{SIZE}.npz", url=url, where=where))
 
 
 _register(

@@ -15,7 +15,6 @@ from mddbench.download import download
 from mddbench.errors import DataError
 from mddbench.registry import register_dataset
 
-BENCHMARK_FLAGS = {"pathmnist", "octmnist", "organmnist3d"}
 SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
 CITATION = ("Yang, J. et al. MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical image "
@@ -78,7 +77,6 @@ def _register(flag: str, size: int) -> None:
         filename=f"{flag}{suffix}.npz",
         md5=info["MD5" if size == 28 else f"MD5_{size}"],
         url=info["url" if size == 28 else f"url_{size}"],
-        benchmark=flag in BENCHMARK_FLAGS and size == 28,
         where="put the npz file in the data root or ~/.medmnist (downloaded automatically when online)",
     ), aliases=("organ3d",) if name == "organmnist3d" else ())
 

@@ -91,7 +91,7 @@ def _job(args, method: str, dataset: str, ipc, seed: int):
     from .method import parse_overrides
     from .runner import Job
 
-    return Job(method=method, dataset=dataset, ipc=None if method == "real" else ipc, seed=seed, budget=args.budget,
+    return Job(method=method, dataset=dataset, ipc=ipc, seed=seed, budget=args.budget,
                hparams=tuple(sorted(parse_overrides(args.hp).items())), eval_models=tuple(args.eval_model),
                eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs, time_budget=args.time_budget,
                snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out,

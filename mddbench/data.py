@@ -27,6 +27,10 @@ ENV_OFFLINE = "MDDBENCH_OFFLINE"
 DEFAULT_DATA_ROOT = Path("~/.mddbench/data")
 
 
+# the six MDD benchmark datasets, in the paper's order (the order of the leaderboards' columns too)
+BENCHMARK = ("pathmnist", "octmnist", "organmnist3d", "covid19-cxr", "breast-uls", "skin-ham")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
@@ -45,9 +49,13 @@ class DatasetSpec:
     filename: str | None = None  # the file the loader reads or writes under the data root
     md5: str | None = None
     url: str | None = None
-    benchmark: bool = False  # one of the six MDD benchmark datasets
     where: str = ""  # how a user puts the data in place (printed by ``mddbench info``)
     find: Callable[["DatasetSpec", Path], Path | None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def benchmark(self) -> bool:
+        """One of the six MDD benchmark datasets (:data:`BENCHMARK`)."""
+        return self.name in BENCHMARK
 
     def locate(self, root: Path) -> Path | None:
         """The file the loader reads for data root ``root``, None when absent (or the dataset has no file).

@@ -22,6 +22,7 @@ import pandas as pd
 from .atomic import write_text
 from .budgets import budget_label, record_budget_version
 from .class_balance import majority_dominated, majority_share
+from .data import BENCHMARK
 from .errors import ConfigError
 from .results import METRIC_NAMES
 from .significance import ALPHA, LEVEL, t_interval, verdict
@@ -29,7 +30,7 @@ from .significance import ALPHA, LEVEL, t_interval, verdict
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 METHOD_ORDER = ("random", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
 EVAL_MODEL_ORDER = ("convnet", "lenet", "resnet18", "alexnet")
-DATASET_ORDER = ("pathmnist", "octmnist", "organmnist3d", "covid19-cxr", "breast-uls", "skin-ham")
+DATASET_ORDER = BENCHMARK
 METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
                  "auc": "macro AUC", "balanced_acc": "balanced accuracy"}
 REAL = "real"
@@ -161,8 +162,15 @@ def _time_budgets(records: list[Record]) -> str:
     return f" [{', '.join(f'{b:g} s' for b in budgets)}]" if budgets else ""
 
 
+def is_reference(method: str) -> bool:
+    """A reference row, as its method declares (``Method.reference``: `real`): listed last, never ranked."""
+    from .registry import METHODS
+
+    return method in METHODS and METHODS.get(method).reference
+
+
 def _row_order(key: RowKey) -> tuple:
-    return (key[0] == REAL, _rank(key[0], METHOD_ORDER), key[1], key[2])
+    return (is_reference(key[0]), _rank(key[0], METHOD_ORDER), key[1], key[2])
 
 
 def _row_label(key: RowKey) -> str:
@@ -221,8 +229,8 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
         for c in targets:
             cells[(row_of(r), c)].append(r)
     stats = {k: pool(v, metric) for k, v in cells.items()}
-    # contenders for a column's verdict: never real, nor a cell that lost models to divergence
-    contenders = {k: s for k, s in stats.items() if k[0][0] != REAL and not s.diverged and s.n}
+    # contenders for a column's verdict: never a reference row, nor a cell that lost models to divergence
+    contenders = {k: s for k, s in stats.items() if not is_reference(k[0][0]) and not s.diverged and s.n}
     verdicts = {c: verdict({row: round(s.mean, 2) for (row, col), s in contenders.items() if col == c},
                            {row: s.seeds for (row, col), s in contenders.items() if col == c}) for c in cols}
     rows = sorted({row_of(r) for r in records}, key=_row_order)

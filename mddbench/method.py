@@ -32,6 +32,8 @@ class Method:
     work_unit: ClassVar[str] = "iterations"  # what ``iterations`` counts (budget parity compares its share)
     supports_3d: ClassVar[bool] = True
     shareable: ClassVar[bool] = True  # False when the "synthetic" set is real patient data (`real`)
+    uses_ipc: ClassVar[bool] = True  # False: the method takes the whole train split (no --ipc; records say "full")
+    reference: ClassVar[bool] = False  # a reference row (an upper bound), shown but never ranked against methods
     defaults: ClassVar[dict[str, Any]] = {}
     # valid ranges of numeric hyperparameters, checked by resolve(); merged with those of the base classes
     limits: ClassVar[dict[str, Limit]] = {}

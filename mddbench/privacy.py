@@ -90,8 +90,8 @@ def load_for_audit(artifact: str | Path, data_root: str | None = None) -> tuple[
     path = resolve_artifact(artifact)
     synset = SyntheticSet.load(path)
     meta = synset.meta
-    if meta.get("method") == "real":
-        raise ArtifactError(f"{path} claims to be a `real` set: the real train split is never a shareable set "
+    if meta.get("method") in METHODS and not METHODS.get(meta["method"]).shareable:
+        raise ArtifactError(f"{path} claims to be a `{meta['method']}` set: the real train split is never a shareable set "
                             "(its leak is the reference row of every audit)")
     if "dataset" not in meta:
         raise ArtifactError(f"{path} has no dataset in its metadata; an audit needs the data it was made from")

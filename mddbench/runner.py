@@ -70,6 +70,8 @@ class Job:
                      "eval_models": tuple(NETWORKS.canonical(m) for m in self.eval_models)}
         for name, value in canonical.items():
             object.__setattr__(self, name, value)
+        if not METHODS.get(self.method).uses_ipc:  # the whole train split: one job whatever --ipc says
+            object.__setattr__(self, "ipc", None)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"--seed must be an integer from 0 to {SEED_LIMIT - 1}, got {self.seed!r}")
 
@@ -116,8 +118,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_ipc(ipc: int | None, method: str, data: RealData) -> None:
-    if method == "real":
+def check_ipc(ipc: int | None, method: Method, data: RealData) -> None:
+    if not method.uses_ipc:
         return
     if ipc is None or not isinstance(ipc, int) or ipc < 1:
         raise ConfigError(f"--ipc must be a positive integer (images per class), got {ipc!r}")
@@ -180,7 +182,7 @@ def prepare(job: Job) -> Prepared:
     device = resolve_device(job.device)
     ensure_writable(Path(job.out))
     data = load_dataset(spec, job.data_root)
-    check_ipc(job.ipc, job.method, data)
+    check_ipc(job.ipc, method, data)
     hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
     if method.expert_recipes(hp):
         ensure_writable(job.experts_dir, "--expert-cache")
@@ -271,7 +273,7 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
     return {
         "job_id": job_id or meta["job_id"], "method": meta["method"], "dataset": spec.name,
         "resolution": spec.size, "dims": spec.dims, "channels": spec.channels,
-        "ipc": "full" if ipc is None or meta["method"] == "real" else ipc,
+        "ipc": "full" if ipc is None else ipc,
         "eval_model": result.config.model, "protocol": result.config.protocol, "budget": budget,
         "seed": meta.get("seed", 0), "label_type": meta.get("label_type", "hard"), "metrics": result.summary(),
         "eval_config": result.config.as_dict(), "eval_seconds": round(result.seconds, 3),

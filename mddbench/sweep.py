@@ -35,16 +35,15 @@ from .runner import Job, resolve_device, run_job
 
 
 def expand(methods: list[str], datasets: list[str], ipcs: list[int], seeds: list[int], **job_kw) -> list[Job]:
-    """The grid as jobs; `real` needs no ipc, so it gets one job per dataset and seed."""
-    jobs = []
+    """The grid as jobs; a method that takes no ipc (`real`) gets one job per dataset and seed."""
+    jobs: dict[str, Job] = {}
     for dataset in datasets:
         for method in methods:
             for seed in seeds:
-                if method == "real":
-                    jobs.append(Job(method=method, dataset=dataset, ipc=None, seed=seed, **job_kw))
-                else:
-                    jobs += [Job(method=method, dataset=dataset, ipc=ipc, seed=seed, **job_kw) for ipc in ipcs]
-    return jobs
+                for ipc in ipcs:
+                    job = Job(method=method, dataset=dataset, ipc=ipc, seed=seed, **job_kw)
+                    jobs.setdefault(job.job_id, job)
+    return list(jobs.values())
 
 
 def pending(jobs: list[Job], store: ResultStore) -> list[Job]:

@@ -19,6 +19,8 @@ from mddbench.synset import SyntheticSet
 class FullTrainSet(Method):
     summary = "reference row: the full train split, trained for budget.real_epochs epochs"
     shareable = False
+    uses_ipc = False
+    reference = True
 
     def eval_overrides(self, budget: Budget) -> dict:
         return {"epochs": budget.real_epochs, "lr": 0.01, "min_steps": budget.real_min_steps}

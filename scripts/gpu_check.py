@@ -36,7 +36,7 @@ def check_methods(args) -> tuple[list[dict], list[str]]:
 
     rows, failed = [], []
     for method in args.methods or METHODS.names():
-        job = Job(method=method, dataset=args.dataset, ipc=None if method == "real" else args.ipc,
+        job = Job(method=method, dataset=args.dataset, ipc=args.ipc,
                   budget=args.budget, data_root=args.data_root, out=args.out, device=args.device, progress=False)
         t0 = time.perf_counter()
         try:

@@ -250,3 +250,40 @@ def test_method_registry_loads_entry_points_beside_builtins(fake_distribution, m
     out, err = capsys.readouterr()
     assert "ep_decorated" in out and "ep_object" in out and "random" in out
     assert "plugin ep_broken failed to load: ImportError: missing dependency xyz" in err
+
+
+# ---------------------------------------------------------------------------- declared capabilities
+def test_a_plugin_reference_row_is_handled_by_what_it_declares_not_its_name(methods):
+    """A plugin's whole-train-split reference (``uses_ipc = False``, ``reference = True``) gets one sweep
+    job per seed whatever --ipc says, and its leaderboard row is listed last and never made bold."""
+    from mddbench.leaderboard import is_reference, main_table
+    from mddbench.runner import Job
+    from mddbench.sweep import expand
+
+    @methods.register("oracle_subset")
+    class Oracle(Method):
+        uses_ipc, reference, shareable = False, True, False
+
+        def distill(self, task):
+            return SyntheticSet(task.data.x["train"], task.data.y["train"])
+
+    jobs = expand(["oracle_subset", "random"], ["demo"], [1, 2, 10], [0, 1], budget="smoke")
+    assert sorted((j.method, j.ipc) for j in jobs) == [("oracle_subset", None)] * 2 + \
+        [("random", 1), ("random", 1), ("random", 2), ("random", 2), ("random", 10), ("random", 10)]
+    assert Job(method="oracle_subset", dataset="demo", ipc=7).ipc is None
+    assert is_reference("oracle_subset") and is_reference("real") and not is_reference("ptm")
+    assert not is_reference("not_registered_anywhere")
+
+    def record(method, ipc, seed, acc):
+        stat = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}
+        return {"job_id": f"{method}{seed}", "method": method, "dataset": "demo", "ipc": ipc,
+                "eval_model": "convnet", "protocol": "v1", "budget": "smoke", "seed": seed,
+                "metrics": {m: stat for m in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+
+    records = [record("oracle_subset", "full", s, 0.99) for s in range(3)]
+    records += [record("random", 2, s, 0.30 + 0.001 * s) for s in range(3)]
+    records += [record("dm", 2, s, 0.60 + 0.001 * s) for s in range(3)]
+    table = main_table(records, "test_acc", bold=True)
+    assert list(table.index) == ["random", "dm", "oracle_subset"]
+    cell = table.loc["oracle_subset"].iloc[0]
+    assert "**" not in cell and "**" in table.loc["dm"].iloc[0]  # dm is best of the methods, not the reference

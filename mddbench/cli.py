@@ -87,16 +87,25 @@ def cmd_info(args) -> None:
     print(f"  cite         {spec.citation}")
 
 
-def _job(args, method: str, dataset: str, ipc, seed: int):
+def _job_options(args) -> dict:
+    """The Job fields a command's options set, read in one place (run, distill, sweep, buffers); an option
+    a command does not offer keeps the Job's default."""
     from .method import parse_overrides
+
+    given = {"budget": args.budget, "hparams": tuple(sorted(parse_overrides(args.hp).items())),
+             "eval_models": tuple(getattr(args, "eval_model", None) or ("convnet",)),
+             "plugins": tuple(getattr(args, "plugin", None) or ()), "progress": not args.quiet}
+    for name in ("eval_n_models", "eval_epochs", "time_budget", "snapshot_every", "data_root", "out",
+                 "expert_cache", "device"):
+        if hasattr(args, name):
+            given[name] = getattr(args, name)
+    return given
+
+
+def _job(args, method: str, dataset: str, ipc, seed: int):
     from .runner import Job
 
-    return Job(method=method, dataset=dataset, ipc=ipc, seed=seed, budget=args.budget,
-               hparams=tuple(sorted(parse_overrides(args.hp).items())), eval_models=tuple(args.eval_model),
-               eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs, time_budget=args.time_budget,
-               snapshot_every=args.snapshot_every, data_root=args.data_root, out=args.out,
-               expert_cache=args.expert_cache, device=args.device, plugins=tuple(args.plugin or ()),
-               progress=not args.quiet)
+    return Job(method=method, dataset=dataset, ipc=ipc, seed=seed, **_job_options(args))
 
 
 def cmd_run(args) -> None:
@@ -124,47 +133,13 @@ def cmd_distill(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .budgets import get_budget
-    from .data import load_dataset
-    from .evaluate import EvalConfig, evaluate
-    from .results import ResultStore, stored_artifact
-    from .runner import ensure_writable, file_digest, make_record, provenance, resolve_device
-    from .synset import SyntheticSet
+    from .runner import evaluate_saved
 
-    synset = SyntheticSet.load(args.artifact)
-    meta = synset.meta
-    if "dataset" not in meta:
-        raise ConfigError(f"{args.artifact} has no dataset in its metadata; it was not made by mddbench")
-    data = load_dataset(meta["dataset"], args.data_root)
-    if meta.get("data_checksum") and meta["data_checksum"] != data.checksum:
-        raise ConfigError(f"{args.artifact} was distilled from {meta['dataset']} with md5 {meta['data_checksum']}, "
-                          f"but the file found ({data.path or data.spec.name}) has md5 {data.checksum}: scores "
-                          f"against other data would not be this set's. Point --data-root at the data it was "
-                          f"made from")
-    meta = {**meta, **provenance(Path(args.artifact), meta, Path(args.out) / "results.sqlite")}
-    budget_name = args.budget or meta.get("budget", "quick")
-    budget = get_budget(budget_name)
-    device = resolve_device(args.device)
-    records = []
-    for model in args.model:
-        cfg = EvalConfig(model=model, n_models=budget.eval_models, epochs=budget.eval_epochs).with_(
-            n_models=args.eval_n_models, epochs=args.eval_epochs)
-        result = evaluate(synset, data, cfg, seed=args.seed if args.seed is not None else meta.get("seed", 0),
-                          device=device, progress=not args.quiet)
-        label = budget_name if args.eval_n_models is None and args.eval_epochs is None else f"{budget_name}-custom"
-        job_id = meta.get("job_id", "external")
-        if meta["provenance"] != "recorded run":  # never the id of the run the file claims to come from
-            job_id = f"external-{file_digest(args.artifact)[:16]}"
-        if label != meta.get("budget") or args.seed is not None:
-            job_id = f"{job_id}:eval-{label}-s{args.seed}"
-        records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
-                                   stored_artifact(args.artifact, args.out), job_id))
+    records = evaluate_saved(args.artifact, tuple(args.model or ("convnet",)), args.budget, args.seed,
+                             args.eval_n_models, args.eval_epochs, args.data_root, args.out, args.device,
+                             progress=not args.quiet, record=not args.no_record)
     _print_records(records)
     if not args.no_record:
-        ensure_writable(Path(args.out))
-        store = ResultStore(Path(args.out) / "results.sqlite")
-        for r in records:
-            store.add(r)
         print(f"recorded in {Path(args.out) / 'results.sqlite'}")
 
 
@@ -222,13 +197,9 @@ def cmd_leaderboard(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .method import parse_overrides
     from .sweep import expand, run_sweep
 
-    kw = dict(budget=args.budget, hparams=tuple(sorted(parse_overrides(args.hp).items())),
-              eval_models=tuple(args.eval_model), eval_n_models=args.eval_n_models, eval_epochs=args.eval_epochs,
-              time_budget=args.time_budget, snapshot_every=args.snapshot_every, data_root=args.data_root,
-              out=args.out, expert_cache=args.expert_cache, device=args.device, plugins=tuple(args.plugin or ()))
+    kw = {k: v for k, v in _job_options(args).items() if k != "progress"}
     executor = None
     if args.executor == "ray":
         from .ray_executor import RayExecutor
@@ -292,28 +263,21 @@ def cmd_plot(args) -> None:
 
 
 def cmd_buffers(args) -> None:
-    from .budgets import get_budget
-    from .data import load_dataset
-    from .experts import FLAT_RECIPE, MTT_RECIPE, ExpertProvider, expert_cache, mean_expert_accuracy
-    from .runner import resolve_device
-    from dataclasses import replace
+    from .experts import mean_expert_accuracy
+    from .runner import build_experts
 
-    data = load_dataset(args.dataset, args.data_root)
-    recipe = replace(FLAT_RECIPE if args.flat else MTT_RECIPE, model=args.model, n_experts=args.experts,
-                     epochs=args.epochs)
-    provider = ExpertProvider(expert_cache(args.expert_cache, args.out), data, get_budget(args.budget),
-                              resolve_device(args.device), progress=not args.quiet)
-    traj = provider(recipe)
-    print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
-          f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
-    if args.report:
-        from .expert_quality import report_rows, snapshot_scores
+    for provider, recipe, traj in build_experts(_job(args, args.method, args.dataset, args.ipc, 0)):
+        print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
+              f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
+        if args.report:
+            from .expert_quality import report_rows, snapshot_scores
 
-        counts = data.y["val"].bincount(minlength=data.spec.n_classes)
-        print(f"\nval split: {len(data.y['val'])} images, majority class {100 * counts.max() / counts.sum():.1f} %; "
-              f"a majority-class predictor scores {100 / data.spec.n_classes:.1f} % balanced accuracy")
-        _print_rows(["epoch", "val acc", "val bal acc (mean)", "min", "max", "most predicted class"],
-                    report_rows(snapshot_scores(traj, data, recipe.for_budget(provider.budget), provider.device)))
+            data = provider.data
+            counts = data.y["val"].bincount(minlength=data.spec.n_classes)
+            print(f"\nval split: {len(data.y['val'])} images, majority class {100 * counts.max() / counts.sum():.1f} %; "
+                  f"a majority-class predictor scores {100 / data.spec.n_classes:.1f} % balanced accuracy")
+            _print_rows(["epoch", "val acc", "val bal acc (mean)", "min", "max", "most predicted class"],
+                        report_rows(snapshot_scores(traj, data, recipe.for_budget(provider.budget), provider.device)))
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -476,15 +440,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", default="figures", help="output folder (default: figures)")
     p.set_defaults(fn=cmd_plot)
 
-    p = sub.add_parser("buffers", help="train (or find cached) expert trajectories")
+    p = sub.add_parser("buffers", help="train (or find cached) the expert trajectories a method reads")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--model", default="convnet")
-    p.add_argument("--flat", action="store_true", help="FTD's flat (GSAM) experts instead of MTT's SGD experts")
-    p.add_argument("--experts", type=option(int, AT_LEAST_1), help="number of experts (default: the budget's)")
-    p.add_argument("--epochs", type=option(int, AT_LEAST_1), help="epochs per expert (default: the budget's)")
+    p.add_argument("--method", default="mtt", help="build the buffers this method reads at --budget (default: mtt; "
+                                                   "ftd/ptm: flat experts)")
+    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2,
+                   help="the ipc whose settings the method would use (default 2)")
+    p.add_argument("--hp", action="append", metavar="KEY=VALUE",
+                   help="a method hyperparameter, as for `run` (e.g. experts=flat)")
     p.add_argument("--report", action="store_true",
                    help="print every expert epoch's val accuracy and balanced accuracy (mean, min, max over experts)")
-    _common(p, plugins=False)
+    _common(p)
     p.set_defaults(fn=cmd_buffers)
     return parser
 

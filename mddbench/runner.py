@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .atomic import set_aside, write_json
-from .budgets import canonical_budget, get_budget
+from .budgets import Budget, canonical_budget, get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
 from .errors import ArtifactError, ConfigError, CorruptRunState
 from .evaluate import EvalConfig, EvalResult, evaluate
@@ -104,8 +104,12 @@ class Job:
 
     @property
     def budget_label(self) -> str:
-        """The budget as recorded: a budget with overridden evaluation size is not that budget."""
-        return self.budget if self.eval_n_models is None and self.eval_epochs is None else f"{self.budget}-custom"
+        return budget_label_of(self.budget, self.eval_n_models, self.eval_epochs)
+
+
+def budget_label_of(budget: str, eval_n_models: int | None, eval_epochs: int | None) -> str:
+    """The budget as recorded: a budget with overridden evaluation size is not that budget."""
+    return budget if eval_n_models is None and eval_epochs is None else f"{budget}-custom"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,6 +162,7 @@ class Prepared:
     data: RealData
     hp: dict[str, Any]
     device: torch.device
+    budget: Budget
 
 
 def check_options(job: Job) -> None:
@@ -186,7 +191,7 @@ def prepare(job: Job) -> Prepared:
     hp = method.resolve(spec, job.ipc or 0, budget, dict(job.hparams))
     if method.expert_recipes(hp):
         ensure_writable(job.experts_dir, "--expert-cache")
-    p = Prepared(job, method, spec, data, hp, device)
+    p = Prepared(job, method, spec, data, hp, device, budget)
     for model in job.eval_models:
         eval_config(p, model)  # impossible evaluation settings fail here, not after distilling
     return p
@@ -212,7 +217,7 @@ def distill(p: Prepared) -> SyntheticSet:
             log.warning("mddbench: %s; kept as %s, the set is distilled again", exc, set_aside(artifact).name)
     ensure_writable(run_dir)
     write_job_file(job)
-    budget = get_budget(job.budget)
+    budget = p.budget
     experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
 
     def new_task() -> Task:
@@ -260,10 +265,74 @@ def _total(counts: list[int | None]) -> int | None:
 
 
 def eval_config(p: Prepared, model: str) -> EvalConfig:
-    budget = get_budget(p.job.budget)
-    cfg = EvalConfig(model=model, n_models=budget.eval_models, epochs=budget.eval_epochs)
-    cfg = cfg.with_(**p.method.eval_overrides(budget))
-    return cfg.with_(n_models=p.job.eval_n_models, epochs=p.job.eval_epochs)
+    return evaluation_config(model, p.budget, p.method.eval_overrides(p.budget), p.job.eval_n_models,
+                             p.job.eval_epochs)
+
+
+def evaluation_config(model: str, budget: Budget, method_overrides: dict[str, Any], n_models: int | None,
+                      epochs: int | None) -> EvalConfig:
+    """The protocol's evaluation at a budget: the budget's size, the method's declared changes, then the
+    user's overrides of the size (which make the budget ``<name>-custom``)."""
+    cfg = EvalConfig(model=model, n_models=budget.eval_models, epochs=budget.eval_epochs).with_(**method_overrides)
+    return cfg.with_(n_models=n_models, epochs=epochs)
+
+
+def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",), budget: str | None = None,
+                   seed: int | None = None, eval_n_models: int | None = None, eval_epochs: int | None = None,
+                   data_root: str | None = None, out: str = "mddbench_out", device: str = "auto",
+                   progress: bool = True, record: bool = True) -> list[dict[str, Any]]:
+    """`mddbench eval`: evaluate a saved set against the data it was made from, and record it.
+
+    Its method is believed only for a file a run of this store recorded (:func:`provenance`); the job id
+    is the run's for that file at its own budget and seed, else one that names what differs."""
+    synset = SyntheticSet.load(artifact)
+    meta = synset.meta
+    if "dataset" not in meta:
+        raise ConfigError(f"{artifact} has no dataset in its metadata; it was not made by mddbench")
+    data = load_dataset(meta["dataset"], data_root)
+    if meta.get("data_checksum") and meta["data_checksum"] != data.checksum:
+        raise ConfigError(f"{artifact} was distilled from {meta['dataset']} with md5 {meta['data_checksum']}, "
+                          f"but the file found ({data.path or data.spec.name}) has md5 {data.checksum}: scores "
+                          f"against other data would not be this set's. Point --data-root at the data it was "
+                          f"made from")
+    store_path = Path(out) / "results.sqlite"
+    meta = {**meta, **provenance(Path(artifact), meta, store_path)}
+    budget_name = canonical_budget(budget or meta.get("budget", "quick"))
+    label = budget_label_of(budget_name, eval_n_models, eval_epochs)
+    job_id = meta.get("job_id", "external")
+    if meta["provenance"] != "recorded run":  # never the id of the run the file claims to come from
+        job_id = f"external-{file_digest(artifact)[:16]}"
+    if label != meta.get("budget") or seed is not None:
+        job_id = f"{job_id}:eval-{label}-s{seed}"
+    if record:
+        ensure_writable(Path(out))
+    torch_device = resolve_device(device)
+    records = []
+    for model in models:
+        cfg = evaluation_config(NETWORKS.canonical(model), get_budget(budget_name), {}, eval_n_models, eval_epochs)
+        result = evaluate(synset, data, cfg, seed=seed if seed is not None else meta.get("seed", 0),
+                          device=torch_device, progress=progress)
+        records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
+                                   stored_artifact(artifact, out), job_id))
+    if record:
+        store = ResultStore(store_path)
+        for r in records:
+            store.add(r)
+    return records
+
+
+def build_experts(job: Job) -> list[tuple[Any, Any, Any]]:
+    """`mddbench buffers`: the expert buffers ``job``'s method reads at its budget, built or found;
+    [(provider, recipe, trajectories)]."""
+    from .experts import ExpertProvider
+
+    p = prepare(job)
+    recipes = p.method.expert_recipes(p.hp)
+    if not recipes:
+        raise ConfigError(f"{job.method} matches no expert trajectories; buffers are built for methods that do "
+                          f"(see `mddbench list methods`)")
+    provider = ExpertProvider(job.experts_dir, p.data, p.budget, p.device, progress=job.progress)
+    return [(provider, recipe, provider(recipe)) for recipe in recipes]
 
 
 def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, budget: str,

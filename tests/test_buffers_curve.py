@@ -8,19 +8,13 @@ import pytest
 import torch
 
 from mddbench.budgets import get_budget
-from mddbench.cli import main
 from mddbench.data import load_dataset
 from mddbench.experts import ExpertProvider
 from mddbench.registry import METHODS
 
+from conftest import cli
+
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.mark.slow
@@ -43,6 +37,14 @@ def test_buffers_builds_the_recipe_mtt_declares_and_then_reuses_it(tmp_path, cap
     rc, again, _ = cli(capsys, *args)
     assert rc == 0 and again == out  # same folder, same experts, same mean accuracy
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built  # nothing rebuilt or rewritten
+
+    # FTD reads flat experts: `--method ftd` builds those, in another folder
+    ftd = METHODS.get("ftd")()
+    [flat] = ftd.expert_recipes(ftd.resolve(data.spec, 2, budget, {}))
+    flat_folder = ExpertProvider(tmp_path / "experts", data, budget, torch.device("cpu"), progress=False).folder(flat)
+    rc, out, _ = cli(capsys, *args, "--method", "ftd")
+    assert rc == 0 and flat_folder != folder and f"in {flat_folder} " in out and (flat_folder / "meta.json").is_file()
+    assert cli(capsys, *args, "--method", "dm")[0] == 2  # DM matches no trajectories: a clear error
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ from mddbench.cli import build_parser
     ["eval", "set.safetensors", "--plugin", "p.py"],
     ["eval", "set.safetensors", "--expert-cache", "dir"],
     ["privacy", "set.safetensors", "--plugin", "p.py"],
-    ["buffers", "--dataset", "demo", "--plugin", "p.py"],
+    ["buffers", "--dataset", "demo", "--flat"],  # the method says which experts it reads
+    ["buffers", "--dataset", "demo", "--experts", "3"],  # buffers no method would read at the budget
     ["run", "--method", "random", "--save", "x.safetensors"],
 ])
 def test_options_a_command_would_ignore_are_not_offered(argv, capsys):

@@ -44,11 +44,11 @@ def run_label(run_dir: Path) -> str:
     path = Path(run_dir) / "job.json"
     job = read_run_json(path, "delete it to label the run by its folder name") if path.exists() else {}
     job = job if isinstance(job, dict) else {}
-    hp = dict(job.get("hparams") or [])
-    ablation = ",".join(f"{k}={v}" for k, v in sorted(hp.items()) if k in ("overlap", "retrain", "schedule",
-                                                                            "backend_p"))
+    from .leaderboard import variant  # the leaderboard's row label: every override, and a time budget
+
+    differs = variant({"overrides": dict(job.get("hparams") or []), "time_budget": job.get("time_budget")})
     name = job.get("method") or Path(run_dir).name
-    return f"{name} ({ablation})" if ablation else name
+    return f"{name} ({differs})" if differs else name
 
 
 def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None) -> list[dict]:

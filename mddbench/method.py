@@ -67,12 +67,18 @@ class Method:
     # ------------------------------------------------------------------------ hyperparameters
     def resolve(self, spec: DatasetSpec, ipc: int, budget: Budget, overrides: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
-        """defaults <- presets(dataset, ipc) <- adapt(data) <- budget scaling <- user overrides (known keys only)."""
+        """defaults <- presets(dataset, ipc) <- adapt(data) <- budget scaling <- user overrides (known keys only).
+
+        A budget entry's constants apply first; every scaler (a callable) then reads those and the official
+        values, never another scaler's result, so the entry's order does not matter (a scaler that depends
+        on another one calls it)."""
         hp = dict(self.defaults)
         hp.update(self.presets(spec, ipc))
         hp.update(self.adapt(hp, spec, ipc))
-        for key, value in self.budgets.get(budget.name, {}).items():
-            hp[key] = budget_value(value, hp, budget)  # a callable scales the preset
+        entry = self.budgets.get(budget.name, {})
+        hp.update({key: value for key, value in entry.items() if not callable(value)})
+        seen = dict(hp)
+        hp.update({key: value(seen, budget) for key, value in entry.items() if callable(value)})
         for key, value in (overrides or {}).items():
             if key not in hp:
                 known = ", ".join(sorted(hp)) or "(none)"

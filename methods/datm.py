@@ -108,12 +108,14 @@ def soft_label_init(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- budgets
+OFFICIAL_ITERATIONS = 10000
+
 def _scaled_window(base: dict[str, Any]) -> dict[str, Any]:
     """The trajectory family's budget ``base`` plus DATM's window scaled to it.
 
     Each window epoch is multiplied by fitted / official ``max_start_epoch`` and ``expansion_end_epoch``
-    by budget / official iterations. The scalers come first, so they read the official values, and
-    compute the fitted window from the budget's own ``expert_epochs``.
+    by budget / official iterations. Scalers read the official values (``Method.resolve``), so the fitted
+    window is computed from the budget's own ``expert_epochs``.
     """
     def fitted(hp: dict, b: Budget) -> int:
         return fit_start(dict(hp, expert_epochs=base.get("expert_epochs", hp["expert_epochs"])), b)
@@ -122,11 +124,10 @@ def _scaled_window(base: dict[str, Any]) -> dict[str, Any]:
         return lambda hp, b: round(hp[key] * fitted(hp, b) / hp["max_start_epoch"])
 
     def expansion_end(hp: dict, b: Budget) -> int:
-        return max(1, round(hp["expansion_end_epoch"] * budget_value(base["iterations"], hp, b) / hp["iterations"]))
+        return max(1, round(hp["expansion_end_epoch"] * budget_value(base["iterations"], hp, b) / OFFICIAL_ITERATIONS))
 
-    return dict(min_start_epoch=window_epoch("min_start_epoch"),
-                current_max_start_epoch=window_epoch("current_max_start_epoch"),
-                expansion_end_epoch=expansion_end, **base)
+    return dict(base, min_start_epoch=window_epoch("min_start_epoch"),
+                current_max_start_epoch=window_epoch("current_max_start_epoch"), expansion_end_epoch=expansion_end)
 
 
 @register_method("datm")
@@ -134,7 +135,7 @@ class DATM(TrajectoryMatching):
     summary = "trajectory matching on flat experts: growing start window, correct-pred init, soft labels, gating"
     flat_experts = True
     label_type = "soft"  # evaluated with its learned label logits (soft cross-entropy)
-    defaults = dict(TrajectoryMatching.defaults, iterations=10000, init="correct", momentum_y=0.9,
+    defaults = dict(TrajectoryMatching.defaults, iterations=OFFICIAL_ITERATIONS, init="correct", momentum_y=0.9,
                     **DATM_ROWS[10])
     limits = dict(momentum_y=MOMENTUM, lr_y=NON_NEGATIVE, threshold=NON_NEGATIVE, min_start_epoch=NON_NEGATIVE,
                   current_max_start_epoch=AT_LEAST_1, expansion_end_epoch=AT_LEAST_1)

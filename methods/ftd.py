@@ -38,7 +38,7 @@ FTD_ROWS: dict[int, dict[str, Any]] = {
     10: dict(ema_decay=0.9995, expert_alpha=0.3),
     50: dict(ema_decay=0.999, expert_alpha=1.0, lr_teacher=0.01),
 }
-PAPER_ITERATIONS = 5000
+PAPER_ITERATIONS = 5000  # the official count the decay's horizon is a fraction of
 
 
 def ema_update(ema: torch.Tensor, images: torch.Tensor, decay: float) -> None:
@@ -50,13 +50,12 @@ def ema_update(ema: torch.Tensor, images: torch.Tensor, decay: float) -> None:
 def same_horizon(iterations: Any) -> Callable[[dict, Budget], float]:
     """A budget value: the decay whose averaging horizon covers the same fraction of an ``iterations`` run
     (``iterations``: the budget's value, a count or a scaler)."""
-    return lambda hp, budget: hp["ema_decay"] ** (hp["iterations"] / budget_value(iterations, hp, budget))
+    return lambda hp, budget: hp["ema_decay"] ** (PAPER_ITERATIONS / budget_value(iterations, hp, budget))
 
 
 def _budget(name: str) -> dict[str, Any]:
     scaled = TrajectoryMatching.budgets[name]
-    # ema_decay comes first, so it still sees the paper's iteration count
-    return dict(ema_decay=same_horizon(scaled["iterations"]), **scaled)
+    return dict(scaled, ema_decay=same_horizon(scaled["iterations"]))
 
 
 @register_method("ftd")

@@ -130,7 +130,8 @@ class SeqMatch(TrajectoryMatching):
         "quick": dict(TrajectoryMatching.budgets["quick"],  # iterations: per stage
                       stage_experts=lambda hp, b: min(hp["stage_experts"], b.experts),
                       stage_expert_epochs=_scale_stage_epochs, prev_train_epochs=_scale_prev_epochs,
-                      stage_max_start=_fit_stage_starts),
+                      stage_max_start=lambda hp, b: _fit_stage_starts(
+                          dict(hp, stage_expert_epochs=_scale_stage_epochs(hp, b)), b)),
         "smoke": dict(TrajectoryMatching.budgets["smoke"], stage_experts=2, stage_expert_epochs=2,
                       prev_train_epochs=_scale_prev_epochs, stage_max_start=_fit_stage_starts),
     }

@@ -42,3 +42,12 @@ def test_curve_needs_snapshots(tmp_path):
     with pytest.raises(ConfigError, match="snapshot-every"):
         accuracy_curve(tmp_path / "run", lambda s: None)
     assert main(["plot", str(tmp_path / "run"), "--to", str(tmp_path / "fig")]) == 2  # no log: a clear error
+
+
+def test_a_run_is_labelled_like_its_leaderboard_row(tmp_path):
+    """Every override names the run (not a hard-coded list of PTM's ablation keys), as in the tables."""
+    from mddbench.figures import run_label
+
+    (tmp_path / "job.json").write_text(json.dumps({"method": "mtt", "hparams": [["syn_steps", 30]],
+                                                   "time_budget": 60.0}))
+    assert run_label(tmp_path) == "mtt (syn_steps=30, 60 s budget)"

@@ -83,3 +83,22 @@ def test_records_and_jobs_carry_the_budget_version():
     meta = {"job_id": "j", "method": "mtt", "ipc": 2, "budget": "quick"}
     assert make_record({**meta, "budget_version": 2}, spec, Result(), "quick", None)["budget_version"] == 2
     assert make_record(meta, spec, Result(), "quick", None)["budget_version"] == 1  # sets made before versions
+
+
+def test_budget_scaling_does_not_depend_on_the_order_of_a_budget_entry(monkeypatch):
+    """A scaler reads the official values and the entry's constants, never another scaler's result."""
+    from mddbench.budgets import BUDGETS
+    from mddbench.data import get_spec
+    from mddbench.registry import METHODS
+
+    spec = get_spec("breastmnist")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        for budget in BUDGETS.values():
+            if budget.name not in cls.budgets:
+                continue
+            expected = cls().resolve(spec, 2, budget)
+            reordered = dict(cls.budgets, **{budget.name: dict(reversed(list(cls.budgets[budget.name].items())))})
+            monkeypatch.setattr(cls, "budgets", reordered)
+            assert cls().resolve(spec, 2, budget) == expected, (name, budget.name)
+            monkeypatch.undo()

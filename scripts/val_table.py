@@ -1,0 +1,64 @@
+"""The validation table behind a method's chosen defaults: records of one method and cell grouped by their
+hyperparameter overrides, scored on the **val** split only (test is never read here).
+
+    python scripts/val_table.py STORE --method ptm --dataset retinamnist --ipc 2 [--by beta2]
+
+Each row: the overrides, val balanced accuracy and val accuracy as mean +- std over every evaluation
+network of every seed, the number of seeds and networks. Rows are sorted by val balanced accuracy (the
+metric to choose on where one class dominates the split), best first; the best row is the choice.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mddbench.results import ResultStore  # noqa: E402
+
+
+def rows(records: list[dict], by: list[str] | None = None) -> list[tuple[str, dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        overrides = r.get("overrides") or {}
+        keys = by or sorted(overrides)
+        groups[", ".join(f"{k}={overrides.get(k, 'default')}" for k in keys) or "defaults"].append(r)
+    out = []
+    for label, recs in groups.items():
+        stats = {}
+        for metric in ("val_balanced_acc", "val_acc"):
+            values = [v for r in recs for v in (r["metrics"].get(metric) or {}).get("per_model", []) if v is not None]
+            stats[metric] = (100 * np.mean(values), 100 * np.std(values)) if values else (float("nan"), float("nan"))
+        stats["seeds"] = len({r["seed"] for r in recs})
+        stats["networks"] = sum(r["metrics"]["val_acc"]["n"] for r in recs)
+        out.append((label, stats))
+    return sorted(out, key=lambda x: -np.nan_to_num(x[1]["val_balanced_acc"][0], nan=-1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("store", help="a results.sqlite or the --out folder holding it")
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--ipc", type=int, required=True)
+    ap.add_argument("--by", nargs="+", help="the hyperparameters to group by (default: every override)")
+    args = ap.parse_args(argv)
+    store = ResultStore(args.store, create=False)
+    records = [r for r in store.records(method=args.method, dataset=args.dataset) if r["ipc"] == args.ipc]
+    if not records:
+        print(f"no {args.method} records for {args.dataset} ipc {args.ipc} in {store.path}", file=sys.stderr)
+        return 1
+    print(f"| {', '.join(args.by) if args.by else 'overrides'} | val balanced acc | val acc | seeds | networks |")
+    print("|---|---|---|---|---|")
+    for label, s in rows(records, args.by):
+        print(f"| {label} | {s['val_balanced_acc'][0]:.2f} ± {s['val_balanced_acc'][1]:.2f} | "
+              f"{s['val_acc'][0]:.2f} ± {s['val_acc'][1]:.2f} | {s['seeds']} | {s['networks']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""scripts/val_table.py: open values are ranked on val balanced accuracy, never on test."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "val_table.py"
+
+
+@pytest.fixture(scope="module")
+def val_table():
+    spec = importlib.util.spec_from_file_location("val_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(beta2, seed, val_bal, test):
+    stat = lambda v: {"per_model": v, "mean": sum(v) / len(v), "std": 0.0, "n": len(v)}  # noqa: E731
+    return {"seed": seed, "overrides": {"beta2": beta2},
+            "metrics": {"val_balanced_acc": stat(val_bal), "val_acc": stat([0.5, 0.5]), "test_acc": stat(test),
+                        "balanced_acc": stat(test)}}
+
+
+def test_rows_pool_seeds_and_networks_and_rank_by_val_balanced_accuracy(val_table):
+    records = [record(0.01, 0, [0.30, 0.40], [0.99, 0.99]), record(0.01, 1, [0.50, 0.40], [0.99, 0.99]),
+               record(1.0, 0, [0.45, 0.45], [0.10, 0.10])]
+    (best, s), (other, t) = val_table.rows(records, ["beta2"])
+    assert best == "beta2=1.0" and other == "beta2=0.01"  # the better test score does not win
+    assert s["val_balanced_acc"] == pytest.approx((45.0, 0.0)) and s["seeds"] == 1 and s["networks"] == 2
+    assert t["val_balanced_acc"][0] == pytest.approx(40.0) and t["val_balanced_acc"][1] == pytest.approx(7.0711, 1e-4)
+    assert t["seeds"] == 2 and t["networks"] == 4

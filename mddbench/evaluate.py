@@ -7,7 +7,7 @@ hard or soft cross-entropy, and the *final* epoch's network is scored (never the
 Model ``i`` draws its initialisation, data order and augmentation from its own named seed
 streams, so a seed fixes every number and models can be trained one by one (engine "loop", the
 reference) or side by side as one packed network (engine "batched", :mod:`mddbench.batched`),
-with the same numbers up to float rounding. Both engines run the one loop :func:`train_networks`.
+with the same numbers up to float rounding. Both engines run the one loop of :mod:`mddbench.training`.
 """
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .augment import DEFAULT_STRATEGY, DSA, Draw
-from .batched import NotPackable, activation_bytes, augment_together, stack_networks, unstack_into
+from .augment import DEFAULT_STRATEGY, DSA
+from .batched import NotPackable, activation_bytes, stack_networks, unstack_into
 from .data import RealData
 from .errors import ConfigError
 from .limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE, check
 from .metrics import METRICS, classification_metrics, summarize
 from .networks import create_network
 from .seeding import generator as seeded
-from .synset import Renderer, SyntheticSet, cross_entropy
+from .synset import SyntheticSet
+from .training import train
 
 PROTOCOL = "v1"
 ENGINES = ("auto", "loop", "batched")
@@ -92,49 +93,29 @@ def epoch_schedule(synset: SyntheticSet, config: EvalConfig) -> Iterator[tuple[i
             yield end, lr * 0.1 if decayed else lr, epoch == 0 or (decayed and epoch == config.epochs // 2)
 
 
-def _draw_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, renderer: Renderer | None,
-                aug: DSA, generator: torch.Generator) -> tuple[torch.Tensor, list[Draw], torch.Tensor]:
-    """One network's next batch: its images (rendered), its augmentation draw, its labels."""
-    x = images[idx]
-    if renderer is not None:
-        x = renderer.render(x, generator)
-    return x, aug.sample(x, generator), labels[idx]
-
-
 def train_networks(nets: list[torch.nn.Module], synset: SyntheticSet, config: EvalConfig,
                    data_gens: list[torch.Generator], device: torch.device, bar: tqdm | None = None,
                    probe: torch.Tensor | None = None) -> list[torch.nn.Module]:
-    """The one training loop on a synthetic set, for one network or several trained side by side.
+    """Train one network or several side by side (packed, :mod:`mddbench.batched`) on a synthetic set.
 
-    Network ``i`` draws its data order, renderer draws and augmentation from ``data_gens[i]`` in
-    the order a lone network draws them, and several networks are packed into one
-    (:mod:`mddbench.batched`): the loss is the sum of the networks' own mean losses and SGD acts
-    element-wise, so each network gets its own gradient and update. ``probe`` checks the packing.
+    Network ``i`` draws from ``data_gens[i]``; ``probe`` checks the packing. The loop is
+    :func:`mddbench.training.train`, along :func:`epoch_schedule` with a fresh SGD where it says so.
     """
     n = len(nets)
-    aug = DSA(config.dsa_strategy)
     renderer = synset.make_renderer()
     if renderer is not None:
         renderer = renderer.to(device)
-    images, labels = synset.images.to(device), synset.labels.to(device)
     model = nets[0] if n == 1 else stack_networks(nets, probe)
-    model.train()
-    for end, lr, fresh in epoch_schedule(synset, config):
-        if fresh:
-            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                                  weight_decay=config.weight_decay)
-        orders = [torch.randperm(end, generator=g).split(config.batch) for g in data_gens]
-        for idxs in zip(*orders):
-            xs, draws, ys = zip(*(_draw_batch(images, labels, idx.to(device), renderer, aug, g)
-                                  for idx, g in zip(idxs, data_gens)))
-            logits = model(torch.cat(augment_together(aug, xs, draws), 1))  # (batch, n * classes)
-            logits = logits.view(len(logits), n, -1).transpose(0, 1).reshape(-1, logits.shape[1] // n)
-            loss = cross_entropy(logits, torch.cat(ys)) * n
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if bar is not None:
-            bar.update(n)
+
+    def schedule():
+        for end, lr, fresh in epoch_schedule(synset, config):
+            if fresh:
+                opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                      weight_decay=config.weight_decay)
+            yield end, opt
+
+    train(model, synset.images.to(device), synset.labels.to(device), schedule(), config.batch, data_gens,
+          DSA(config.dsa_strategy), renderer, after_epoch=None if bar is None else lambda: bar.update(n))
     return nets if n == 1 else unstack_into(model, nets)
 
 

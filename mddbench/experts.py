@@ -35,7 +35,7 @@ from .errors import ConfigError
 from .evaluate import score
 from .networks import create_network, flat_parameters
 from .seeding import generator as seeded
-from .synset import cross_entropy
+from .training import constant_schedule, sgd_step, train
 
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -91,6 +91,24 @@ MTT_RECIPE = ExpertRecipe()
 FLAT_RECIPE = ExpertRecipe(optimizer="gsam")
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """What every expert of a buffer learns before its trajectory starts (SeqMatch: the earlier subsets).
+
+    ``ident`` says what it is (hashed into the cache key, kept in meta.json); ``run(net, generator)``
+    trains the fresh network with the expert's data generator, which the trajectory then draws on from.
+    Its experts are seeded from ``key`` alone (the ident holds the recipe and its seed), as SeqMatch's
+    own cache seeded them before they moved here.
+    """
+
+    ident: dict
+    run: Callable[[torch.nn.Module, torch.Generator], None]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
 # ------------------------------------------------------------------------------------------ GSAM
 def gsam_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
               rho: float, alpha: float, adaptive: bool = True, eps: float = 1e-12) -> torch.Tensor:
@@ -131,25 +149,19 @@ def gsam_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor
 def train_expert(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: ExpertRecipe, epochs: int,
                  generator: torch.Generator, bar: tqdm | None = None) -> torch.Tensor:
     """Train ``net`` on (x, y) and return its flat parameters at init and after every epoch, (epochs+1, P)."""
-    aug = DSA(recipe.dsa_strategy)
     opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     snapshots = [flat_parameters(net).cpu()]
-    net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=generator).split(recipe.batch):
-            idx = idx.to(x.device)
-            xb, yb = aug(x[idx], generator), y[idx]
-            if recipe.optimizer == "gsam":
-                gsam_step(list(net.parameters()), lambda: cross_entropy(net(xb), yb), opt, recipe.rho, recipe.alpha,
-                          recipe.adaptive)
-            else:
-                loss = cross_entropy(net(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+    def gsam(loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
+        gsam_step(list(net.parameters()), loss_fn, opt, recipe.rho, recipe.alpha, recipe.adaptive)
+
+    def snapshot() -> None:
         snapshots.append(flat_parameters(net).cpu())
         if bar is not None:
             bar.update(1)
+
+    train(net, x, y, constant_schedule(opt, epochs, len(x)), recipe.batch, [generator], DSA(recipe.dsa_strategy),
+          step=gsam if recipe.optimizer == "gsam" else sgd_step, after_epoch=snapshot)
     return torch.stack(snapshots)
 
 
@@ -175,16 +187,18 @@ class Trajectories:
         return self.trajectories[expert][-1]
 
 
-def cache_key(data: RealData, recipe: ExpertRecipe) -> str:
+def cache_key(data: RealData, recipe: ExpertRecipe, pretraining: Pretraining | None = None) -> str:
     spec = data.spec
     ident = {"format": CACHE_FORMAT, "dataset": spec.name, "checksum": data.checksum, "size": spec.size,
              "dims": spec.dims, "channels": spec.channels, "mean": [round(v, 6) for v in data.mean],
              "std": [round(v, 6) for v in data.std], "recipe": recipe.shaping()}
+    if pretraining is not None:
+        ident["pretraining"] = pretraining.key
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
 class ExpertProvider:
-    """Finds a matching cached buffer or builds the missing experts; ``task.experts(recipe)``."""
+    """Finds a matching cached buffer or builds the missing experts; ``task.experts(recipe[, pretraining])``."""
 
     def __init__(self, root: Path, data: RealData, budget: Budget, device: torch.device, progress: bool = True):
         self.root = Path(root)
@@ -195,9 +209,10 @@ class ExpertProvider:
         self.build_seconds = 0.0
         self.used: list[str] = []
 
-    def folder(self, recipe: ExpertRecipe) -> Path:
+    def folder(self, recipe: ExpertRecipe, pretraining: Pretraining | None = None) -> Path:
         recipe = recipe.for_budget(self.budget)
-        return self.root / f"{self.data.spec.name}_{recipe.model}_{recipe.optimizer}_{cache_key(self.data, recipe)}"
+        key = cache_key(self.data, recipe, pretraining)
+        return self.root / f"{self.data.spec.name}_{recipe.model}_{recipe.optimizer}_{key}"
 
     def missing(self, recipe: ExpertRecipe) -> list[int]:
         """The experts of ``recipe`` not yet in the cache (an empty list: the buffer is complete)."""
@@ -205,19 +220,19 @@ class ExpertProvider:
         folder = self.folder(recipe)
         return [i for i in range(recipe.n_experts) if not (folder / f"expert_{i:03d}.safetensors").exists()]
 
-    def __call__(self, recipe: ExpertRecipe = MTT_RECIPE) -> Trajectories:
+    def __call__(self, recipe: ExpertRecipe = MTT_RECIPE, pretraining: Pretraining | None = None) -> Trajectories:
         recipe = recipe.for_budget(self.budget)
-        folder = self.folder(recipe)
+        folder = self.folder(recipe, pretraining)
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / "meta.json"
         with _locked(folder / ".lock"):  # concurrent jobs wait for one builder instead of racing
-            meta = self._read_meta(meta_path, recipe)
+            meta = self._read_meta(meta_path, recipe, pretraining)
             size = flat_parameters(self._network(recipe, torch.Generator().manual_seed(0), "cpu")).numel()
             found = {i: t for i in range(recipe.n_experts)
                      if (t := read_trajectory(folder / f"expert_{i:03d}.safetensors", recipe.epochs, size)) is not None}
             missing = [i for i in range(recipe.n_experts) if i not in found]
             if missing:
-                found.update(self._build(recipe, folder, missing, meta, meta_path))
+                found.update(self._build(recipe, folder, missing, meta, meta_path, pretraining))
             unscored = [i for i in found if str(i) not in meta["experts"]]
             if unscored:  # meta.json was missing or unreadable, or a crash fell between an expert and its entry
                 self._rescore(recipe, found, unscored, meta, meta_path)
@@ -229,16 +244,18 @@ class ExpertProvider:
         return create_network(recipe.model, s.channels, s.n_classes, s.size, s.dims, generator=generator,
                               device=device)
 
-    def _read_meta(self, meta_path: Path, recipe: ExpertRecipe) -> dict:
+    def _read_meta(self, meta_path: Path, recipe: ExpertRecipe, pretraining: Pretraining | None) -> dict:
         """The folder's meta.json, or a fresh one when it is missing or unreadable (the broken one is kept aside).
 
         Everything in it but the expert scores follows from the recipe and the data, and the scores are
         recomputed from the experts' final parameters, so nothing that cannot be remade is lost.
         """
-        fresh = {"key": cache_key(self.data, recipe), "dataset": self.data.spec.name,
+        fresh = {"key": cache_key(self.data, recipe, pretraining), "dataset": self.data.spec.name,
                  "data_checksum": self.data.checksum,
                  "normalisation": {"mean": list(self.data.mean), "std": list(self.data.std)},
                  "recipe": recipe.shaping(), "experts": {}}
+        if pretraining is not None:
+            fresh["pretraining"] = pretraining.ident
         if not meta_path.exists():
             return fresh
         try:
@@ -264,17 +281,20 @@ class ExpertProvider:
                                        "built_on": "unknown (scored again from the stored final parameters)"}
         write_json(meta_path, meta, indent=2)
 
-    def _build(self, recipe: ExpertRecipe, folder: Path, missing: list[int], meta: dict, meta_path: Path
-               ) -> dict[int, torch.Tensor]:
+    def _build(self, recipe: ExpertRecipe, folder: Path, missing: list[int], meta: dict, meta_path: Path,
+               pretraining: Pretraining | None) -> dict[int, torch.Tensor]:
         start, built = time.perf_counter(), {}
         spec, data = self.data.spec, self.data.to(self.device)
         x, y = data.x["train"], data.y["train"]
         desc = f"experts {spec.name} {recipe.optimizer} ({len(missing)} x {recipe.epochs} ep)"
         with tqdm(total=len(missing) * recipe.epochs, desc=desc, unit="ep", disable=not self.progress) as bar:
+            seed = (pretraining.key,) if pretraining is not None else (meta["key"], recipe.seed)
             for i in missing:
-                key = meta["key"]
-                net = self._network(recipe, seeded(key, recipe.seed, "init", i), self.device)
-                traj = train_expert(net, x, y, recipe, recipe.epochs, seeded(key, recipe.seed, "data", i), bar)
+                net = self._network(recipe, seeded(*seed, "init", i), self.device)
+                data_gen = seeded(*seed, "data", i)
+                if pretraining is not None:
+                    pretraining.run(net, data_gen)
+                traj = train_expert(net, x, y, recipe, recipe.epochs, data_gen, bar)
                 if not torch.isfinite(traj).all():
                     raise ConfigError(f"expert {i} diverged (non-finite parameters); lower the expert lr")
                 with replacing(folder / f"expert_{i:03d}.safetensors") as tmp:

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mddbench.augment import DEFAULT_STRATEGY, DSA
+from mddbench.augment import DEFAULT_STRATEGY
 from mddbench.budgets import Budget, official_share
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
@@ -61,6 +61,7 @@ from mddbench.methods.dm import class_views, dsa_or_none, per_class, siamese_bat
 from mddbench.networks import has_batchnorm
 from mddbench.registry import NETWORKS, register_method
 from mddbench.synset import SyntheticSet
+from mddbench.training import constant_schedule, train
 
 MILESTONES = (0.6, 0.8, 0.9)  # the official 1200, 1600, 1800 of 2000 iterations
 
@@ -135,20 +136,6 @@ def push(window: list[float], value: float, size: int) -> list[float]:
     return (window + [value])[-size:]
 
 
-def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-                batch: int, augment: DSA | None, generator: torch.Generator) -> None:
-    """One shuffled pass over the synthetic set (per-sample DSA when ``augment``), mean CE."""
-    for idx in torch.randperm(len(images), generator=generator).split(batch):
-        idx = idx.to(images.device)
-        x = images[idx]
-        if augment is not None:
-            x = augment(x, generator)
-        loss = F.cross_entropy(net(x), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-
 @register_method("cafe")
 class CAFE(Method):
     summary = "layer-wise feature alignment + discrimination loss, dynamic bi-level loop"
@@ -188,7 +175,8 @@ class CAFE(Method):
             """Inner loop: epochs on the synthetic set until the accuracy window moves; returns the epochs run."""
             window: list[float] = []
             for epoch in range(1, hp["max_inner"] + 1):
-                train_epoch(net, opt, images.detach(), labels, hp["batch_train"], augment, task.generator)
+                train(net, images.detach(), labels, constant_schedule(opt, 1, len(images)), hp["batch_train"],
+                      [task.generator], augment)
                 window = push(window, accuracy(net), hp["window"])
                 if len(window) == hp["window"] and spread(window) > hp["lambda_2"]:
                     break

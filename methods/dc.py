@@ -7,7 +7,7 @@ synthetic side keeps its graph, the layer-wise distance (:func:`match_loss`) is 
 classes, and the images take one SGD step. Between rounds the network trains ``inner_loop``
 epochs on the synthetic set. This module exports that machinery; DSA (``methods/dsa.py``) only
 overrides the two augmentation hooks, :meth:`DC.matching_views` and
-:meth:`DC.training_view`.
+:meth:`DC.training_augment`.
 
 Loops for any ipc (:func:`loops`). The official ``get_loops`` knows ipc 1, 10, 20, 30, 40, 50
 (a later revision adds 100 -> (50, 10)) and exits otherwise. Our rule:
@@ -48,6 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mddbench.augment import DSA
 from mddbench.budgets import Budget, official_share
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
@@ -57,6 +58,7 @@ from mddbench.method import Method, Task
 from mddbench.networks import has_batchnorm
 from mddbench.registry import register_method
 from mddbench.synset import SyntheticSet, cross_entropy
+from mddbench.training import constant_schedule, train
 
 EPS = 1e-6
 OFFICIAL_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -159,9 +161,9 @@ class DC(Method):
         """The real and synthetic class batches the gradients are taken on (DC: as they are)."""
         return real, syn
 
-    def training_view(self, task: Task, x: torch.Tensor) -> torch.Tensor:
-        """A minibatch of the synthetic set as the inner loop trains on it (DC: as it is)."""
-        return x
+    def training_augment(self, task: Task) -> DSA | None:
+        """The augmentation of the inner loop's minibatches (DC: none)."""
+        return None
 
     # ------------------------------------------------------------------------------------ loop
     def matching_loss(self, task: Task, net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -179,14 +181,8 @@ class DC(Method):
     def train_network(self, task: Task, net: torch.nn.Module, opt: torch.optim.Optimizer,
                       images: torch.Tensor, labels: torch.Tensor) -> None:
         """``inner_loop`` shuffled epochs of plain SGD on the (detached) synthetic set."""
-        net.train()
-        for _ in range(task.hp["inner_loop"]):
-            for idx in torch.randperm(len(images), generator=task.generator).split(task.hp["batch_train"]):
-                idx = idx.to(images.device)
-                loss = cross_entropy(net(self.training_view(task, images[idx])), labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        train(net, images, labels, constant_schedule(opt, task.hp["inner_loop"], len(images)), task.hp["batch_train"],
+              [task.generator], self.training_augment(task))
 
     def iteration(self, task: Task, state: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
         hp = task.hp

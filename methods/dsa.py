@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mddbench.augment import DEFAULT_STRATEGY
+from mddbench.augment import DEFAULT_STRATEGY, DSA as DSAugment
 from mddbench.method import Task
 from mddbench.registry import register_method
 
@@ -31,5 +31,5 @@ class DSA(DC):
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         return task.augment.pair(real, syn, task.generator)
 
-    def training_view(self, task: Task, x: torch.Tensor) -> torch.Tensor:
-        return task.augment(x, task.generator)
+    def training_augment(self, task: Task) -> DSAugment:
+        return task.augment

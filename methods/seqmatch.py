@@ -11,8 +11,9 @@ unrolls on [frozen S1..S(k-1), learnable Sk]; only Sk and its step size move. Th
 Every stage is its own :func:`distill_loop` (``seqmatch_stage<k>``: own checkpoint, log and
 generator, derived from the task generator up front so a resumed run repeats an uninterrupted
 one); a finished stage is stored as ``seqmatch_stage<k>.safetensors`` and never rerun, and the
-later-stage experts are cached expert by expert in the run folder under a hash of the earlier
-subsets' content.
+later-stage experts are built and cached by the task's :class:`~mddbench.experts.ExpertProvider`
+(lock, ``meta.json``, scores) as a buffer with a :class:`~mddbench.experts.Pretraining` on the
+earlier subsets, keyed by their content.
 
 Hyperparameters: each stage uses the official MTT row for the *subset's* ipc (run.sh's CIFAR-10
 ipc 50, K=3 run uses the ipc-10 row: 30 steps, lr_img 100, lr_teacher 0.001, start < 20), stage 1
@@ -32,25 +33,21 @@ runs K=1, i.e. plain MTT, and says so in a log line.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from mddbench.atomic import replacing
 from mddbench.budgets import Budget
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.evaluate import EvalConfig, train_on_synset
-from mddbench.experts import Trajectories, read_trajectory, train_expert
+from mddbench.experts import Pretraining, Trajectories
 from mddbench.limits import AT_LEAST_1, POSITIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
-from mddbench.seeding import generator as seeded
 from mddbench.synset import SyntheticSet
 from mddbench.trajectory import TrajectoryMatching, mtt_preset
 from mddbench.unroll import MatchResult, Student
@@ -174,29 +171,13 @@ class SeqMatch(TrajectoryMatching):
                  "labels": prefix.labels.cpu().tolist(), "stages": prefix.stages, "lrs": prefix.stage_lrs,
                  "recipe": recipe.shaping(), "epochs": hp["stage_expert_epochs"], "prev": hp["prev_train_epochs"],
                  "data": task.data.checksum, "seed": task.seed}
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-        folder = task.run_dir / f"{self.name}_stage{k}_experts_{key}" if task.run_dir is not None else None
         config = EvalConfig(model=hp["model"], epochs=hp["prev_train_epochs"], dsa_strategy=hp["dsa_strategy"])
-        data = task.data.to(task.device)
-        trajectories = []
-        for i in range(hp["stage_experts"]):
-            path = folder / f"expert_{i:03d}.safetensors" if folder is not None else None
-            cached = read_trajectory(path, hp["stage_expert_epochs"]) if path is not None else None
-            if cached is not None:  # a broken file is set aside and the expert built again
-                trajectories.append(cached)
-                continue
-            net = task.network(generator=seeded(key, "init", i))
-            data_gen = seeded(key, "data", i)
-            train_on_synset(net, prefix, config, data_gen, task.device)
-            traj = train_expert(net, data.x["train"], data.y["train"], recipe, hp["stage_expert_epochs"], data_gen)
-            if not torch.isfinite(traj).all():
-                raise ConfigError(f"seqmatch stage {k} expert {i} diverged; lower lr_teacher_later or the image lr")
-            if path is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                with replacing(path) as tmp:
-                    save_file({"trajectory": traj.contiguous()}, str(tmp))
-            trajectories.append(traj)
-        return Trajectories(trajectories, {"key": key, "stage": k, **ident})
+
+        def learn_prefix(net: torch.nn.Module, generator: torch.Generator) -> None:
+            train_on_synset(net, prefix, config, generator, task.device)
+
+        recipe = replace(recipe, n_experts=hp["stage_experts"], epochs=hp["stage_expert_epochs"])
+        return task.experts(recipe, Pretraining(ident, learn_prefix))
 
     def run_stage(self, task: Task, k: int, ipc_k: int, prefix: SyntheticSet | None, seed: int, n_stages: int
                   ) -> SyntheticSet:

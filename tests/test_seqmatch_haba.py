@@ -3,11 +3,13 @@ HaBa's renderer (round trip, any shape, per-sample hallucinators), storage count
 methods: the matching loss falls and the distilled set beats Gaussian noise."""
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 import torch
 
+import mddbench.experts as experts_mod
 import mddbench.methods.seqmatch as seqmatch
 from mddbench.budgets import get_budget
 from mddbench.errors import ConfigError
@@ -93,9 +95,13 @@ def test_finished_stages_and_stage_experts_are_reused(seq_run, expert_cache, mon
     monkeypatch.undo()
     for f in ("seqmatch_stage2.safetensors", "seqmatch_stage2.ckpt"):  # redo stage 2 from scratch ...
         (run / f).unlink()
-    monkeypatch.setattr(seqmatch, "train_expert", forbidden)  # ... on the cached later-stage experts
+    monkeypatch.setattr(experts_mod, "train_expert", forbidden)  # ... on the cached later-stage experts
     redone, _ = distill("seqmatch", ipc=4, hp=SEQ_HP, run_dir=run, expert_root=expert_cache)
     assert torch.equal(redone.images, synset.images)
+    stage2 = [m for m in map(json.loads, (p.read_text() for p in expert_cache.glob("*/meta.json")))
+              if m.get("pretraining", {}).get("prev") == SEQ_HP["prev_train_epochs"]]  # the provider's buffer
+    assert len(stage2) == 1 and stage2[0]["pretraining"]["stages"] == [6]
+    assert sorted(stage2[0]["experts"]) == ["0", "1"] and all("test_acc" in e for e in stage2[0]["experts"].values())
 
 
 @pytest.mark.slow

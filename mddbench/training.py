@@ -1,0 +1,80 @@
+"""The one loop that trains a network on tensors: evaluation, experts, DC's and CAFE's inner loops.
+
+Every epoch draws a shuffled order of the leading ``end`` items from the network's generator and
+walks it in minibatches; each minibatch is rendered (a synthetic set's renderer, when it has one),
+augmented (DSA, per sample) and fed to ``loss``, and ``step`` applies the update (plain SGD's
+zero-grad / backward / step by default; FTD's experts use GSAM). The schedule says, epoch by epoch,
+how many items to train on and with which optimiser, so evaluation can re-create its SGD at half
+time and at every stage of a sequential set while the other callers keep one optimiser.
+
+Several networks packed into one (:mod:`mddbench.batched`) train side by side: network ``i`` draws
+its order, renderer draws and augmentation from ``generators[i]`` in the order a lone network draws
+them, and the loss is the sum of the networks' own mean losses, so each gets its own gradient.
+"""
+from __future__ import annotations
+
+from itertools import repeat
+from typing import Callable, Iterable
+
+import torch
+
+from .augment import DSA, Draw
+from .batched import augment_together
+from .synset import Renderer, cross_entropy
+
+# per epoch: (leading items to train on, the optimiser that steps)
+Schedule = Iterable[tuple[int, torch.optim.Optimizer]]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Step = Callable[[Callable[[], torch.Tensor], torch.optim.Optimizer], None]
+
+
+def constant_schedule(optimizer: torch.optim.Optimizer, n_epochs: int, n_items: int) -> Schedule:
+    """``n_epochs`` epochs over all ``n_items`` with one optimiser."""
+    return repeat((n_items, optimizer), n_epochs)
+
+
+def sgd_step(loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
+    loss = loss_fn()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _draw_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, renderer: Renderer | None,
+                augment: DSA | None, generator: torch.Generator) -> tuple[torch.Tensor, list[Draw], torch.Tensor]:
+    """One network's next batch: its images (rendered), its augmentation draw, its labels."""
+    x = images[idx]
+    if renderer is not None:
+        x = renderer.render(x, generator)
+    return x, augment.sample(x, generator) if augment is not None else [], labels[idx]
+
+
+def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, batch: int,
+          generators: list[torch.Generator], augment: DSA | None = None, renderer: Renderer | None = None,
+          loss: Loss = cross_entropy, step: Step = sgd_step,
+          after_epoch: Callable[[], None] | None = None) -> None:
+    """Train ``model`` (``len(generators)`` packed networks) on (images, labels) along ``schedule``.
+
+    ``after_epoch`` runs after every epoch (experts keep a snapshot there). The model is put in
+    train mode; the data stays where it is, so it must be on the model's device.
+    """
+    n = len(generators)
+    model.train()
+    for end, opt in schedule:
+        orders = [torch.randperm(end, generator=g).split(batch) for g in generators]
+        for idxs in zip(*orders):
+            xs, draws, ys = zip(*(_draw_batch(images, labels, idx.to(images.device), renderer, augment, g)
+                                  for idx, g in zip(idxs, generators)))
+            xs, y = augment_together(augment, xs, draws), torch.cat(ys)
+            x = xs[0] if n == 1 else torch.cat(xs, 1)
+
+            def batch_loss() -> torch.Tensor:
+                logits = model(x)
+                if n == 1:
+                    return loss(logits, y)
+                logits = logits.view(len(logits), n, -1).transpose(0, 1).reshape(-1, logits.shape[1] // n)
+                return loss(logits, y) * n  # (batch, n * classes) -> every network's own mean loss
+
+            step(batch_loss, opt)
+        if after_epoch is not None:
+            after_epoch()

@@ -1,18 +1,23 @@
-"""The trajectory-matching family's shared distillation loop (MTT; SMDD, FTD, DATM subclass it).
+"""The trajectory-matching family's one distillation loop (MTT; SMDD, FTD, DATM, SeqMatch, HaBa, PTM subclass it).
 
-Per iteration: choose an expert and a segment ``[start_epoch, start_epoch + expert_epochs]``,
-unroll the student from the segment's start on the synthetic set (:func:`mddbench.unroll.match`),
-and step the images and the learned step size on the normalised parameter distance. Subclasses
-override the hooks: which experts (``recipe``), how the set starts (``initial_images``,
-``initial_labels``), which segment (``segment``), which parameters count (``mask``, fixed before the
+Per iteration (:meth:`TrajectoryMatching.match_step`, the only one): choose an expert and a segment
+``[start_epoch, target_epoch]``, unroll the student from the segment's start on the synthetic set
+(:func:`mddbench.unroll.match`), and step the images and the learned step size on the normalised
+parameter distance. Subclasses change it only through the hooks: which experts (``recipe``), how the
+set starts (``initial_images``, ``initial_labels``, ``extra_state``), what happens before the
+iteration (``before_step``: PTM's retraining resets), which segment (``segment``) and how many
+student steps (``steps``), where the student's minibatches come from (``source``: HaBa renders
+them, SeqMatch puts its frozen subsets in front), which parameters count (``mask``, fixed before the
 unroll), how the end point is scored (``loss_fn``, which may look at the end point, as SMDD's pruning
-does), whether to step (``accept``), what happens after a step (``after_step``) and what is
-returned (``result``).
+does) and weighted (``match_weight``), a term added before the optimisers step (``extra_loss``:
+HaBa's club term, PTM's overlap term), whether to step (``accept``), what happens after a step
+(``after_step``), what an iteration logs (``metrics``) and what is returned (``result``). The
+optimisers are the state's ``opt_*`` entries: all are zeroed before the unroll and stepped together.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -73,6 +78,21 @@ def fit_start(hp: dict, budget: Budget) -> int:
     return max(1, min(hp["max_start_epoch"], budget.expert_epochs - hp["expert_epochs"]))
 
 
+@dataclass
+class Step:
+    """One matching iteration as ``after_step`` and ``metrics`` see it (the optimisers have run)."""
+
+    it: int
+    expert: int
+    start_epoch: int
+    target_epoch: int
+    steps: int  # student steps unrolled
+    result: MatchResult
+    loss: float  # match_weight * the match loss + the extra term's weighted value
+    extra: dict[str, Any]  # what extra_loss logs
+    stepped: bool
+
+
 class TrajectoryMatching(Method):
     flat_experts = False  # FTD, DATM and PTM match GSAM ("flat") experts
     defaults: dict[str, Any] = dict(
@@ -120,15 +140,18 @@ class TrajectoryMatching(Method):
     def expert_recipes(self, hp: dict) -> list[ExpertRecipe]:
         return [self.recipe(hp)]
 
-    def source(self, task: Task, state: dict) -> Source:
-        """Where the student's minibatches come from (the synthetic images; HaBa renders them)."""
-        return TensorSource(state["images"], state["labels"])
-
     def initial_images(self, task: Task, experts: Trajectories) -> torch.Tensor:
         return task.initial_images(task.hp["init"])
 
     def initial_labels(self, task: Task, experts: Trajectories, images: torch.Tensor) -> torch.Tensor:
         return task.hard_labels()
+
+    def extra_state(self, task: Task, state: dict) -> dict[str, Any]:
+        """Entries added to the state after the images, labels, step size and the two optimisers (checkpointed)."""
+        return {}
+
+    def before_step(self, task: Task, state: dict, it: int) -> None:
+        """Runs first in every iteration, before the segment is drawn (PTM: the complement's resets)."""
 
     def segment(self, it: int, task: Task, experts: Trajectories) -> tuple[int, int, int]:
         """(expert, start epoch, target epoch): MTT draws the expert and ``start ~ U{0..max_start-1}``."""
@@ -140,6 +163,10 @@ class TrajectoryMatching(Method):
     def steps(self, task: Task, start: int, target: int) -> int:
         return task.hp["syn_steps"]
 
+    def source(self, task: Task, state: dict) -> Source:
+        """Where the student's minibatches come from (the synthetic images; HaBa renders them from its bases)."""
+        return TensorSource(state["images"], state["labels"])
+
     def mask(self, task: Task, state: dict, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         return None
 
@@ -147,14 +174,28 @@ class TrajectoryMatching(Method):
         """``(end, start, target, mask) -> loss`` scoring the unroll's end point (MTT: the normalised distance)."""
         return param_distance
 
+    def match_weight(self, task: Task) -> float:
+        """The factor on the match loss's gradient and on its share of the logged ``loss`` (PTM: beta1)."""
+        return 1.0
+
+    def extra_loss(self, task: Task, state: dict) -> tuple[torch.Tensor | None, float, dict[str, Any]]:
+        """``(term, weight, metrics)``: a term computed after the unroll and backpropagated as ``weight * term``
+        before the optimisers step (None: nothing added), and what to log about it. ``weight * term`` is
+        added to the logged ``loss``."""
+        return None, 0.0, {}
+
     def accept(self, task: Task, state: dict, result: MatchResult) -> bool:
         return True
 
-    def extra_state(self, task: Task, state: dict) -> dict[str, Any]:
+    def after_step(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
+        """Runs after the optimisers (stepped or not); returns metrics logged after :meth:`metrics`' own."""
         return {}
 
-    def after_step(self, task: Task, state: dict, result: MatchResult) -> dict[str, Any]:
-        return {}
+    def metrics(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
+        """What an iteration logs (after ``after_step`` ran, so ``syn_lr`` is the value it leaves)."""
+        return {"loss": step.loss, **step.extra, "student_ce": step.result.ce,
+                "syn_lr": float(state["syn_lr"].detach()), "expert": step.expert, "start_epoch": step.start_epoch,
+                "target_epoch": step.target_epoch, "stepped": int(step.stepped)}
 
     def result(self, task: Task, state: dict) -> SyntheticSet:
         return task.synset(state["images"], state["labels"], lr=float(state["syn_lr"].detach()))
@@ -176,23 +217,29 @@ class TrajectoryMatching(Method):
 
     def match_step(self, task: Task, state: dict, experts: Trajectories, student: Student, it: int
                    ) -> tuple[MatchResult, dict[str, Any]]:
+        self.before_step(task, state, it)
         e, t0, t1 = self.segment(it, task, experts)
         start = experts.snapshot(e, t0).to(task.device)
         target = experts.snapshot(e, t1).to(task.device)
-        for opt in (o for k, o in state.items() if k.startswith("opt_")):
+        optimisers = [o for k, o in state.items() if k.startswith("opt_")]
+        for opt in optimisers:
             opt.zero_grad(set_to_none=True)
-        res = match(student, self.source(task, state), state["syn_lr"], start, target,
-                    steps=self.steps(task, t0, t1), generator=task.generator, batch=task.hp["batch_syn"] or None,
-                    augment=task.augment, memory=task.hp["unroll_memory"],
-                    mask=self.mask(task, state, start, target), loss_fn=self.loss_fn(task, state))
+        steps, weight = self.steps(task, t0, t1), self.match_weight(task)
+        res = match(student, self.source(task, state), state["syn_lr"], start, target, steps=steps,
+                    generator=task.generator, batch=task.hp["batch_syn"] or None, augment=task.augment,
+                    memory=task.hp["unroll_memory"], mask=self.mask(task, state, start, target), weight=weight,
+                    loss_fn=self.loss_fn(task, state))
+        term, term_weight, extra = self.extra_loss(task, state)
+        if term is not None:
+            (term_weight * term).backward()
         stepped = self.accept(task, state, res)
         if stepped:
-            for opt in (o for k, o in state.items() if k.startswith("opt_")):
+            for opt in optimisers:
                 opt.step()
-        metrics = {"loss": res.loss, "student_ce": res.ce, "syn_lr": float(state["syn_lr"].detach()), "expert": e,
-                   "start_epoch": t0, "target_epoch": t1, "stepped": int(stepped)}
-        metrics.update(self.after_step(task, state, res))
-        return res, metrics
+        loss = weight * res.loss + (term_weight * float(term.detach()) if term is not None else 0.0)
+        step = Step(it, e, t0, t1, steps, res, loss, extra, stepped)
+        after = self.after_step(task, state, step)
+        return res, {**self.metrics(task, state, step), **after}
 
     def distill(self, task: Task) -> SyntheticSet:
         state, experts, student = self.setup(task)
@@ -202,3 +249,4 @@ class TrajectoryMatching(Method):
 
         distill_loop(task, task.hp["iterations"], state, step, lambda: self.result(task, state), name=self.name)
         return self.result(task, state)
+

@@ -44,7 +44,7 @@ from mddbench.experts import Trajectories
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
-from mddbench.trajectory import TrajectoryMatching, fit_start, ipc_band
+from mddbench.trajectory import Step, TrajectoryMatching, fit_start, ipc_band
 from mddbench.unroll import MatchResult, Student
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,8 @@ class DATM(TrajectoryMatching):
     def accept(self, task: Task, state: dict, result: MatchResult) -> bool:
         return result.loss <= task.hp["threshold"]
 
-    def match_step(self, task: Task, state: dict, experts: Trajectories, student: Student, it: int
-                   ) -> tuple[MatchResult, dict[str, Any]]:
-        res, metrics = super().match_step(task, state, experts, student, it)
-        metrics["window_high"] = self.window(task, it)[1]
-        return res, metrics
+    def after_step(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
+        return {"window_high": self.window(task, step.it)[1]}
 
 
 def expert_predictors(task: Task, experts: Trajectories, batch: int = 256

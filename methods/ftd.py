@@ -29,8 +29,7 @@ from mddbench.limits import FRACTION
 from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.synset import SyntheticSet
-from mddbench.trajectory import TrajectoryMatching, ipc_band, mtt_preset
-from mddbench.unroll import MatchResult
+from mddbench.trajectory import Step, TrajectoryMatching, ipc_band, mtt_preset
 
 # Table 7, CIFAR-10: what FTD adds to or changes in MTT's rows (ipc 50 uses lr_teacher 0.01 there).
 FTD_ROWS: dict[int, dict[str, Any]] = {
@@ -77,7 +76,7 @@ class FTD(TrajectoryMatching):
     def extra_state(self, task: Task, state: dict) -> dict[str, Any]:
         return {"ema": state["images"].detach().clone()}
 
-    def after_step(self, task: Task, state: dict, result: MatchResult) -> dict[str, Any]:
+    def after_step(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
         ema_update(state["ema"], state["images"], task.hp["ema_decay"])
         return {}
 

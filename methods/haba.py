@@ -48,13 +48,11 @@ from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.experts import Trajectories
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
-from mddbench.loop import distill_loop
 from mddbench.method import Task
 from mddbench.networks import init_parameters
 from mddbench.registry import register_method
 from mddbench.synset import SyntheticSet, cross_entropy, register_renderer
-from mddbench.trajectory import MTT_IPC1, MTT_IPC10, TrajectoryMatching
-from mddbench.unroll import Student, match
+from mddbench.trajectory import MTT_IPC1, MTT_IPC10, Step, TrajectoryMatching
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _DECONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -303,28 +301,25 @@ class HaBa(TrajectoryMatching):
         state["extractor_opt"].step()
         return {"extractor_loss": float(loss.detach()), "extractor_ce": float(cls.detach())}
 
-    def step(self, task: Task, state: dict, experts: Trajectories, student: Student, it: int) -> dict[str, Any]:
-        hp = task.hp
-        e, t0, t1 = self.segment(it, task, experts)
-        start, target = experts.snapshot(e, t0).to(task.device), experts.snapshot(e, t1).to(task.device)
-        generator_opts = [state[k] for k in ("opt_img", "opt_style", "opt_lr")]
-        for opt in generator_opts:
-            opt.zero_grad(set_to_none=True)
-        res = match(student, HabaSource(state["images"], state["labels"], state["hallucinators"]), state["syn_lr"],
-                    start, target, steps=self.steps(task, t0, t1), generator=task.generator,
-                    batch=hp["batch_syn"] or None, augment=task.augment, memory=hp["unroll_memory"])
+    def source(self, task: Task, state: dict) -> HabaSource:
+        return HabaSource(state["images"], state["labels"], state["hallucinators"])
+
+    def extra_loss(self, task: Task, state: dict) -> tuple[torch.Tensor, float, dict[str, Any]]:
+        """The club term on a fresh rendered pair (lambda_club inside, so the logged value is the term's)."""
         x, _ = self.rendered_pair(task, state)
-        club = hp["lambda_club"] * ((pair_cosine(state["extractor"].embed(x)) + 1) / 2).mean()
-        club.backward()
-        for opt in generator_opts:
-            opt.step()
+        club = task.hp["lambda_club"] * ((pair_cosine(state["extractor"].embed(x)) + 1) / 2).mean()
+        return club, 1.0, {"club": float(club.detach())}
+
+    def after_step(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
         with torch.no_grad():
-            state["syn_lr"].clamp_(min=hp["min_syn_lr"])
-        metrics = {"loss": res.loss + float(club.detach()), "param_loss": res.loss, "club": float(club.detach()),
-                   "student_ce": res.ce, "syn_lr": float(state["syn_lr"].detach()), "expert": e,
-                   "start_epoch": t0, "target_epoch": t1}
-        metrics.update(self.extractor_step(task, state))
-        return metrics
+            state["syn_lr"].clamp_(min=task.hp["min_syn_lr"])
+        return self.extractor_step(task, state)
+
+    def metrics(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
+        res = step.result
+        return {"loss": step.loss, "param_loss": res.loss, **step.extra, "student_ce": res.ce,
+                "syn_lr": float(state["syn_lr"].detach()), "expert": step.expert, "start_epoch": step.start_epoch,
+                "target_epoch": step.target_epoch}
 
     def result(self, task: Task, state: dict) -> SyntheticSet:
         halluc: Hallucinators = state["hallucinators"]
@@ -335,8 +330,3 @@ class HaBa(TrajectoryMatching):
         return task.synset(bases, state["labels"], lr=float(state["syn_lr"].detach()), renderer="haba",
                            extra=halluc.tensors(), meta=meta)
 
-    def distill(self, task: Task) -> SyntheticSet:
-        state, experts, student = self.setup(task)
-        distill_loop(task, task.hp["iterations"], state, lambda it: self.step(task, state, experts, student, it),
-                     lambda: self.result(task, state), name=self.name)
-        return self.result(task, state)

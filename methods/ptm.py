@@ -42,12 +42,10 @@ from mddbench.budgets import Budget, official_share
 from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, FRACTION, NON_NEGATIVE
-from mddbench.loop import distill_loop
 from mddbench.method import Task
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet
-from mddbench.trajectory import TrajectoryMatching, expert_steps_per_epoch, mtt_preset
-from mddbench.unroll import TensorSource, match
+from mddbench.trajectory import Step, TrajectoryMatching, expert_steps_per_epoch, mtt_preset
+from mddbench.unroll import Student
 
 
 # --------------------------------------------------------------------------------- schedule
@@ -179,6 +177,7 @@ class PTM(TrajectoryMatching):
             raise ConfigError(f"ptm: end_epoch {hp['end_epoch']} exceeds the {budget.name} budget's expert "
                               f"trajectories ({budget.expert_epochs} epochs)")
 
+    # ----------------------------------------------------------------------------------- hooks
     def segment(self, it: int, task: Task, experts) -> tuple[int, int, int]:
         hp, g = task.hp, task.generator
         e = int(torch.randint(len(experts), (1,), generator=g))
@@ -197,51 +196,54 @@ class PTM(TrajectoryMatching):
         hp = task.hp
         return min(hp["max_syn_steps"], (target - start) * hp["steps_per_epoch"])
 
-    def distill(self, task: Task) -> SyntheticSet:
+    def overlap_module(self, task: Task) -> bool:
+        """The overlap module (L_overlap and retraining) is on: ``overlap`` and a pair in each class."""
+        return task.hp["overlap"] and task.ipc >= 2
+
+    def retraining(self, task: Task) -> list[tuple[int, int]]:
         hp = task.hp
-        state, experts, student = self.setup(task)
-        if experts.epochs < hp["end_epoch"]:
-            raise ConfigError(f"ptm: experts have {experts.epochs} epochs, end_epoch is {hp['end_epoch']}")
-        images, labels = state["images"], state["labels"]
-        complement = halves(labels, task.n_classes)
-        module_on = hp["overlap"] and task.ipc >= 2
-        overlap_on = module_on and hp["overlap_loss"]
-        schedule = retraining_iterations(hp["iterations"], hp["end_epoch"], hp["retrain_points"]) \
-            if module_on and hp["retrain"] and hp["schedule"] == "progressive" else []
-        state["snapshots"] = {}
-        state["resets"] = 0
+        on = self.overlap_module(task) and hp["retrain"] and hp["schedule"] == "progressive"
+        return retraining_iterations(hp["iterations"], hp["end_epoch"], hp["retrain_points"]) if on else []
+
+    def setup(self, task: Task) -> tuple[dict[str, Any], Any, Student]:
+        state, experts, student = super().setup(task)
+        if experts.epochs < task.hp["end_epoch"]:
+            raise ConfigError(f"ptm: experts have {experts.epochs} epochs, end_epoch is {task.hp['end_epoch']}")
+        return state, experts, student
+
+    def extra_state(self, task: Task, state: dict) -> dict[str, Any]:
+        hp, images, labels = task.hp, state["images"], state["labels"]
         # kernel widths fixed from the initial images, kept in the state (a resumed run restores them)
-        state["sigma"] = ([hp["overlap_sigma"]] * task.n_classes if hp["overlap_sigma"] > 0
-                          else class_sigmas(images, labels, task.n_classes))
+        sigma = ([hp["overlap_sigma"]] * task.n_classes if hp["overlap_sigma"] > 0
+                 else class_sigmas(images, labels, task.n_classes))
+        return {"complement": halves(labels, task.n_classes), "snapshots": {}, "resets": 0, "sigma": sigma}
 
-        def step(it: int) -> dict[str, Any]:
-            for i, (reset_it, snap_it) in enumerate(schedule):
-                if it == snap_it:
-                    state["snapshots"][str(i)] = images.detach()[complement].clone()
-                if it == reset_it and str(i) in state["snapshots"]:
-                    reset_complement(images, complement, state["snapshots"][str(i)], state["opt_img"])
-                    state["resets"] += 1
-            e, t0, t1 = self.segment(it, task, experts)
-            start, target = experts.snapshot(e, t0).to(task.device), experts.snapshot(e, t1).to(task.device)
-            state["opt_img"].zero_grad(set_to_none=True)
-            state["opt_lr"].zero_grad(set_to_none=True)
-            steps = self.steps(task, t0, t1)
-            res = match(student, TensorSource(images, labels), state["syn_lr"], start, target, steps=steps,
-                        generator=task.generator, batch=hp["batch_syn"] or None, augment=task.augment,
-                        memory=hp["unroll_memory"], weight=hp["beta1"])
-            ov, mmd = overlap_loss(images, labels, complement, task.n_classes, state["sigma"])
-            if overlap_on:
-                (hp["beta2"] * ov).backward()
-            state["opt_img"].step()
-            state["opt_lr"].step()
-            total = hp["beta1"] * res.loss + (hp["beta2"] * float(ov.detach()) if overlap_on else 0.0)
-            return {"loss": total, "match_loss": res.loss, "overlap_loss": float(ov.detach()), "mmd": mmd,
-                    "student_ce": res.ce, "syn_lr": float(state["syn_lr"].detach()), "expert": e,
-                    "start_epoch": t0, "end_epoch": t1, "student_steps": steps, "resets": state["resets"],
-                    "graph_mb": round(res.graph_mb, 2)}
+    def before_step(self, task: Task, state: dict, it: int) -> None:
+        """Retraining: take the complement's snapshots and reset it at the scheduled iterations."""
+        images, complement = state["images"], state["complement"]
+        for i, (reset_it, snap_it) in enumerate(self.retraining(task)):
+            if it == snap_it:
+                state["snapshots"][str(i)] = images.detach()[complement].clone()
+            if it == reset_it and str(i) in state["snapshots"]:
+                reset_complement(images, complement, state["snapshots"][str(i)], state["opt_img"])
+                state["resets"] += 1
 
-        distill_loop(task, hp["iterations"], state, step, lambda: self.result(task, state), name=self.name)
-        return self.result(task, state)
+    def match_weight(self, task: Task) -> float:
+        return task.hp["beta1"]
+
+    def extra_loss(self, task: Task, state: dict) -> tuple[torch.Tensor | None, float, dict[str, Any]]:
+        """beta2 * L_overlap (logged with the MMD also when it is off)."""
+        ov, mmd = overlap_loss(state["images"], state["labels"], state["complement"], task.n_classes, state["sigma"])
+        on = self.overlap_module(task) and task.hp["overlap_loss"]
+        return (ov if on else None), task.hp["beta2"], {"overlap_loss": float(ov.detach()), "mmd": mmd}
+
+    def metrics(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
+        """``end_epoch`` names the target (the figures read it as the stage), ``match_loss`` the match term."""
+        res = step.result
+        return {"loss": step.loss, "match_loss": res.loss, **step.extra, "student_ce": res.ce,
+                "syn_lr": float(state["syn_lr"].detach()), "expert": step.expert, "start_epoch": step.start_epoch,
+                "end_epoch": step.target_epoch, "student_steps": step.steps, "resets": state["resets"],
+                "graph_mb": round(res.graph_mb, 2)}
 
 
 def segment_starts(end_epoch: int, length: int, back: bool) -> tuple[int, int]:

@@ -50,7 +50,7 @@ from mddbench.method import Task
 from mddbench.registry import register_method
 from mddbench.synset import SyntheticSet
 from mddbench.trajectory import TrajectoryMatching, mtt_preset
-from mddbench.unroll import MatchResult, Student
+from mddbench.unroll import Source, TensorSource
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,11 @@ class _Stage(TrajectoryMatching):
     def result(self, task: Task, state: dict) -> SyntheticSet:
         return append(self.frozen, super().result(task, state))
 
-    def match_step(self, task: Task, state: dict, experts: Trajectories, student: Student, it: int
-                   ) -> tuple[MatchResult, dict[str, Any]]:
+    def source(self, task: Task, state: dict) -> Source:
         if self.frozen is None:
-            return super().match_step(task, state, experts, student, it)
+            return super().source(task, state)
         x, y = self.frozen.images.to(task.device), self.frozen.labels.to(task.device)
-        view = dict(state, images=torch.cat([x, state["images"]]), labels=torch.cat([y, state["labels"]]))
-        return super().match_step(task, view, experts, student, it)
+        return TensorSource(torch.cat([x, state["images"]]), torch.cat([y, state["labels"]]))
 
 
 @register_method("seqmatch")

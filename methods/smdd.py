@@ -32,8 +32,8 @@ from mddbench.errors import ConfigError
 from mddbench.limits import NON_NEGATIVE, Limit
 from mddbench.method import Task
 from mddbench.registry import register_method
-from mddbench.trajectory import TrajectoryMatching
-from mddbench.unroll import MatchResult, Student, param_distance
+from mddbench.trajectory import Step, TrajectoryMatching
+from mddbench.unroll import Student, param_distance
 
 
 def prune_mask(discrepancy: torch.Tensor, ratio: float, threshold: float | None = None) -> torch.Tensor:
@@ -80,6 +80,6 @@ class SMDD(TrajectoryMatching):
 
         return pruned_distance
 
-    def after_step(self, task: Task, state: dict, result: MatchResult) -> dict[str, Any]:
+    def after_step(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
         pruned = int(state["pruned"])
         return {"pruned": pruned, "pruned_frac": pruned / state["kept"].numel()}

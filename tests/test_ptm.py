@@ -196,3 +196,19 @@ def test_retraining_alone_is_an_arm(tmp_path, expert_cache):
     _, off = distill("ptm", dataset="tiny28", ipc=2, hp=dict(hp, overlap=False), run_dir=tmp_path / "off",
                      expert_root=expert_cache)
     assert log_rows(off, "ptm")[-1]["resets"] == 0  # overlap=false: the whole module off, as before
+
+
+def test_match_weight_and_overlap_term_reach_the_images(tmp_path, expert_cache):
+    # beta1 = 0: the match term's gradient is scaled away, so only the overlap term (the base's extra_loss) moves them
+    hp = {"iterations": 2, "end_epoch": 2, "steps_per_epoch": 1, "beta1": 0.0, "beta2": 10.0, "retrain": False}
+    method, first = make_task("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "init",
+                              expert_root=expert_cache)
+    init = method.result(first, method.setup(first)[0])
+    still, _ = distill("ptm", dataset="tiny28", ipc=2, hp=dict(hp, overlap_loss=False), run_dir=tmp_path / "still",
+                       expert_root=expert_cache)
+    moved, task = distill("ptm", dataset="tiny28", ipc=2, hp=hp, run_dir=tmp_path / "moved", expert_root=expert_cache)
+    assert torch.equal(still.images, init.images)
+    assert not torch.equal(moved.images, init.images)
+    rows = log_rows(task, "ptm")
+    assert rows[1]["mmd"] > rows[0]["mmd"]  # the step pushed the halves apart
+    assert all(r["loss"] == pytest.approx(10.0 * r["overlap_loss"]) for r in rows)  # beta1 * match + beta2 * overlap

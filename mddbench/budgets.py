@@ -50,6 +50,16 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+def register_budget(budget: Budget, replace: bool = False) -> Budget:
+    """Add a budget (a plugin's, e.g. a GPU-sized one); its name must be new unless ``replace``.
+    Methods scale to it through ``share`` (their ``budgets`` entries for it, if any, add the rest)."""
+    key = budget.name.strip().lower()
+    if key in BUDGETS and not replace and BUDGETS[key] != budget:
+        raise ValueError(f"budget {key!r} is already defined; pass replace=True to redefine it")
+    BUDGETS[key] = budget
+    return budget
+
+
 def canonical_budget(name: str) -> str:
     """The budget's registered name, whatever the case (``SMOKE`` is ``smoke``)."""
     key = str(name).strip().lower()

@@ -253,5 +253,5 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
     done = it + 1 if iterations > start else start
     save(done)
     result = LoopResult(done, elapsed, stopped_by_time, run_peak, updates)
-    task.extra.setdefault("loops", []).append(result)
+    task.loops.append(result)
     return result

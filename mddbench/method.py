@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .augment import DEFAULT_STRATEGY, DSA
-from .budgets import Budget, budget_value
+from .budgets import Budget, budget_value, official_share
 from .data import DatasetSpec, RealData
 from .errors import ConfigError
 from .limits import ANY, Limit, check as check_limit
@@ -75,7 +75,9 @@ class Method:
         hp = dict(self.defaults)
         hp.update(self.presets(spec, ipc))
         hp.update(self.adapt(hp, spec, ipc))
-        entry = self.budgets.get(budget.name, {})
+        entry = self.budgets.get(budget.name)
+        if entry is None:  # a budget the method has no entry for (a plugin's): only the iteration share
+            entry = {"iterations": official_share} if budget.share is not None and "iterations" in hp else {}
         hp.update({key: value for key, value in entry.items() if not callable(value)})
         seen = dict(hp)
         hp.update({key: value(seen, budget) for key, value in entry.items() if callable(value)})
@@ -143,7 +145,7 @@ class Task:
     snapshot_every: int = 0  # save the synthetic set every n iterations (accuracy-vs-time curves)
     time_budget: float | None = None  # stop distilling after this many seconds
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    loops: list[Any] = field(default_factory=list)  # each distill_loop's LoopResult, in order (the runner sums them)
 
     @property
     def n_classes(self) -> int:

@@ -238,7 +238,7 @@ def distill(p: Prepared) -> SyntheticSet:
         task = new_task()
         synset = p.method.distill(task)
     wall = time.perf_counter() - start - experts.build_seconds
-    loops = task.extra.get("loops", [])
+    loops = task.loops
     synset.meta.update({
         "job_id": job.job_id, "method": job.method, "dataset": p.spec.name, "ipc": job.ipc, "seed": job.seed,
         "budget": job.budget, "budget_version": budget.version, "hparams": p.hp, "label_type": synset.label_type, "data_checksum": p.data.checksum,

@@ -102,3 +102,20 @@ def test_budget_scaling_does_not_depend_on_the_order_of_a_budget_entry(monkeypat
             monkeypatch.setattr(cls, "budgets", reordered)
             assert cls().resolve(spec, 2, budget) == expected, (name, budget.name)
             monkeypatch.undo()
+
+
+def test_a_plugin_budget_registers_and_every_method_scales_to_it(monkeypatch):
+    from mddbench import Budget, register_budget
+    from mddbench import budgets as budgets_module
+    from mddbench.data import get_spec
+    from mddbench.registry import METHODS
+    from mddbench.runner import Job
+
+    monkeypatch.setattr(budgets_module, "BUDGETS", dict(budgets_module.BUDGETS))
+    gpu = register_budget(Budget("gpu10", eval_models=5, eval_epochs=500, real_epochs=50, experts=20,
+                                 expert_epochs=30, share=0.1, real_min_steps=1500))
+    assert Job(method="mtt", dataset="demo", budget="GPU10").budget == "gpu10"
+    assert METHODS.get("mtt")().resolve(get_spec("breastmnist"), 2, gpu)["iterations"] == 500  # 10 % of 5000
+    assert METHODS.get("haba")().resolve(get_spec("breastmnist"), 2, gpu)["iterations"] == 1500
+    with pytest.raises(ValueError, match="already defined"):
+        register_budget(Budget("quick", eval_models=1, eval_epochs=1, real_epochs=1, experts=1, expert_epochs=1))

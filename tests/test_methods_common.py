@@ -56,8 +56,8 @@ def test_resume_equals_uninterrupted(method, tmp_path, monkeypatch, expert_cache
     assert torch.equal(full.images, resumed.images)
     assert torch.equal(full.labels, resumed.labels)
     assert full.lr == resumed.lr
-    counts = [loop.updates for loop in full_task.extra["loops"]]  # gated updates survive the restart
-    assert [loop.updates for loop in task.extra["loops"]] == counts
+    counts = [loop.updates for loop in full_task.loops]  # gated updates survive the restart
+    assert [loop.updates for loop in task.loops] == counts
     assert all(c is None for c in counts) or sum(counts) > 0
 
 

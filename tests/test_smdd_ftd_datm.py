@@ -202,13 +202,13 @@ def test_datm_labels_are_expert_logits_learnable_and_gated(tmp_path, expert_cach
     gated, task = _datm(tmp_path, expert_cache, "gated", iterations=3, threshold=0.0, lr_lr=1e-5)
     rows = log_rows(task, "datm")
     assert [r["stepped"] for r in rows] == [0, 0, 0] and min(r["loss"] for r in rows) > 0
-    assert task.extra["loops"][0].updates == 0  # recorded: the gate left the set at its initialisation
+    assert task.loops[0].updates == 0  # recorded: the gate left the set at its initialisation
     assert torch.equal(gated.images, init.images) and torch.equal(gated.labels, init.labels)
     assert gated.lr == init.lr == pytest.approx(task.hp["lr_teacher"])
 
     # tiny28's experts take one SGD step per epoch, so the small-data rule fixes the step size: learn it here
     free, task = _datm(tmp_path, expert_cache, "free", iterations=3, threshold=1e9, lr_lr=1e-5)
-    assert [r["stepped"] for r in log_rows(task, "datm")] == [1, 1, 1] and task.extra["loops"][0].updates == 3
+    assert [r["stepped"] for r in log_rows(task, "datm")] == [1, 1, 1] and task.loops[0].updates == 3
     assert free.label_type == "soft"
     assert (free.labels - init.labels).abs().max() > 1e-3  # the labels learn
     assert not torch.equal(free.images, init.images) and free.lr != init.lr

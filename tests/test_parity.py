@@ -68,9 +68,9 @@ def test_list_methods_shows_shares(capsys):
 
 
 def test_records_and_jobs_carry_the_budget_version():
-    assert get_budget("quick").version == 2 and get_budget("smoke").version == 1
+    assert get_budget("quick").version == 3 and get_budget("smoke").version == 1
     quick, smoke = Job("mtt", "breastmnist", budget="quick"), Job("mtt", "breastmnist", budget="smoke")
-    assert quick.identity()["budget_version"] == 2  # a quick job of version 1 is another job
+    assert quick.identity()["budget_version"] == 3  # a quick job of an earlier version is another job
     assert "budget_version" not in smoke.identity()  # version-1 job ids are unchanged
 
     class Result:  # the fields make_record reads

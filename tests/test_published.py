@@ -20,8 +20,15 @@ def published_records() -> list[dict]:
     return [json.loads(line) for line in (BOARDS / "records.jsonl").read_text().splitlines() if line.strip()]
 
 
+def published_privacy() -> list[dict]:
+    from mddbench.privacy_store import read_privacy_jsonl
+
+    path = BOARDS / "privacy.jsonl"
+    return read_privacy_jsonl(path) if path.is_file() else []
+
+
 def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
-    written = {p.name: p for p in write_leaderboards(published_records(), tmp_path)}
+    written = {p.name: p for p in write_leaderboards(published_records(), tmp_path, privacy=published_privacy())}
     committed = {p.name for p in BOARDS.iterdir() if p.suffix in (".md", ".csv")}
     assert set(written) == committed, "regenerate with `mddbench leaderboard --records leaderboards/records.jsonl`"
     for name, path in written.items():

@@ -93,8 +93,9 @@ def _job_options(args) -> dict:
     from .method import parse_overrides
 
     given = {"budget": args.budget, "hparams": tuple(sorted(parse_overrides(args.hp).items())),
-             "eval_models": tuple(getattr(args, "eval_model", None) or ("convnet",)),
              "plugins": tuple(getattr(args, "plugin", None) or ()), "progress": not args.quiet}
+    if hasattr(args, "eval_model"):  # main() fills in the default network
+        given["eval_models"] = tuple(args.eval_model)
     for name in ("eval_n_models", "eval_epochs", "time_budget", "snapshot_every", "data_root", "out",
                  "expert_cache", "device"):
         if hasattr(args, name):

@@ -52,10 +52,6 @@ CREATE INDEX IF NOT EXISTS records_budget ON records (budget, protocol);
 """
 
 
-def record_schema(record: dict[str, Any]) -> int:
-    return int(record.get("record_schema") or 1)
-
-
 def artifact_path(record: dict[str, Any], out: str | Path) -> Path | None:
     """The synthetic set a record names, on this machine: relative paths (schema 2) are taken from ``out``,
     the folder of the store that holds the record; schema 1's absolute paths are returned as they are."""

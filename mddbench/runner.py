@@ -298,6 +298,7 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
     store_path = Path(out) / "results.sqlite"
     meta = {**meta, **provenance(Path(artifact), meta, store_path)}
     budget_name = canonical_budget(budget or meta.get("budget", "quick"))
+    budget_def = get_budget(budget_name)
     label = budget_label_of(budget_name, eval_n_models, eval_epochs)
     job_id = meta.get("job_id", "external")
     if meta["provenance"] != "recorded run":  # never the id of the run the file claims to come from
@@ -309,7 +310,7 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
     torch_device = resolve_device(device)
     records = []
     for model in models:
-        cfg = evaluation_config(NETWORKS.canonical(model), get_budget(budget_name), {}, eval_n_models, eval_epochs)
+        cfg = evaluation_config(NETWORKS.canonical(model), budget_def, {}, eval_n_models, eval_epochs)
         result = evaluate(synset, data, cfg, seed=seed if seed is not None else meta.get("seed", 0),
                           device=torch_device, progress=progress)
         records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
@@ -392,9 +393,9 @@ def provenance(artifact: Path, meta: dict[str, Any], store_path: Path) -> dict[s
 
         digest = file_digest(artifact)
         for r in ResultStore(store_path, create=False).records(job_id=meta["job_id"]):
+            recorded = artifact_path(r, store_path.parent)
             same = (r.get("artifact_sha256") == digest if r.get("artifact_sha256")
-                    else bool(r.get("artifact")) and artifact_path(r, store_path.parent).is_file()
-                    and artifact_path(r, store_path.parent).samefile(artifact))
+                    else recorded is not None and recorded.is_file() and recorded.samefile(artifact))
             if same and r.get("method") == claimed:
                 return {"method": claimed, "provenance": "recorded run", "artifact_sha256": digest}
     return {"method": "external", "claimed_method": claimed, "provenance": "unverified file"}

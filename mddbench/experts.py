@@ -11,7 +11,6 @@ folder for every output folder, so that all runs compare against the same expert
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ from .data import RealData
 from .errors import ConfigError
 from .evaluate import score
 from .networks import create_network, flat_parameters
+from .ids import identity_digest
 from .seeding import generator as seeded
 from .training import constant_schedule, sgd_step, train
 
@@ -106,7 +106,7 @@ class Pretraining:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.ident, sort_keys=True).encode()).hexdigest()[:16]
+        return identity_digest(self.ident)
 
 
 # ------------------------------------------------------------------------------------------ GSAM
@@ -194,7 +194,7 @@ def cache_key(data: RealData, recipe: ExpertRecipe, pretraining: Pretraining | N
              "std": [round(v, 6) for v in data.std], "recipe": recipe.shaping()}
     if pretraining is not None:
         ident["pretraining"] = pretraining.key
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    return identity_digest(ident, 20)
 
 
 class ExpertProvider:

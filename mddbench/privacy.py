@@ -19,7 +19,6 @@ Every result carries :data:`PRIVACY_VERSION`; results of different versions are 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -40,6 +39,7 @@ from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
+from .ids import identity_digest
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -206,8 +206,7 @@ def audit(synset: SyntheticSet, data: RealData, config: PrivacyConfig, seed: int
 
 def privacy_id(job_id: str, config: PrivacyConfig, seed: int) -> str:
     """Identity of a privacy result: the run, and everything that determines the audit."""
-    identity = json.dumps([job_id, seed, config.as_dict()], sort_keys=True)
-    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return identity_digest([job_id, seed, config.as_dict()])
 
 
 def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, Any], config: PrivacyConfig,

@@ -8,7 +8,6 @@ connection opened for that operation (never shared across processes); WAL journa
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from typing import Any, Iterator
 
 from .atomic import write_text
 from .errors import ConfigError
+from .ids import identity_digest
 
 DEFAULT_FILENAME = "results.sqlite"
 REQUIRED_FIELDS = ("job_id", "method", "dataset", "ipc", "eval_model", "protocol", "budget", "seed", "metrics")
@@ -70,7 +70,7 @@ def stored_artifact(path: str | Path, out: str | Path) -> str:
 
 def record_id(job_id: str, eval_model: str) -> str:
     """The id of a record: derived from its identity, so every store (and re-run) agrees on it."""
-    return hashlib.sha256(json.dumps([job_id, eval_model]).encode()).hexdigest()[:16]
+    return identity_digest([job_id, eval_model])
 
 
 def validate(record: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from .loop import peak_memory_mb
 from .method import Method, Task
 from .registry import DATASETS, METHODS, NETWORKS, load_plugins
 from .results import RECORD_SCHEMA, ResultStore, artifact_path, stored_artifact
+from .ids import identity_digest
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -85,7 +86,7 @@ class Job:
 
     @property
     def job_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        return identity_digest(self.identity())
 
     @property
     def run_name(self) -> str:

@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -139,9 +140,10 @@ def check_ipc(ipc: int | None, method: Method, data: RealData) -> None:
 def ensure_writable(folder: Path, option: str = "--out") -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of its own: runs that share an --out (a sweep's workers, two shells) must not
+        # unlink each other's probe
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise ConfigError(f"cannot write to {folder} ({exc.strerror or exc}); choose another {option}") from exc
 

@@ -196,6 +196,22 @@ def test_unwritable_output_folder(tmp_path, capsys, where):
     assert blocker.read_text() == "a regular file"
 
 
+def test_runs_sharing_an_out_folder_do_not_break_each_others_write_check(tmp_path):
+    """Two runs started together on one --out (a sweep's workers, two shells) each probe the folder;
+    with one shared probe name the slower one found the probe unlinked and refused to run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mddbench.runner import ensure_writable
+
+    def probe(_):
+        for _ in range(300):
+            ensure_writable(tmp_path)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(probe, range(4)))  # raises what any thread raised
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unwritable_expert_cache_fails_before_distilling(tmp_path, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("a regular file")

@@ -211,16 +211,18 @@ def privacy_id(job_id: str, config: PrivacyConfig, seed: int) -> str:
 
 def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, Any], config: PrivacyConfig,
                         budget: str, seed: int, artifact: str | None, device: torch.device | str,
-                        eval_record_id: str | None = None) -> dict[str, Any]:
+                        eval_record_id: str | None = None, budget_version: int = 1) -> dict[str, Any]:
     """A self-describing privacy result, linked by ``eval_record_id`` to the evaluation record whose
-    networks it attacked (None: no such record was stored; the budget's recipe was used)."""
+    networks it attacked (None: no such record was stored; the budget's recipe was used).
+    ``budget_version``: the definition of ``budget`` the audited set ran under, so that the privacy
+    tables, like the accuracy tables, never pool sets of different budget versions."""
     job_id = meta.get("job_id") or "external"
     ipc = meta.get("ipc")
     return {
         "id": privacy_id(job_id, config, seed), "privacy_version": config.version, "job_id": job_id,
         "eval_record_id": eval_record_id, "eval_model": config.target.model,
         "method": meta.get("method", "external"), "dataset": data.spec.name, "ipc": "full" if ipc is None else ipc,
-        "seed": seed, "budget": budget, "protocol": config.target.protocol,
+        "seed": seed, "budget": budget, "budget_version": budget_version, "protocol": config.target.protocol,
         "label_type": meta.get("label_type", "hard"), "overrides": meta.get("overrides") or {},
         "time_budget": meta.get("time_budget"), "data_checksum": data.checksum, "artifact": artifact,
         "device": str(device), "config": config.as_dict(), **result,
@@ -255,7 +257,10 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     label = evaluated["budget"] if evaluated is not None and not custom else budget_name
     label = f"{label}-custom" if custom and not label.endswith("-custom") else label
     linked = evaluated["id"] if evaluated is not None and n_models is None and epochs is None else None
-    return make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked), synset, data
+    # the set's own budget definition; an audit at another --budget: that budget's current one
+    version = get_budget(budget_name).version if budget is not None else int(meta.get("budget_version") or 1)
+    record = make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked, version)
+    return record, synset, data
 
 
 def summary_lines(record: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .budgets import budget_label
 from .leaderboard import REAL, _col_order, _row_key, _row_label, _row_order, format_pm, to_markdown
 
 Record = dict[str, Any]
@@ -91,14 +92,15 @@ NOTES = [
 
 
 def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """``privacy_<budget>.csv`` and ``.md`` per (privacy version, budget); never pooled across them."""
+    """``privacy_<budget>.csv`` and ``.md`` per (privacy version, budget and its version, as the accuracy
+    tables label it: ``quick_v3``); never pooled across them."""
     records = list(records)
     out = Path(out_dir)
-    scopes = sorted({(r["privacy_version"], r["budget"]) for r in records})
+    scopes = sorted({(r["privacy_version"], budget_label(r)) for r in records})
     several = len({v for v, _ in scopes}) > 1
     paths = []
     for version, budget in scopes:
-        recs = [r for r in records if (r["privacy_version"], r["budget"]) == (version, budget)]
+        recs = [r for r in records if (r["privacy_version"], budget_label(r)) == (version, budget)]
         df = privacy_table(recs)
         stem = f"privacy_{version}_{budget}" if several else f"privacy_{budget}"
         title = f"Privacy audit ({version}, budget `{budget}`)"

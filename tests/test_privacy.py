@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_curve
@@ -18,7 +19,7 @@ from mddbench.membership import attack_metrics, tpr_at_fpr
 from mddbench.memorisation import flat, near_copies
 from mddbench.privacy import PRIVACY_VERSION, PrivacyConfig, audit, load_for_audit, set_distance_attack
 from mddbench.privacy_figure import nearest_figure
-from mddbench.privacy_leaderboard import privacy_table
+from mddbench.privacy_leaderboard import privacy_table, write_privacy_leaderboard
 from mddbench.privacy_store import PrivacyStore
 from mddbench.results import ResultStore, artifact_path
 from mddbench.synset import SyntheticSet
@@ -206,6 +207,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert record["config"]["target"] == evaluated["eval_config"]  # the recorded evaluation's networks
     assert record["membership"]["target"]["test_acc"]["per_model"] == evaluated["metrics"]["test_acc"]["per_model"]
     assert record["budget"] == "smoke-custom" and record["memorisation"]["pixel"]["near_copy_share"] == 1.0
+    assert record["budget_version"] == evaluated.get("budget_version", 1)  # the audited set's definition
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
     assert list(out.rglob("*.safetensors")) == [artifact_path(evaluated, out)]  # nothing trained on patients is saved
     assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
@@ -265,6 +267,29 @@ def test_privacy_table_pools_seeds():
     assert row["loss attack AUC"] == "55.00 ± 5.00"
     ref = df[df["method"] == "real (reference)"].iloc[0]
     assert ref["seeds"] == 2 and ref["near copies, pixel"] == "-" and ref["loss attack AUC"] == "55.00 ± 5.00"
+
+
+def test_privacy_tables_never_pool_budget_versions(tmp_path):
+    """Sets made under two definitions of one budget go to two tables, labelled as the accuracy tables are."""
+    stat = {"mean": 0.5, "std": 0.0, "n": 1, "per_model": [0.5], "diverged": 0}
+    attack = {"auc": stat, "tpr_at_1pct_fpr": stat, "tpr_at_0.1pct_fpr": stat, "test_acc": stat}
+
+    def rec(i, **version):
+        return {"id": str(i), "privacy_version": PRIVACY_VERSION, "job_id": f"j{i}", "eval_record_id": None,
+                "method": "ptm", "dataset": "breastmnist", "ipc": 2, "seed": i, "budget": "quick", **version,
+                "eval_model": "convnet", "data_checksum": "c", "config": {"reference": {"epochs": 30}},
+                "memorisation": {"pixel": {"near_copy_share": 0.0, "distance_ratio": 5.0},
+                                 "embedding": {"near_copy_share": 0.0}},
+                "membership": {"target": attack, "reference": attack,
+                               "set_distance": {"auc": 0.5, "tpr_at_1pct_fpr": 0.0, "tpr_at_0.1pct_fpr": 0.0}}}
+
+    written = write_privacy_leaderboard([rec(0), rec(1, budget_version=2), rec(2, budget_version=3),
+                                         rec(3, budget_version=3)], tmp_path)
+    assert sorted(p.name for p in written) == ["privacy_quick.csv", "privacy_quick.md", "privacy_quick_v2.csv",
+                                               "privacy_quick_v2.md", "privacy_quick_v3.csv", "privacy_quick_v3.md"]
+    seeds = lambda name: pd.read_csv(tmp_path / name).query("method == 'ptm'")["seeds"].item()  # noqa: E731
+    assert [seeds(f"privacy_quick{v}.csv") for v in ("", "_v2", "_v3")] == [1, 1, 2]
+    assert "budget `quick_v3`" in (tmp_path / "privacy_quick_v3.md").read_text()
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -1,7 +1,7 @@
 """The validation table behind a method's chosen defaults: records of one method and cell grouped by their
 hyperparameter overrides, scored on the **val** split only (test is never read here).
 
-    python scripts/val_table.py STORE --method ptm --dataset retinamnist --ipc 2 [--by beta2]
+    python scripts/val_table.py STORE --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
 
 Each row: the overrides, val balanced accuracy and val accuracy as mean +- std over every evaluation
 network of every seed, the number of seeds and networks. Rows are sorted by val balanced accuracy (the
@@ -21,12 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mddbench.results import ResultStore  # noqa: E402
 
 
-def rows(records: list[dict], by: list[str] | None = None) -> list[tuple[str, dict]]:
+def used(record: dict, key: str) -> object:
+    """The value a run used: its resolved hyperparameter (a default that later changed stays what it was)."""
+    hparams, overrides = record.get("hparams") or {}, record.get("overrides") or {}
+    return hparams[key] if key in hparams else overrides.get(key, "default")
+
+
+def rows(records: list[dict], by: list[str] | None = None,
+         where: dict[str, str] | None = None) -> list[tuple[str, dict]]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        overrides = r.get("overrides") or {}
-        keys = by or sorted(overrides)
-        groups[", ".join(f"{k}={overrides.get(k, 'default')}" for k in keys) or "defaults"].append(r)
+        if any(str(used(r, k)) != v for k, v in (where or {}).items()):
+            continue
+        keys = by or sorted(r.get("overrides") or {})
+        groups[", ".join(f"{k}={used(r, k)}" for k in keys) or "defaults"].append(r)
     out = []
     for label, recs in groups.items():
         stats = {}
@@ -45,8 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--ipc", type=int, required=True)
-    ap.add_argument("--by", nargs="+", help="the hyperparameters to group by (default: every override)")
+    ap.add_argument("--by", nargs="+", help="the hyperparameters to group by, at the values the runs used "
+                                            "(default: every override)")
+    ap.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="only runs that used these values (e.g. beta2=10.0)")
     args = ap.parse_args(argv)
+    where = dict(w.split("=", 1) for w in args.where if "=" in w)
+    if len(where) != len(args.where):
+        ap.error("--where takes KEY=VALUE pairs")
     store = ResultStore(args.store, create=False)
     records = [r for r in store.records(method=args.method, dataset=args.dataset) if r["ipc"] == args.ipc]
     if not records:
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"| {', '.join(args.by) if args.by else 'overrides'} | val balanced acc | val acc | seeds | networks |")
     print("|---|---|---|---|---|")
-    for label, s in rows(records, args.by):
+    for label, s in rows(records, args.by, where):
         print(f"| {label} | {s['val_balanced_acc'][0]:.2f} ± {s['val_balanced_acc'][1]:.2f} | "
               f"{s['val_acc'][0]:.2f} ± {s['val_acc'][1]:.2f} | {s['seeds']} | {s['networks']} |")
     return 0

@@ -32,3 +32,17 @@ def test_rows_pool_seeds_and_networks_and_rank_by_val_balanced_accuracy(val_tabl
     assert s["val_balanced_acc"] == pytest.approx((45.0, 0.0)) and s["seeds"] == 1 and s["networks"] == 2
     assert t["val_balanced_acc"][0] == pytest.approx(40.0) and t["val_balanced_acc"][1] == pytest.approx(7.0711, 1e-4)
     assert t["seeds"] == 2 and t["networks"] == 4
+
+
+def test_runs_group_by_the_values_they_used_not_by_their_overrides(val_table):
+    """A run that left beta2 at a default of 10 and one that set 10 are one row; one made when the
+    default was 1 is another, and --where keeps only runs that used a value."""
+    def run(hparams, overrides, val_bal):
+        return {**record(None, 0, val_bal, [0.5]), "hparams": hparams, "overrides": overrides}
+
+    records = [run({"beta2": 10.0, "end_epoch": 6}, {"beta2": 10.0, "end_epoch": 6}, [0.4]),
+               run({"beta2": 10.0, "end_epoch": 4}, {"end_epoch": 4}, [0.6]),
+               run({"beta2": 1.0, "end_epoch": 4}, {"end_epoch": 4}, [0.2])]
+    assert [label for label, _ in val_table.rows(records, ["beta2"])] == ["beta2=10.0", "beta2=1.0"]
+    picked = val_table.rows(records, ["end_epoch"], where={"beta2": "10.0"})
+    assert [(label, s["networks"]) for label, s in picked] == [("end_epoch=4", 2), ("end_epoch=6", 2)]

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .budgets import Budget, get_budget
-from .data import RealData, load_dataset
-from .errors import ArtifactError, ConfigError, DataError, UnknownNameError
+from .data import RealData
+from .errors import ArtifactError, ConfigError, UnknownNameError
 from .evaluate import EvalConfig, model_streams, train_networks
 from .membership import attack_metrics, loss_scores
 from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest
@@ -85,30 +85,13 @@ def config_for(meta: dict[str, Any], budget: Budget, eval_model: str = "convnet"
 # ------------------------------------------------------------------------------------- inputs
 def load_for_audit(artifact: str | Path, data_root: str | None = None) -> tuple[SyntheticSet, RealData, Path]:
     """The set and the real data it was made from; refuses anything else, with what to do."""
-    from .show import resolve_artifact
+    from .saved import load_with_data
 
-    path = resolve_artifact(artifact)
-    synset = SyntheticSet.load(path)
-    meta = synset.meta
-    if meta.get("method") in METHODS and not METHODS.get(meta["method"]).shareable:
-        raise ArtifactError(f"{path} claims to be a `{meta['method']}` set: the real train split is never a shareable set "
+    synset, data, path = load_with_data(artifact, data_root, "audit", require_checksum=True)
+    method = synset.meta.get("method")
+    if method in METHODS and not METHODS.get(method).shareable:
+        raise ArtifactError(f"{path} claims to be a `{method}` set: the real train split is never a shareable set "
                             "(its leak is the reference row of every audit)")
-    if "dataset" not in meta:
-        raise ArtifactError(f"{path} has no dataset in its metadata; an audit needs the data it was made from")
-    if not meta.get("data_checksum"):
-        raise ArtifactError(f"{path} records no data checksum, so the data it was made from cannot be verified")
-    try:
-        data = load_dataset(meta["dataset"], data_root)
-    except DataError as exc:
-        raise DataError(f"cannot audit {path}: the audit needs {meta['dataset']}, the data it was distilled from. "
-                        f"{exc}") from exc
-    if data.checksum != meta["data_checksum"]:
-        raise DataError(f"cannot audit {path}: {meta['dataset']} on disk{f' ({data.path})' if data.path else ''} "
-                        f"has md5 {data.checksum}, but the set was distilled from data with md5 "
-                        f"{meta['data_checksum']}. Point --data-root at the data the set was made from.")
-    if tuple(synset.images.shape[1:]) != data.spec.shape and synset.renderer is None:
-        raise ArtifactError(f"{path} holds images of shape {tuple(synset.images.shape[1:])}, "
-                            f"{data.spec.name} has {data.spec.shape}")
     return synset, data, path
 
 

@@ -33,6 +33,7 @@ from .loop import peak_memory_mb
 from .method import Method, Task
 from .registry import DATASETS, METHODS, NETWORKS, load_plugins
 from .results import RECORD_SCHEMA, ResultStore, artifact_path, stored_artifact
+from .saved import load_with_data
 from .ids import identity_digest
 from .seeding import generator as seeded
 from .synset import SyntheticSet
@@ -288,18 +289,10 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
 
     Its method is believed only for a file a run of this store recorded (:func:`provenance`); the job id
     is the run's for that file at its own budget and seed, else one that names what differs."""
-    synset = SyntheticSet.load(artifact)
+    synset, data, artifact = load_with_data(artifact, data_root, "evaluate")
     meta = synset.meta
-    if "dataset" not in meta:
-        raise ConfigError(f"{artifact} has no dataset in its metadata; it was not made by mddbench")
-    data = load_dataset(meta["dataset"], data_root)
-    if meta.get("data_checksum") and meta["data_checksum"] != data.checksum:
-        raise ConfigError(f"{artifact} was distilled from {meta['dataset']} with md5 {meta['data_checksum']}, "
-                          f"but the file found ({data.path or data.spec.name}) has md5 {data.checksum}: scores "
-                          f"against other data would not be this set's. Point --data-root at the data it was "
-                          f"made from")
     store_path = Path(out) / "results.sqlite"
-    meta = {**meta, **provenance(Path(artifact), meta, store_path)}
+    meta = {**meta, **provenance(artifact, meta, store_path)}
     budget_name = canonical_budget(budget or meta.get("budget", "quick"))
     budget_def = get_budget(budget_name)
     label = budget_label_of(budget_name, eval_n_models, eval_epochs)

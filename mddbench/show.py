@@ -11,16 +11,8 @@ import torch  # noqa: E402
 
 from .data import denormalize  # noqa: E402
 from .errors import ArtifactError  # noqa: E402
+from .saved import resolve_artifact  # noqa: E402
 from .synset import SyntheticSet  # noqa: E402
-
-
-def resolve_artifact(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "synset.safetensors"
-    if not path.is_file():
-        raise ArtifactError(f"{path} does not exist (give a .safetensors synthetic set or a run folder)")
-    return path
 
 
 def displayable(images: torch.Tensor, meta: dict) -> torch.Tensor:

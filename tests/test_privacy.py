@@ -302,6 +302,9 @@ def test_a_set_made_from_other_data_is_refused(tmp_path, demo, capsys):
     assert demo.checksum in str(err.value) and "0" * 32 in str(err.value) and "--data-root" in str(err.value)
     assert main(["privacy", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "was distilled from data with md5" in capsys.readouterr().err
+    assert main(["eval", str(path), "--out", str(tmp_path / "out")]) == 2  # one check, both commands
+    err = capsys.readouterr().err
+    assert "cannot evaluate" in err and "was distilled from data with md5" in err and "--data-root" in err
     assert not (tmp_path / "out" / "results.sqlite").exists() or not PrivacyStore(tmp_path / "out").privacy_records()
 
 

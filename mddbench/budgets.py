@@ -2,7 +2,7 @@
 
 ``paper`` is the full protocol (10 models x 1000 epochs, 100 experts x 50 epochs, the methods'
 official iteration counts); ``quick`` fits minutes on two CPU cores for a 28 px, 2-class dataset;
-``smoke`` runs in seconds for tests. A scaled budget gives every method the same ``share`` of its
+``medium`` (10 %) is sized for minutes of one GPU; ``smoke`` runs in seconds for tests. A scaled budget gives every method the same ``share`` of its
 official distillation iterations (:func:`official_share`, listed by ``mddbench list methods
 --budget quick``; :mod:`mddbench.parity` checks it); what else a method scales per iteration
 (student steps, real batch sizes) is its own ``Method.budgets``. ``smoke`` is plumbing for tests,
@@ -45,6 +45,10 @@ BUDGETS: dict[str, Budget] = {
     # version 3: PTM's beta2 10 (chosen on val; version 2 ran 1, version 1 0.01)
     "quick": Budget("quick", eval_models=5, eval_epochs=300, real_epochs=30, experts=4, expert_epochs=12,
                     share=0.02, real_min_steps=900, version=3),
+    # between the two, for one GPU's minutes (scripts/gpu_leaderboard.sh): 10 % of the official iterations,
+    # 20 experts of the official 50 epochs (the methods' start epochs need no scaling), 5 x 500-epoch evaluations
+    "medium": Budget("medium", eval_models=5, eval_epochs=500, real_epochs=50, experts=20, expert_epochs=50,
+                     share=0.1, real_min_steps=1500),
     # version 2: the same floor for `real`; version 3: PTM's beta2 10
     "paper": Budget("paper", eval_models=10, eval_epochs=1000, real_epochs=50, experts=100, expert_epochs=50,
                     share=1.0, real_min_steps=3000, version=3),

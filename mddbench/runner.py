@@ -409,6 +409,34 @@ def _saved_record(path: Path, job: Job, cfg: EvalConfig) -> dict[str, Any] | Non
     return record if record.get("job_id") == job.job_id and record.get("eval_config") == cfg.as_dict() else None
 
 
+def resolved_hparams(job: Job) -> dict[str, Any]:
+    """The hyperparameters the job would run with now, as a record stores them (JSON values)."""
+    method = METHODS.get(job.method)()
+    hp = method.resolve(get_spec(job.dataset), job.ipc or 0, get_budget(job.budget), dict(job.hparams))
+    return json.loads(json.dumps(hp, default=str))
+
+
+def check_not_stale(job: Job, records: list[dict[str, Any]]) -> None:
+    """Refuse to count a stored record as this job's when it ran under other hyperparameters than the job
+    resolves now: a method default changed without its budget's version, and the job id (which names only
+    the overrides) cannot tell the two definitions apart."""
+    if not records:
+        return
+    now = resolved_hparams(job)
+    for r in records:
+        if not isinstance(r.get("hparams"), dict):  # a record that does not say what it ran: nothing to compare
+            continue
+        then = r["hparams"]
+        changed = sorted(k for k in set(now) | set(then) if now.get(k, "unset") != then.get(k, "unset"))
+        if changed:
+            diff = ", ".join(f"{k} {then.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in changed[:5])
+            raise ConfigError(
+                f"{job.run_name}: the stored record {r['id']} of this job ran {job.method} with other values than "
+                f"it resolves now ({diff}{', ...' if len(changed) > 5 else ''}): a default changed without a new "
+                f"version of the {job.budget} budget. Bump `version` of {job.budget!r} in mddbench/budgets.py (new "
+                f"runs then get new ids, and old records keep their own tables), or use another --out.")
+
+
 def run_job(job: Job) -> list[dict[str, Any]]:
     """Distill, evaluate with every requested network, record; returns the records.
 
@@ -419,6 +447,7 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     store = ResultStore(Path(job.out) / "results.sqlite")
     todo = [m for m in job.eval_models if not store.has(job.job_id, m)]
     records = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in job.eval_models]
+    check_not_stale(job, records)
     if not todo:
         return records
     store.check_writable()

@@ -31,7 +31,7 @@ from .errors import MddError
 from .experts import ExpertProvider, ExpertRecipe
 from .registry import METHODS, load_plugins
 from .results import ResultStore
-from .runner import Job, resolve_device, run_job
+from .runner import Job, check_not_stale, resolve_device, run_job
 
 
 def expand(methods: list[str], datasets: list[str], ipcs: list[int], seeds: list[int], **job_kw) -> list[Job]:
@@ -47,6 +47,10 @@ def expand(methods: list[str], datasets: list[str], ipcs: list[int], seeds: list
 
 
 def pending(jobs: list[Job], store: ResultStore) -> list[Job]:
+    """The jobs that lack records; a job whose stored records ran under other values than it resolves now
+    stops the sweep before anything runs (:func:`mddbench.runner.check_not_stale`)."""
+    for j in jobs:
+        check_not_stale(j, store.records(job_id=j.job_id))
     return [j for j in jobs if not all(store.has(j.job_id, m) for m in j.eval_models)]
 
 

@@ -233,3 +233,23 @@ def test_argument_errors_and_the_real_exit_code(tmp_path):
 
 def test_console_script_is_installed():
     assert shutil.which("mddbench") or (Path(sys.executable).parent / "mddbench").is_file()
+
+
+def test_a_record_made_under_another_default_is_not_taken_for_the_job(tmp_path, capsys, monkeypatch):
+    """The job id names overrides, not defaults: after a default changes (without a new budget version) the
+    stored record would silently stand for the new definition. run and sweep refuse and say what to do."""
+    from mddbench.registry import METHODS
+
+    dm = ["--method", "dm", "--dataset", "demo", "--ipc", "1", "--budget", "smoke", "--quiet", "--out", tmp_path,
+          "--eval-n-models", "1", "--eval-epochs", "1"]
+    assert cli(capsys, "run", *dm)[0] == 0
+    assert cli(capsys, "run", *dm)[0] == 0  # unchanged: the stored record is the job's
+    cls = METHODS.get("dm")
+    monkeypatch.setattr(cls, "defaults", {**cls.defaults, "lr_img": 2.0})
+    rc, _, err = cli(capsys, "run", *dm)
+    assert rc == 2 and "lr_img 1.0 -> 2.0" in err and "Bump `version` of 'smoke'" in err
+    sweep = ["--methods", "dm", "--datasets", "demo", "--ipc", "1", "--budget", "smoke", "--quiet", "--out", tmp_path,
+             "--eval-n-models", "1", "--eval-epochs", "1"]
+    rc, _, err = cli(capsys, "sweep", *sweep)
+    assert rc == 2 and "lr_img 1.0 -> 2.0" in err
+    assert len(ResultStore(tmp_path).records()) == 1  # nothing ran, nothing was added

@@ -211,6 +211,7 @@ def distill(p: Prepared) -> SyntheticSet:
     from .experts import ExpertProvider
 
     job, run_dir = p.job, p.job.run_dir
+    check_run_folder(p)
     artifact = run_dir / ARTIFACT
     if artifact.is_file():
         try:
@@ -413,28 +414,66 @@ def resolved_hparams(job: Job) -> dict[str, Any]:
     """The hyperparameters the job would run with now, as a record stores them (JSON values)."""
     method = METHODS.get(job.method)()
     hp = method.resolve(get_spec(job.dataset), job.ipc or 0, get_budget(job.budget), dict(job.hparams))
+    return as_json(hp)
+
+
+def as_json(hp: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(hp, default=str))
 
 
-def check_not_stale(job: Job, records: list[dict[str, Any]]) -> None:
-    """Refuse to count a stored record as this job's when it ran under other hyperparameters than the job
-    resolves now: a method default changed without its budget's version, and the job id (which names only
-    the overrides) cannot tell the two definitions apart."""
-    if not records:
-        return
-    now = resolved_hparams(job)
+def changed_values(now: dict[str, Any], then: dict[str, Any]) -> str:
+    """``key old -> new`` for every value that differs ('' when none does)."""
+    keys = sorted(k for k in set(now) | set(then) if now.get(k, "unset") != then.get(k, "unset"))
+    text = ", ".join(f"{k} {then.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in keys[:5])
+    return text + (", ..." if len(keys) > 5 else "")
+
+
+def stale_message(what: str, budget: str, diff: str | None) -> str:
+    return (f"{what} ran with other values than the job resolves now{f' ({diff})' if diff else ''}: a default "
+            f"changed without a new "
+            f"version of the {budget} budget. Bump `version` of {budget!r} in mddbench/budgets.py (every job at "
+            f"that budget then gets a new id and runs afresh; old records keep their own tables), or use another "
+            f"--out.")
+
+
+def stale_record(job: Job, records: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(which record, what changed) for the first stored record of this job id that is not this job's result,
+    else None: the job id names only the overrides, so a default changed without its budget's version
+    cannot be told apart by id."""
+    now = resolved_hparams(job) if records else {}
     for r in records:
-        if not isinstance(r.get("hparams"), dict):  # a record that does not say what it ran: nothing to compare
-            continue
-        then = r["hparams"]
-        changed = sorted(k for k in set(now) | set(then) if now.get(k, "unset") != then.get(k, "unset"))
-        if changed:
-            diff = ", ".join(f"{k} {then.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in changed[:5])
-            raise ConfigError(
-                f"{job.run_name}: the stored record {r['id']} of this job ran {job.method} with other values than "
-                f"it resolves now ({diff}{', ...' if len(changed) > 5 else ''}): a default changed without a new "
-                f"version of the {job.budget} budget. Bump `version` of {job.budget!r} in mddbench/budgets.py (new "
-                f"runs then get new ids, and old records keep their own tables), or use another --out.")
+        if isinstance(r.get("hparams"), dict):  # a record that does not say what it ran: nothing to compare
+            diff = changed_values(now, r["hparams"])
+            if diff:
+                return f"{job.run_name}'s stored record {r['id']}", diff
+    return None
+
+
+def check_not_stale(job: Job, records: list[dict[str, Any]]) -> None:
+    stale = stale_record(job, records)
+    if stale:
+        raise ConfigError(stale_message(stale[0], job.budget, stale[1]))
+
+
+def check_run_folder(p: Prepared) -> None:
+    """The same check for what a run folder holds (its set, checkpoints and saved records come from the
+    values in RUN/hparams.json, or in the set of a folder older than that file); the first start writes it."""
+    run_dir, now = p.job.run_dir, as_json(p.hp)
+    path, then = run_dir / "hparams.json", None
+    if path.is_file():
+        then = json.loads(path.read_text(encoding="utf-8"))
+    elif (run_dir / ARTIFACT).is_file():
+        try:
+            then = SyntheticSet.load(run_dir / ARTIFACT).meta.get("hparams")
+        except ArtifactError:
+            then = None
+    if isinstance(then, dict):
+        diff = changed_values(now, then)
+        if diff:
+            raise ConfigError(stale_message(f"{run_dir} (its set or checkpoints)", p.job.budget, diff))
+    if not path.is_file():
+        ensure_writable(run_dir)
+        write_json(path, now, indent=2)
 
 
 def run_job(job: Job) -> list[dict[str, Any]]:

@@ -27,11 +27,11 @@ from tqdm import tqdm
 from .allocator import configure_allocator
 from .budgets import get_budget
 from .data import get_spec, load_dataset
-from .errors import MddError
+from .errors import ConfigError, MddError
 from .experts import ExpertProvider, ExpertRecipe
 from .registry import METHODS, load_plugins
 from .results import ResultStore
-from .runner import Job, check_not_stale, resolve_device, run_job
+from .runner import Job, resolve_device, run_job, stale_message, stale_record
 
 
 def expand(methods: list[str], datasets: list[str], ipcs: list[int], seeds: list[int], **job_kw) -> list[Job]:
@@ -47,10 +47,13 @@ def expand(methods: list[str], datasets: list[str], ipcs: list[int], seeds: list
 
 
 def pending(jobs: list[Job], store: ResultStore) -> list[Job]:
-    """The jobs that lack records; a job whose stored records ran under other values than it resolves now
-    stops the sweep before anything runs (:func:`mddbench.runner.check_not_stale`)."""
-    for j in jobs:
-        check_not_stale(j, store.records(job_id=j.job_id))
+    """The jobs that lack records; jobs whose stored records ran under other values than they resolve now
+    stop the sweep before anything runs, all of them named (:func:`mddbench.runner.stale_record`)."""
+    stale = [s for s in (stale_record(j, store.records(job_id=j.job_id)) for j in jobs) if s]
+    if stale:
+        what = "; ".join(f"{name} ({diff})" for name, diff in stale[:5])
+        more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+        raise ConfigError(stale_message(f"{len(stale)} cell(s): {what}{more}", jobs[0].budget, None))
     return [j for j in jobs if not all(store.has(j.job_id, m) for m in j.eval_models)]
 
 

@@ -244,10 +244,14 @@ def test_a_record_made_under_another_default_is_not_taken_for_the_job(tmp_path, 
           "--eval-n-models", "1", "--eval-epochs", "1"]
     assert cli(capsys, "run", *dm)[0] == 0
     assert cli(capsys, "run", *dm)[0] == 0  # unchanged: the stored record is the job's
+    assert cli(capsys, "distill", *dm, "--seed", "1")[0] == 0  # a run folder with a set, no record yet
+    assert (tmp_path / "runs").is_dir() and len(list((tmp_path / "runs").glob("*/hparams.json"))) == 2
     cls = METHODS.get("dm")
     monkeypatch.setattr(cls, "defaults", {**cls.defaults, "lr_img": 2.0})
     rc, _, err = cli(capsys, "run", *dm)
     assert rc == 2 and "lr_img 1.0 -> 2.0" in err and "Bump `version` of 'smoke'" in err
+    rc, _, err = cli(capsys, "run", *dm, "--seed", "1")  # the set it would reuse was made under lr_img 1.0
+    assert rc == 2 and "its set or checkpoints" in err and "lr_img 1.0 -> 2.0" in err
     sweep = ["--methods", "dm", "--datasets", "demo", "--ipc", "1", "--budget", "smoke", "--quiet", "--out", tmp_path,
              "--eval-n-models", "1", "--eval-epochs", "1"]
     rc, _, err = cli(capsys, "sweep", *sweep)

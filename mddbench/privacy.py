@@ -241,7 +241,8 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     label = f"{label}-custom" if custom and not label.endswith("-custom") else label
     linked = evaluated["id"] if evaluated is not None and n_models is None and epochs is None else None
     # the set's own budget definition; an audit at another --budget: that budget's current one
-    version = get_budget(budget_name).version if budget is not None else int(meta.get("budget_version") or 1)
+    own = budget is None or str(budget).strip().lower() == str(meta.get("budget", "")).strip().lower()
+    version = int(meta.get("budget_version") or 1) if own else get_budget(budget_name).version
     record = make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked, version)
     return record, synset, data
 

@@ -1,10 +1,11 @@
-"""The validation table behind a method's chosen defaults: records of one method and cell grouped by their
-hyperparameter overrides, scored on the **val** split only (test is never read here).
+"""The validation table behind a method's chosen defaults: records of one method and cell grouped by the
+values they used, scored on the **val** split only (test is never read here).
 
     python scripts/val_table.py STORE --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
 
-Each row: the overrides, val balanced accuracy and val accuracy as mean +- std over every evaluation
-network of every seed, the number of seeds and networks. Rows are sorted by val balanced accuracy (the
+Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
+overrides), val balanced accuracy and val accuracy as mean +- std over every evaluation network of every
+seed, the number of seeds and networks. Rows are sorted by val balanced accuracy (the
 metric to choose on where one class dominates the split), best first; the best row is the choice.
 """
 from __future__ import annotations
@@ -27,11 +28,19 @@ def used(record: dict, key: str) -> object:
     return hparams[key] if key in hparams else overrides.get(key, "default")
 
 
+def same(value: object, wanted: str) -> bool:
+    """``--where`` equality: 10, 10.0 and "10" are one value."""
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return str(value) == wanted
+
+
 def rows(records: list[dict], by: list[str] | None = None,
          where: dict[str, str] | None = None) -> list[tuple[str, dict]]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        if any(str(used(r, k)) != v for k, v in (where or {}).items()):
+        if not all(same(used(r, k), v) for k, v in (where or {}).items()):
             continue
         keys = by or sorted(r.get("overrides") or {})
         groups[", ".join(f"{k}={used(r, k)}" for k in keys) or "defaults"].append(r)

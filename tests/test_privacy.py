@@ -195,7 +195,10 @@ def test_same_seed_same_figures_other_seed_other_networks(few, audited):
 
 # ---------------------------------------------------------------------- CLI, store, table
 @pytest.mark.slow
-def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
+def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path, monkeypatch):
+    from mddbench import budgets
+
+    monkeypatch.setitem(budgets.BUDGETS, "smoke", replace(budgets.BUDGETS["smoke"], version=2))  # a later definition
     out = tmp_path / "out"
     assert main(["run", "--method", "random", "--dataset", "demo", "--ipc", "2", "--budget", "smoke",
                  "--eval-n-models", "1", "--eval-epochs", "1", "--out", str(out), "--quiet"]) == 0
@@ -207,18 +210,18 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path):
     assert record["config"]["target"] == evaluated["eval_config"]  # the recorded evaluation's networks
     assert record["membership"]["target"]["test_acc"]["per_model"] == evaluated["metrics"]["test_acc"]["per_model"]
     assert record["budget"] == "smoke-custom" and record["memorisation"]["pixel"]["near_copy_share"] == 1.0
-    assert record["budget_version"] == evaluated.get("budget_version", 1)  # the audited set's definition
+    assert record["budget_version"] == evaluated["budget_version"] == 2  # the audited set's definition
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
     assert list(out.rglob("*.safetensors")) == [artifact_path(evaluated, out)]  # nothing trained on patients is saved
     assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
     assert len(PrivacyStore(out).privacy_records()) == 1 and len(ResultStore(out)) == 1
     lb = tmp_path / "lb"
     assert main(["leaderboard", "--results", str(out), "--to", str(lb)]) == 0
-    table = (lb / "privacy_smoke-custom.csv").read_text()
+    table = (lb / "privacy_smoke-custom_v2.csv").read_text()
     assert "random" in table and "real (reference)" in table and "100.00 ± 0.00" in table
     again = tmp_path / "again"
     assert main(["leaderboard", "--records", str(lb / "records.jsonl"), "--to", str(again)]) == 0
-    assert (again / "privacy_smoke-custom.csv").read_text() == table
+    assert (again / "privacy_smoke-custom_v2.csv").read_text() == table
     assert ResultStore(out).records() == [evaluated]  # the evaluation records are untouched
 
 

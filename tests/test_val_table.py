@@ -44,5 +44,5 @@ def test_runs_group_by_the_values_they_used_not_by_their_overrides(val_table):
                run({"beta2": 10.0, "end_epoch": 4}, {"end_epoch": 4}, [0.6]),
                run({"beta2": 1.0, "end_epoch": 4}, {"end_epoch": 4}, [0.2])]
     assert [label for label, _ in val_table.rows(records, ["beta2"])] == ["beta2=10.0", "beta2=1.0"]
-    picked = val_table.rows(records, ["end_epoch"], where={"beta2": "10.0"})
+    picked = val_table.rows(records, ["end_epoch"], where={"beta2": "10"})  # 10 is 10.0
     assert [(label, s["networks"]) for label, s in picked] == [("end_epoch=4", 2), ("end_epoch=6", 2)]

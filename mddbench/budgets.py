@@ -2,12 +2,13 @@
 
 ``paper`` is the full protocol (10 models x 1000 epochs, 100 experts x 50 epochs, the methods'
 official iteration counts); ``quick`` fits minutes on two CPU cores for a 28 px, 2-class dataset;
-``medium`` (10 %) is sized for minutes of one GPU; ``smoke`` runs in seconds for tests. A scaled budget gives every method the same ``share`` of its
-official distillation iterations (:func:`official_share`, listed by ``mddbench list methods
---budget quick``; :mod:`mddbench.parity` checks it); what else a method scales per iteration
+``medium`` (10 %) is sized for minutes of one GPU; ``smoke`` runs in seconds for tests. A scaled
+budget gives every method the same ``share`` of its official distillation iterations
+(:func:`official_share`, listed by ``mddbench list methods --budget quick``; :mod:`mddbench.parity`
+checks it); what else a method scales per iteration
 (student steps, real batch sizes) is its own ``Method.budgets``. ``smoke`` is plumbing for tests,
 not a budget to compare methods at: its iteration counts are each method's own small numbers.
-The budget's the budget's name and version are recorded with every result, and results of
+The budget's name and version are recorded with every result, and results of
 different budgets, or of different versions of one budget, are never pooled in one leaderboard.
 
 ``version`` counts the definitions a budget has had (its fields and the methods' per-budget scaling):

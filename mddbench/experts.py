@@ -32,8 +32,8 @@ from .budgets import Budget
 from .data import RealData
 from .errors import ConfigError
 from .evaluate import score
-from .networks import create_network, flat_parameters
 from .ids import identity_digest
+from .networks import create_network, flat_parameters
 from .seeding import generator as seeded
 from .training import constant_schedule, sgd_step, train
 

@@ -30,16 +30,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .budgets import Budget, get_budget
+from .budgets import Budget, canonical_budget, get_budget
 from .data import RealData
 from .errors import ArtifactError, ConfigError, UnknownNameError
 from .evaluate import EvalConfig, model_streams, train_networks
+from .ids import identity_digest
 from .membership import attack_metrics, loss_scores
 from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
-from .ids import identity_digest
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -241,7 +241,7 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     label = f"{label}-custom" if custom and not label.endswith("-custom") else label
     linked = evaluated["id"] if evaluated is not None and n_models is None and epochs is None else None
     # the set's own budget definition; an audit at another --budget: that budget's current one
-    own = budget is None or str(budget).strip().lower() == str(meta.get("budget", "")).strip().lower()
+    own = budget is None or canonical_budget(budget) == meta.get("budget")  # the runner records canonical names
     version = int(meta.get("budget_version") or 1) if own else get_budget(budget_name).version
     record = make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked, version)
     return record, synset, data

@@ -28,13 +28,13 @@ from .budgets import Budget, canonical_budget, get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
 from .errors import ArtifactError, ConfigError, CorruptRunState
 from .evaluate import EvalConfig, EvalResult, evaluate
+from .ids import identity_digest
 from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from .loop import peak_memory_mb
 from .method import Method, Task
 from .registry import DATASETS, METHODS, NETWORKS, load_plugins
 from .results import RECORD_SCHEMA, ResultStore, artifact_path, stored_artifact
 from .saved import load_with_data
-from .ids import identity_digest
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -222,6 +222,7 @@ def distill(p: Prepared) -> SyntheticSet:
             log.warning("mddbench: %s; kept as %s, the set is distilled again", exc, set_aside(artifact).name)
     ensure_writable(run_dir)
     write_job_file(job)
+    write_json(run_dir / "hparams.json", as_json(p.hp), indent=2)  # what check_run_folder compares with
     budget = p.budget
     experts = ExpertProvider(job.experts_dir, p.data, budget, p.device, progress=job.progress)
 
@@ -413,8 +414,7 @@ def _saved_record(path: Path, job: Job, cfg: EvalConfig) -> dict[str, Any] | Non
 def resolved_hparams(job: Job) -> dict[str, Any]:
     """The hyperparameters the job would run with now, as a record stores them (JSON values)."""
     method = METHODS.get(job.method)()
-    hp = method.resolve(get_spec(job.dataset), job.ipc or 0, get_budget(job.budget), dict(job.hparams))
-    return as_json(hp)
+    return as_json(method.resolve(get_spec(job.dataset), job.ipc or 0, get_budget(job.budget), dict(job.hparams)))
 
 
 def as_json(hp: dict[str, Any]) -> dict[str, Any]:
@@ -430,35 +430,29 @@ def changed_values(now: dict[str, Any], then: dict[str, Any]) -> str:
 
 def stale_message(what: str, budget: str, diff: str | None) -> str:
     return (f"{what} ran with other values than the job resolves now{f' ({diff})' if diff else ''}: a default "
-            f"changed without a new "
-            f"version of the {budget} budget. Bump `version` of {budget!r} in mddbench/budgets.py (every job at "
-            f"that budget then gets a new id and runs afresh; old records keep their own tables), or use another "
-            f"--out.")
+            f"changed without a new version of the {budget} budget. Bump `version` of {budget!r} in "
+            f"mddbench/budgets.py (every job at that budget then gets a new id and runs afresh; old records keep "
+            f"their own tables), or use another --out.")
 
 
-def stale_record(job: Job, records: list[dict[str, Any]]) -> tuple[str, str] | None:
+def stale_record(job: Job, records: list[dict[str, Any]], now: dict[str, Any] | None = None
+                 ) -> tuple[str, str] | None:
     """(which record, what changed) for the first stored record of this job id that is not this job's result,
     else None: the job id names only the overrides, so a default changed without its budget's version
-    cannot be told apart by id."""
-    now = resolved_hparams(job) if records else {}
+    cannot be told apart by id. ``now``: the job's resolved values (as JSON), when the caller has them."""
     for r in records:
         if isinstance(r.get("hparams"), dict):  # a record that does not say what it ran: nothing to compare
+            now = resolved_hparams(job) if now is None else now
             diff = changed_values(now, r["hparams"])
             if diff:
                 return f"{job.run_name}'s stored record {r['id']}", diff
     return None
 
 
-def check_not_stale(job: Job, records: list[dict[str, Any]]) -> None:
-    stale = stale_record(job, records)
-    if stale:
-        raise ConfigError(stale_message(stale[0], job.budget, stale[1]))
-
-
 def check_run_folder(p: Prepared) -> None:
-    """The same check for what a run folder holds (its set, checkpoints and saved records come from the
-    values in RUN/hparams.json, or in the set of a folder older than that file); the first start writes it."""
-    run_dir, now = p.job.run_dir, as_json(p.hp)
+    """The same check for what a run folder holds: its set, checkpoints and saved records come from the
+    values in RUN/hparams.json (written beside job.json), or in the set of a folder older than that file."""
+    run_dir = p.job.run_dir
     path, then = run_dir / "hparams.json", None
     if path.is_file():
         then = json.loads(path.read_text(encoding="utf-8"))
@@ -468,12 +462,9 @@ def check_run_folder(p: Prepared) -> None:
         except ArtifactError:
             then = None
     if isinstance(then, dict):
-        diff = changed_values(now, then)
+        diff = changed_values(as_json(p.hp), then)
         if diff:
             raise ConfigError(stale_message(f"{run_dir} (its set or checkpoints)", p.job.budget, diff))
-    if not path.is_file():
-        ensure_writable(run_dir)
-        write_json(path, now, indent=2)
 
 
 def run_job(job: Job) -> list[dict[str, Any]]:
@@ -486,7 +477,9 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     store = ResultStore(Path(job.out) / "results.sqlite")
     todo = [m for m in job.eval_models if not store.has(job.job_id, m)]
     records = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in job.eval_models]
-    check_not_stale(job, records)
+    stale = stale_record(job, records, as_json(p.hp))
+    if stale:
+        raise ConfigError(stale_message(stale[0], job.budget, stale[1]))
     if not todo:
         return records
     store.check_writable()

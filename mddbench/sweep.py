@@ -49,12 +49,13 @@ def expand(methods: list[str], datasets: list[str], ipcs: list[int], seeds: list
 def pending(jobs: list[Job], store: ResultStore) -> list[Job]:
     """The jobs that lack records; jobs whose stored records ran under other values than they resolve now
     stop the sweep before anything runs, all of them named (:func:`mddbench.runner.stale_record`)."""
-    stale = [s for s in (stale_record(j, store.records(job_id=j.job_id)) for j in jobs) if s]
+    stored = {j.job_id: store.records(job_id=j.job_id) for j in jobs}
+    stale = [s for s in (stale_record(j, stored[j.job_id]) for j in jobs) if s]
     if stale:
         what = "; ".join(f"{name} ({diff})" for name, diff in stale[:5])
         more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
         raise ConfigError(stale_message(f"{len(stale)} cell(s): {what}{more}", jobs[0].budget, None))
-    return [j for j in jobs if not all(store.has(j.job_id, m) for m in j.eval_models)]
+    return [j for j in jobs if not set(j.eval_models) <= {r["eval_model"] for r in stored[j.job_id]}]
 
 
 # ------------------------------------------------------------------------------------ the plan

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .allocator import configure_allocator
+from .budgets import BUDGETS
 from .errors import ConfigError, MddError
 from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
 
@@ -302,7 +303,7 @@ def _print_records(records) -> None:
 
 
 def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = True,
-            budget_help: str = "smoke | quick | paper (default: quick)") -> None:
+            budget_default: str = "quick") -> None:
     """The options a command shares; ``experts``/``plugins``: only where the command uses them."""
     p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results, runs and expert cache (default: {DEFAULT_OUT})")
@@ -311,7 +312,7 @@ def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = Tr
                        help="expert trajectories folder shared by several --out folders "
                             "(default: $MDDBENCH_EXPERTS, else OUT/experts)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
-    p.add_argument("--budget", default="quick", help=budget_help)
+    p.add_argument("--budget", default="quick", help=f"{' | '.join(BUDGETS)} (default: {budget_default})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if plugins:
         p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
@@ -371,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1))
     p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1))
     p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
-    _common(p, experts=False, plugins=False, budget_help="smoke | quick | paper (default: the set's own)")
+    _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_eval, budget=None)
 
     p = sub.add_parser("show", help="write a PNG grid of a synthetic set's images per class")
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
     p.add_argument("--no-record", action="store_true", help="print only; do not store the results")
     p.add_argument("--again", action="store_true", help="audit even when the same audit is already stored")
-    _common(p, experts=False, plugins=False, budget_help="smoke | quick | paper (default: the set's own)")
+    _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_privacy, budget=None)
 
     p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store")

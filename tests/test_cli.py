@@ -38,7 +38,20 @@ def test_list_methods_datasets_networks_budgets(capsys):
     rc, out, _ = cli(capsys, "list", "networks", "--pattern", "convnet*")
     assert rc == 0 and out.split() == ["convnet", "convnet_bn"]
     rc, out, _ = cli(capsys, "list", "budgets")
-    assert rc == 0 and all(b in out for b in ("smoke", "quick", "paper"))
+    assert rc == 0 and all(b in out for b in ("smoke", "quick", "medium", "paper"))
+
+
+def test_budget_help_names_every_registered_budget(monkeypatch):
+    """--budget's help is read from the registry, so a budget added there (medium was missed once) is listed."""
+    from mddbench.budgets import BUDGETS, Budget
+    from mddbench.cli import build_parser
+    monkeypatch.setitem(BUDGETS, "cluster", Budget("cluster", eval_models=1, eval_epochs=1, real_epochs=1,
+                                                   experts=1, expert_epochs=1))
+    parser = build_parser()
+    for command in ("run", "sweep", "eval", "privacy"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        budget = next(a for a in sub._actions if "--budget" in a.option_strings)
+        assert budget.help.startswith(" | ".join(BUDGETS)) and "cluster" in budget.help, (command, budget.help)
 
 
 def test_info(capsys):

@@ -88,6 +88,19 @@ class LocalExecutor:
         except Exception as exc:  # the worker process itself died (killed, out of memory)
             return Result(work.key, False, f"its worker process died ({exc!r}); rerun the same sweep to retry it")
 
+    def interrupt(self) -> None:
+        """Pass the sweep's interrupt on to its workers. Ctrl-C reaches the whole process group, but a SIGINT
+        sent to the sweep alone (``timeout``, ``kill -INT``) does not, and close() would wait for every
+        running job to finish; interrupted, each worker stops its job where Ctrl-C would."""
+        if self.pool is None:
+            return
+        workers = getattr(self.pool, "_processes", None) or {}  # CPython's pid -> Process of the pool
+        for pid in list(workers):
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:  # ended meanwhile
+                pass
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)

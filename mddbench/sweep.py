@@ -167,6 +167,9 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    # optional: ``interrupt()`` passes a KeyboardInterrupt of the sweep on to the works in flight (see
+    # LocalExecutor.interrupt); an executor without it has nothing to pass on
+
 
 def usable_cores() -> int:
     """Cores this process may run on (respects taskset and CPU affinity), not all the machine has."""
@@ -247,5 +250,10 @@ def run_sweep(jobs: list[Job], workers: int = 1, progress: bool = True, executor
         executor = LocalExecutor(workers, todo[0].device, threads)
     try:
         return schedule(the_plan, executor, store, progress)
+    except KeyboardInterrupt:
+        interrupt = getattr(executor, "interrupt", None)  # a Ray driver's tasks end with it: nothing to pass on
+        if interrupt is not None:
+            interrupt()
+        raise
     finally:
         executor.close()

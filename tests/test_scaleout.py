@@ -204,6 +204,41 @@ def test_pool_workers_die_with_a_killed_sweep(tmp_path):
             pass
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_an_interrupt_sent_to_the_sweep_alone_stops_its_workers_too(tmp_path):
+    """`timeout` and `kill -INT` signal the sweep only, not its process group as Ctrl-C does; the sweep must
+    not sit waiting for its workers' long jobs (minutes each here) but stop them and say how to resume."""
+    cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2",
+           "--budget", "smoke", "--eval-epochs", "20000", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline, workers = time.time() + 240, set()
+        while time.time() < deadline and proc.poll() is None:
+            workers = _descendants(proc.pid)
+            if len(workers) >= 3 and len(list((tmp_path / "runs").glob("*/job.json"))) == 2:  # both jobs running
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and len(workers) >= 3, "the sweep never started its workers"
+        time.sleep(2)  # well inside the jobs' evaluation
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the interrupted sweep was still waiting for its workers' jobs after 45 s")
+        assert proc.returncode == 130 and "run the same command again to resume" in err, err
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)], "worker processes outlived their interrupted sweep"
+        assert ResultStore(tmp_path / "results.sqlite").records() == []  # stopped, not finished
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 # -------------------------------------------------------------------------------------- merge
 def _record(job_id: str, acc: float = 0.5, model: str = "convnet") -> dict:
     metric = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}

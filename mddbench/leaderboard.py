@@ -438,14 +438,19 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
         recs = _scope(records, "test_acc", budget, protocol)
         version = record_budget_version(recs[0])
         suffix = f"{protocol}_{budget}" if several_protocols else budget
-        used = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
-        for metric, stem in (("test_acc", f"main_{suffix}"), ("balanced_acc", f"main_{suffix}_balanced_acc")):
-            beside = metric == "test_acc"
-            paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside),
-                                  main_table(used, metric, bold=True, balanced_beside=beside),
-                                  f"Main leaderboard: {METRIC_LABELS[metric]} (%), ConvNet",
-                                  _cell_notes(protocol, budget, "evaluated on ConvNet", version)
-                                  + (_balanced_note(used) if beside else []), used)
+        main = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
+        for dims, kind, title in ((2, "", ""), (3, "_3d", " (3D volumes)")):  # 3D sets get a table of their own
+            used = [r for r in main if (r.get("dims") or 2) == dims]
+            if not used:
+                continue
+            for metric, stem in (("test_acc", f"main_{suffix}{kind}"),
+                                 ("balanced_acc", f"main_{suffix}{kind}_balanced_acc")):
+                beside = metric == "test_acc"
+                paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside),
+                                      main_table(used, metric, bold=True, balanced_beside=beside),
+                                      f"Main leaderboard{title}: {METRIC_LABELS[metric]} (%), ConvNet",
+                                      _cell_notes(protocol, budget, "evaluated on ConvNet", version)
+                                      + (_balanced_note(used) if beside else []), used)
         varied = [r for r in recs if r["eval_model"] == "convnet"]
         if any(variant(r) for r in varied):
             for metric, stem in (("test_acc", f"variants_{suffix}"),

@@ -161,6 +161,22 @@ def test_budget_versions_are_never_pooled(tmp_path):
     assert tidy(old + new)["budget_version"].tolist() == [1, 2]
 
 
+def test_3d_sets_get_a_main_table_of_their_own(tmp_path):
+    """A 2D and a 3D dataset are not columns of one table (the 3D one sorted first by name and pushed the 2D
+    lead table aside); records without ``dims`` are 2D."""
+    flat = seeded("dc", [[0.60, 0.60]])
+    volumes = [dict(r, dataset="adrenalmnist3d", ipc=1, dims=3, job_id=r["job_id"] + "3d")
+               for r in seeded("dc", [[0.70, 0.70]])]
+    names = {p.name for p in write_leaderboards(flat + volumes, tmp_path)}
+    assert {"main_quick.md", "main_quick_balanced_acc.md", "main_quick_3d.md", "main_quick_3d_balanced_acc.md",
+            "main_quick_3d.csv"} <= names
+    two, three = (tmp_path / "main_quick.md").read_text(), (tmp_path / "main_quick_3d.md").read_text()
+    assert "breastmnist ipc2" in two and "adrenalmnist3d" not in two
+    assert three.startswith("# Main leaderboard (3D volumes): test accuracy (%), ConvNet\n")
+    assert "adrenalmnist3d ipc1" in three and "breastmnist" not in three and "70.00 ± 0.00" in three
+    assert not [p.name for p in write_leaderboards(flat, tmp_path / "flat") if "_3d" in p.name]
+
+
 def test_mixed_budgets_need_a_choice(records):
     with pytest.raises(ConfigError, match="budget"):
         main_table(records)

@@ -43,7 +43,8 @@ def table_lines(text: str) -> list[str]:
 @pytest.mark.parametrize("block, source", [
     ("retina table", "main_quick_v3.md"), ("retina balanced table", "main_quick_v3_balanced_acc.md"),
     ("retina privacy table", "privacy_quick_v3.md"), ("main table", "main_quick.md"),
-    ("variants table", "variants_quick.md")])
+    ("variants table", "variants_quick.md"), ("retina variants table", "variants_quick_v3_balanced_acc.md"),
+    ("3d table", "main_quick_v3_3d.md")])
 def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     readme = (ROOT / "README.md").read_text()
     copied = re.search(rf"<!-- {block}: copied from leaderboards/{source}.*?-->(.*?)<!-- end of {block} -->",

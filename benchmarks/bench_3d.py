@@ -23,9 +23,12 @@ import torch.nn.functional as F
 
 from mddbench.budgets import get_budget
 from mddbench.data import get_spec
+from mddbench.evaluate import EvalConfig
+from mddbench.experts import ExpertRecipe
 from mddbench.networks import create_network
 
-TRAIN_BATCH = 256  # expert buffers and the `real` row train at this batch (the official MTT/DC value)
+EVAL_BATCH = EvalConfig().batch  # evaluation networks, the `real` row's among them, train at this batch
+EXPERT_BATCH = ExpertRecipe().batch
 
 
 def _median_seconds(fn, rounds: int) -> float:
@@ -72,9 +75,9 @@ def main() -> None:
         raise SystemExit(f"{args.dataset} is {spec.dims}D; this benchmark is for 3D datasets")
     n = spec.n_samples
     n_classes = len(spec.label_names)
-    batches = sorted({min(ipc * n_classes, TRAIN_BATCH) for ipc in args.ipc} | {32})
+    batches = sorted({min(ipc * n_classes, EVAL_BATCH) for ipc in args.ipc} | {32})
     step, infer = measure(spec.channels, spec.size, batches, args.infer_batch, args.rounds)
-    per_volume_large = step[32] / 32  # per-volume cost flattens by batch 32 on a CPU; batch 256 is 8x a batch-32 step
+    per_volume_large = step[32] / 32  # per-volume cost flattens by batch 32 on a CPU: a large batch costs this per volume
     print(f"{args.dataset} ({spec.channels}x{spec.size}^3, train {n['train']} / val {n['val']} / test {n['test']}), "
           f"{args.threads} thread(s), budget {budget.name} v{budget.version}")
     for b in batches:
@@ -83,16 +86,16 @@ def main() -> None:
     scoring = (n["val"] + n["test"]) * infer  # every evaluation network is scored on val and test
     for ipc in args.ipc:
         images = ipc * n_classes
-        steps = budget.eval_epochs * math.ceil(images / TRAIN_BATCH)
-        per_set = budget.eval_models * (steps * step[min(images, TRAIN_BATCH)] + scoring)
+        steps = budget.eval_epochs * math.ceil(images / EVAL_BATCH)
+        per_set = budget.eval_models * (steps * step[min(images, EVAL_BATCH)] + scoring)
         print(f"  evaluating one ipc {ipc} set ({budget.eval_models} nets x {steps} steps + scoring): "
               f"{per_set / 60:.0f} min")
-    per_epoch = n["train"] * per_volume_large
-    print(f"  one expert buffer ({budget.experts} experts x {budget.expert_epochs} epochs): "
+    per_epoch = n["train"] * per_volume_large  # at batch EXPERT_BATCH, per the flat per-volume cost
+    print(f"  one expert buffer ({budget.experts} experts x {budget.expert_epochs} epochs at batch {EXPERT_BATCH}): "
           f"{budget.experts * budget.expert_epochs * per_epoch / 3600:.1f} h")
-    real_steps = max(budget.real_epochs * math.ceil(n["train"] / TRAIN_BATCH), budget.real_min_steps)
-    real = budget.eval_models * (real_steps * TRAIN_BATCH * per_volume_large + scoring)
-    print(f"  the `real` row ({budget.eval_models} nets x {real_steps} steps at batch {TRAIN_BATCH}): {real / 3600:.1f} h")
+    real_steps = max(budget.real_epochs * math.ceil(n["train"] / EVAL_BATCH), budget.real_min_steps)
+    real = budget.eval_models * (real_steps * EVAL_BATCH * per_volume_large + scoring)
+    print(f"  the `real` row ({budget.eval_models} nets x {real_steps} steps at batch {EVAL_BATCH}): {real / 3600:.1f} h")
 
 
 if __name__ == "__main__":

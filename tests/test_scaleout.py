@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -177,31 +178,43 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
-def test_pool_workers_die_with_a_killed_sweep(tmp_path):
-    cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2",
-           "3", "4", "--budget", "smoke", "--eval-epochs", "200", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+@contextmanager
+def _sweep_with_workers(cmd: list[str], out: Path, running: int):
+    """Start the sweep ``cmd`` in a session of its own and yield (process, worker pids) once its 2 workers and
+    the resource tracker exist and ``running`` jobs have started; the whole session is killed afterwards."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline, workers = time.time() + 240, set()
         while time.time() < deadline and proc.poll() is None:
             workers = _descendants(proc.pid)
-            if len(workers) >= 3 and any((tmp_path / "runs").glob("*/job.json")):  # 2 workers + resource tracker
+            if len(workers) >= 3 and len(list((out / "runs").glob("*/job.json"))) >= running:
                 break
             time.sleep(0.2)
         assert proc.poll() is None and len(workers) >= 3, "the sweep never started its workers"
-        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone, as a user's kill -9 <pid> does
-        proc.wait()
-        deadline = time.time() + 20
-        while time.time() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.2)
-        assert not [p for p in workers if _alive(p)], "worker processes outlived their sweep"
+        yield proc, workers
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever this test started, should the assertion fail
         except ProcessLookupError:
             pass
+
+
+def _still_alive(workers: set[int], seconds: float) -> list[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    return [p for p in workers if _alive(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_pool_workers_die_with_a_killed_sweep(tmp_path):
+    cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2",
+           "3", "4", "--budget", "smoke", "--eval-epochs", "200", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
+    with _sweep_with_workers(cmd, tmp_path, running=1) as (proc, workers):
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone, as a user's kill -9 <pid> does
+        proc.wait()
+        assert not _still_alive(workers, 20), "worker processes outlived their sweep"
 
 
 @pytest.mark.slow
@@ -211,15 +224,7 @@ def test_an_interrupt_sent_to_the_sweep_alone_stops_its_workers_too(tmp_path):
     not sit waiting for its workers' long jobs (minutes each here) but stop them and say how to resume."""
     cmd = [sys.executable, "-m", "mddbench", "sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2",
            "--budget", "smoke", "--eval-epochs", "20000", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline, workers = time.time() + 240, set()
-        while time.time() < deadline and proc.poll() is None:
-            workers = _descendants(proc.pid)
-            if len(workers) >= 3 and len(list((tmp_path / "runs").glob("*/job.json"))) == 2:  # both jobs running
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None and len(workers) >= 3, "the sweep never started its workers"
+    with _sweep_with_workers(cmd, tmp_path, running=2) as (proc, workers):  # both jobs running
         time.sleep(2)  # well inside the jobs' evaluation
         os.kill(proc.pid, signal.SIGINT)
         try:
@@ -227,16 +232,8 @@ def test_an_interrupt_sent_to_the_sweep_alone_stops_its_workers_too(tmp_path):
         except subprocess.TimeoutExpired:
             pytest.fail("the interrupted sweep was still waiting for its workers' jobs after 45 s")
         assert proc.returncode == 130 and "run the same command again to resume" in err, err
-        deadline = time.time() + 10
-        while time.time() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.2)
-        assert not [p for p in workers if _alive(p)], "worker processes outlived their interrupted sweep"
+        assert not _still_alive(workers, 10), "worker processes outlived their interrupted sweep"
         assert ResultStore(tmp_path / "results.sqlite").records() == []  # stopped, not finished
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 # -------------------------------------------------------------------------------------- merge

@@ -59,7 +59,7 @@ def _register(name: str, size: int, dims: int, channels: int, per_class: dict[st
 
 
 _register("tiny28", 28, 2, 1, {"train": 40, "val": 10, "test": 20})
-_register("tiny112", 112, 2, 3, {"train": 8, "val": 3, "test": 6})
+_register("tiny112", 112, 2, 3, {"train": 3, "val": 2, "test": 3})
 _register("tiny3d", 12, 3, 1, {"train": 12, "val": 3, "test": 6})
 
 

@@ -13,24 +13,25 @@ from mddbench.experts import ExpertProvider
 from mddbench.registry import METHODS
 
 from conftest import cli
+import methodkit  # noqa: F401  (registers tiny28)
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
 
 @pytest.mark.slow
 def test_buffers_builds_the_recipe_mtt_declares_and_then_reuses_it(tmp_path, capsys):
-    data, budget = load_dataset("demo"), get_budget("smoke")
+    data, budget = load_dataset("tiny28"), get_budget("smoke")  # 120 train images: the buffer in seconds
     mtt = METHODS.get("mtt")()
     [recipe] = mtt.expert_recipes(mtt.resolve(data.spec, 2, budget, {}))
     folder = ExpertProvider(tmp_path / "experts", data, budget, torch.device("cpu"), progress=False).folder(recipe)
 
-    args = ["buffers", "--dataset", "demo", "--budget", "smoke", "--device", "cpu", "--out", tmp_path, "--quiet"]
+    args = ["buffers", "--dataset", "tiny28", "--budget", "smoke", "--device", "cpu", "--out", tmp_path, "--quiet"]
     rc, out, _ = cli(capsys, *args)
     assert rc == 0 and f"{budget.experts} experts x {budget.expert_epochs} epochs in {folder} " in out
     experts = sorted(p.name for p in folder.glob("expert_*.safetensors"))
     assert experts == [f"expert_{i:03d}.safetensors" for i in range(budget.experts)]
     meta = json.loads((folder / "meta.json").read_text())
-    assert sorted(meta["experts"]) == [str(i) for i in range(budget.experts)] and meta["dataset"] == "demo"
+    assert sorted(meta["experts"]) == [str(i) for i in range(budget.experts)] and meta["dataset"] == "tiny28"
     assert all(0 <= e["test_acc"] <= 1 for e in meta["experts"].values())
     built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 

@@ -75,11 +75,14 @@ def test_nan_guard_keeps_last_good_set(method, tmp_path, expert_cache):
     for i, (d, shape) in enumerate(SHAPES) for m in DISTILLERS])
 def test_runs_on_3d_and_112px(method, dataset, shape, tmp_path, expert_cache):
     try:
-        synset, task = distill(method, dataset=dataset, hp=_hp(method, iterations=2), run_dir=tmp_path / "run",
-                               expert_root=expert_cache)
+        synset, task = distill(method, dataset=dataset, ipc=1, hp=_hp(method, iterations=2),
+                               run_dir=tmp_path / "run", expert_root=expert_cache)
     except ConfigError as exc:  # a method may refuse a shape, but it must say so clearly
         assert dataset == "tiny3d" and "3D" in str(exc), exc
         return
     assert synset.images.shape[1:] == shape
     assert torch.isfinite(synset.images).all()
-    assert synset.hard_labels().bincount(minlength=3).min() >= 1
+    if synset.label_type == "hard":  # every class keeps its images
+        assert synset.labels.bincount(minlength=3).min() >= 1
+    else:  # learned label logits may move to another class (DATM's do); they stay finite, over the 3 classes
+        assert synset.labels.shape == (len(synset.images), 3) and torch.isfinite(synset.labels).all()

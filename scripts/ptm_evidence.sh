@@ -9,7 +9,8 @@
 # Records go to $OUT/results.sqlite (variants get their own leaderboard rows); curves and figures to $CURVES.
 # Time nothing else while this runs: the time-matched comparison is only fair on an otherwise idle machine.
 # PARTS picks what runs (default "match ablate curves"); finished runs are skipped, killed ones resume.
-#   [DATASETS="breastmnist"] [IPCS="2"] [PARTS="match ablate"] scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
+# POINTS is the number of snapshots each curve evaluates (default 12; each costs one 3-network evaluation).
+#   [DATASETS="breastmnist"] [IPCS="2"] [PARTS="match ablate"] [POINTS=8] scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
 set -euo pipefail
 root=${1:-../shared/data}
 out=${2:-mddbench_out}
@@ -61,7 +62,7 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
     mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$curves" "${common[@]}" \
       --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$long" --snapshot-every 10
     for run in "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_*; do
-      [ -f "$run/curve.json" ] || mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300 --points 12
+      [ -f "$run/curve.json" ] || mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300 --points "${POINTS:-12}"
     done
     mddbench plot "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_* \
       "$out"/runs/ptm_"$dataset"_ipc"$ipc"_* --to "$curves/figures_${dataset}_ipc${ipc}"

@@ -405,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", nargs="+", type=option(int, AT_LEAST_1), default=[1, 2, 10])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--jobs", type=int, default=1,
-                   help="local worker processes (each gets cores/jobs threads and, with several GPUs, its own GPU)")
+                   help="local worker processes (each gets cores/jobs threads, or OMP_NUM_THREADS when set, and, "
+                        "with several GPUs, its own GPU)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks on a cluster (pip install -e '.[ray]')")
     p.add_argument("--ray-address", metavar="HOST:PORT",

@@ -2,7 +2,7 @@
 
 With ``--jobs N`` each worker slot owns a device: on a machine with several CUDA devices the
 slots take them round robin (``cuda:0``, ``cuda:1``, ...), and every work runs with cores/N
-threads. Worker processes die with the sweep that started them (``PR_SET_PDEATHSIG`` on Linux,
+threads, or with ``OMP_NUM_THREADS`` when it is set (:func:`worker_threads`). Worker processes die with the sweep that started them (``PR_SET_PDEATHSIG`` on Linux,
 and a thread watching the parent everywhere), so a killed sweep leaves nothing running.
 """
 from __future__ import annotations
@@ -33,6 +33,17 @@ def slot_devices(device: str, slots: int, n_cuda: int) -> list[str]:
     return ["cpu" if device == "auto" else device] * slots
 
 
+def worker_threads(slots: int) -> int:
+    """Threads each local work runs with: ``OMP_NUM_THREADS`` when the user set it (as ``mddbench run`` and
+    torch itself honour it), else this process's cores shared among the slots. Two sweeps side by side,
+    each told one thread, must not take all cores each: oversubscribed OpenMP threads spin-wait on each
+    other (on 2 cores, two such sweeps and a third process turned 1-s PTM iterations into 20-s ones)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, usable_cores() // max(1, slots))
+
+
 def die_with_parent(parent: int) -> None:
     """Worker initializer: end this process as soon as ``parent`` (the sweep) is gone."""
     try:
@@ -57,7 +68,7 @@ class LocalExecutor:
         self.slots = max(1, slots)
         n_cuda = torch.cuda.device_count() if device in ("auto", "cuda") else 0
         self.free = deque(slot_devices(device, self.slots, n_cuda))
-        self.threads = threads or max(1, usable_cores() // self.slots)
+        self.threads = threads or worker_threads(self.slots)
         self.device_of: dict[Future, str] = {}
         self.pool = None
         if self.slots > 1:

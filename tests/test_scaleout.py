@@ -53,6 +53,25 @@ def test_local_executor_gives_each_running_work_its_own_device(monkeypatch):
         ex.close()
 
 
+def test_worker_threads_follow_omp_num_threads_when_it_is_set(monkeypatch):
+    from mddbench import executors
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert executors.worker_threads(2) == 4 and executors.worker_threads(16) == 1  # the cores, shared
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert executors.worker_threads(1) == 3 and executors.worker_threads(2) == 3
+    ex = LocalExecutor(1, "cpu")
+    try:
+        assert ex.threads == 3
+    finally:
+        ex.close()
+    assert LocalExecutor(1, "cpu", threads=5).threads == 5  # an explicit count wins
+    for unusable in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert executors.worker_threads(2) == 4
+
+
 def _done(result) -> Future:
     f: Future = Future()
     f.set_result(result)

@@ -2,8 +2,9 @@
 
 With ``--jobs N`` each worker slot owns a device: on a machine with several CUDA devices the
 slots take them round robin (``cuda:0``, ``cuda:1``, ...), and every work runs with cores/N
-threads, or with ``OMP_NUM_THREADS`` when it is set (:func:`worker_threads`). Worker processes die with the sweep that started them (``PR_SET_PDEATHSIG`` on Linux,
-and a thread watching the parent everywhere), so a killed sweep leaves nothing running.
+threads, or with ``OMP_NUM_THREADS`` when it is set (:func:`worker_threads`). Worker processes die
+with the sweep that started them (``PR_SET_PDEATHSIG`` on Linux, and a thread watching the parent
+everywhere), so a killed sweep leaves nothing running.
 """
 from __future__ import annotations
 

@@ -247,11 +247,14 @@ def cmd_curve(args) -> None:
     data = load_dataset(job["dataset"], args.data_root or job.get("data_root"))
     cfg = EvalConfig(n_models=args.eval_n_models, epochs=args.eval_epochs)
     device = resolve_device(args.device)
+    settings = {"eval_n_models": cfg.n_models, "eval_epochs": cfg.epochs}
     points = accuracy_curve(Path(args.run), lambda s: evaluate(s, data, cfg, seed=job.get("seed", 0), device=device,
-                                                              progress=False), points=args.points)
+                                                              progress=False),
+                            points=args.points, settings=settings, progress=not args.quiet)
     for p in points:
         print(f"it {p['iteration']:>6}  {p['seconds']:>8.1f} s  test {100 * p['test_acc']:.2f}  "
-              f"val {100 * p['val_acc']:.2f}")
+              f"bal {100 * p['balanced_acc']:.2f}  val {100 * p['val_acc']:.2f}  "
+              f"val bal {100 * p['val_balanced_acc']:.2f}")
     print(f"wrote {Path(args.run) / 'curve.json'}")
 
 
@@ -436,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate at most N snapshots, evenly spaced, the last always")
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_curve)
 
     p = sub.add_parser("plot", help="figures from run folders (accuracy/time, memory/stage, loss, MMD)")

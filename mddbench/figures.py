@@ -1,7 +1,7 @@
 """Curves and figures from run folders: the analogues of the PTM paper's Figures 3, 4a and 5a.
 
 - :func:`accuracy_curve` evaluates the snapshots a run kept (``--snapshot-every N``) and writes
-  ``curve.json``: test and val accuracy against distillation wall time (Figure 3a).
+  ``curve.json``: test and val accuracy, plain and balanced, against distillation wall time (Figure 3a).
 - :func:`plot_runs` draws, for one or more runs: accuracy against time (3a), per-iteration memory
   and time against the PTM stage (3b), the matching loss per iteration (4a) and the intra-class
   MMD between the foundation and complement halves per stage (5a).
@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from .atomic import write_json  # noqa: E402
 from .errors import ConfigError  # noqa: E402
@@ -51,11 +52,19 @@ def run_label(run_dir: Path) -> str:
     return f"{name} ({differs})" if differs else name
 
 
-def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None) -> list[dict]:
+CURVE_METRICS = ("test_acc", "val_acc", "balanced_acc", "val_balanced_acc")
+
+
+def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None,
+                   settings: dict | None = None, progress: bool = False) -> list[dict]:
     """Evaluate the snapshots of a run with ``evaluate_fn(synset) -> EvalResult``; write curve.json.
 
     ``points``: evaluate at most this many, evenly spaced over the run and always the last one
     (a long run keeps hundreds of snapshots; every one is a full evaluation).
+    ``settings`` (the evaluation's, e.g. networks and epochs) are kept with every point. curve.json is
+    rewritten after each point, so a killed curve loses at most the point in progress; a point
+    already there with the same settings and every metric of :data:`CURVE_METRICS` is not evaluated
+    again, and points of other settings (or older files without balanced accuracy) are replaced.
     """
     from .synset import SyntheticSet
 
@@ -66,14 +75,26 @@ def accuracy_curve(run_dir: Path, evaluate_fn, points: int | None = None) -> lis
     if points is not None and 0 < points < len(snaps):
         picks = np.linspace(len(snaps) - 1, 0, points).round().astype(int)
         snaps = [snaps[i] for i in sorted(set(picks.tolist()))]
+    settings = dict(settings or {})
+    path = run_dir / "curve.json"
+    done = {}
+    if path.exists():
+        old = read_run_json(path, "delete it to evaluate the curve again")
+        done = {p["iteration"]: p for p in old if isinstance(p, dict)
+                and p.get("settings") == settings and all(k in p for k in CURVE_METRICS)}
     curve = []
-    for path in snaps:
-        synset = SyntheticSet.load(path)
-        summary = evaluate_fn(synset).summary()
-        curve.append({"iteration": synset.meta["iteration"], "seconds": synset.meta["seconds"],
-                      "test_acc": summary["test_acc"]["mean"], "test_std": summary["test_acc"]["std"],
-                      "val_acc": summary["val_acc"]["mean"]})
-    write_json(run_dir / "curve.json", curve, indent=2)
+    for snap in tqdm(snaps, desc=f"curve {run_dir.name}", unit="snapshot", disable=not progress, leave=False):
+        synset = SyntheticSet.load(snap)
+        point = done.get(synset.meta["iteration"])
+        if point is None:
+            summary = evaluate_fn(synset).summary()
+            point = {"iteration": synset.meta["iteration"], "seconds": synset.meta["seconds"],
+                     "test_acc": summary["test_acc"]["mean"], "test_std": summary["test_acc"]["std"],
+                     **{k: summary[k]["mean"] for k in CURVE_METRICS if k != "test_acc"},
+                     "settings": settings}
+            done[point["iteration"]] = point
+            write_json(path, [done[i] for i in sorted(done)], indent=2)
+        curve.append(point)
     return curve
 
 
@@ -98,11 +119,17 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
               for label, _, _, d in runs
               if (d / "curve.json").exists()]
     if curves:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for label, pts in curves:
-            ax.plot([p["seconds"] for p in pts], [100 * p["test_acc"] for p in pts], marker="o", label=label)
-        ax.set(xlabel="distillation time (s)", ylabel="test accuracy (%)", title="accuracy against time (Fig. 3a)")
-        ax.legend(fontsize=7)
+        # balanced accuracy beside accuracy once any curve has it (curves written before it had none)
+        keys = [("test_acc", "test accuracy (%)")]
+        if any("balanced_acc" in p for _, pts in curves for p in pts):
+            keys.append(("balanced_acc", "test balanced accuracy (%)"))
+        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+        for ax, (key, ylabel) in zip(axes[0], keys):
+            for label, pts in curves:
+                pts = [p for p in pts if key in p]
+                ax.plot([p["seconds"] for p in pts], [100 * p[key] for p in pts], marker="o", label=label)
+            ax.set(xlabel="distillation time (s)", ylabel=ylabel, title="against time (Fig. 3a)")
+            ax.legend(fontsize=7)
         save(fig, "fig3a_accuracy_vs_time.png")
 
     staged = [(label, rows) for label, _, rows, _ in runs if any("end_epoch" in r for r in rows)]

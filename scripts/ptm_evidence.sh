@@ -62,7 +62,8 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
     mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$curves" "${common[@]}" \
       --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$long" --snapshot-every 10
     for run in "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_*; do
-      [ -f "$run/curve.json" ] || mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300 --points "${POINTS:-12}"
+      # a curve resumes by itself: points already in curve.json at these settings are not evaluated again
+      mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300 --points "${POINTS:-12}" --quiet
     done
     mddbench plot "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_* \
       "$out"/runs/ptm_"$dataset"_ipc"$ipc"_* --to "$curves/figures_${dataset}_ipc${ipc}"

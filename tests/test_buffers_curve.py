@@ -61,7 +61,71 @@ def test_curve_of_a_run_with_snapshots(tmp_path, capsys):
     assert rc == 0 and f"wrote {run / 'curve.json'}" in out
     points = json.loads((run / "curve.json").read_text())
     assert [p["iteration"] for p in points] == [5, 10]  # smoke DM: 10 iterations, one snapshot every 5
-    assert all(0 <= p[k] <= 1 for p in points for k in ("test_acc", "val_acc"))
+    assert all(0 <= p[k] <= 1 for p in points for k in ("test_acc", "val_acc", "balanced_acc", "val_balanced_acc"))
+    assert all(p["settings"] == {"eval_n_models": 1, "eval_epochs": 2} for p in points)
     seconds = [p["seconds"] for p in points]
     assert 0 < seconds[0] < seconds[1]
     assert len([line for line in out.splitlines() if line.startswith("it ")]) == len(points)
+
+
+class _CountingEval:
+    """evaluate_fn for accuracy_curve: counts calls, scores a set by its iteration (no training)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, synset):
+        from types import SimpleNamespace
+        it = synset.meta["iteration"]
+        self.calls.append(it)
+        score = {k: {"mean": it / 100, "std": 0.0} for k in ("test_acc", "val_acc", "balanced_acc", "val_balanced_acc",
+                                                             "auc")}
+        return SimpleNamespace(summary=lambda: score)
+
+
+def _snapshotted_run(tmp_path, iterations=(10, 20, 30, 40)):
+    from mddbench.synset import SyntheticSet
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    for it in iterations:
+        SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), meta={"iteration": it, "seconds": it / 2}).save(
+            run / "snapshots" / f"it{it:06d}.safetensors")
+    return run
+
+
+def test_a_curve_keeps_balanced_accuracy_and_resumes_where_it_was_killed(tmp_path):
+    from mddbench.figures import accuracy_curve
+    run, settings = _snapshotted_run(tmp_path), {"eval_n_models": 3, "eval_epochs": 300}
+    first = _CountingEval()
+
+    def dies_at_30(synset):
+        if synset.meta["iteration"] == 30:
+            raise KeyboardInterrupt
+        return first(synset)
+
+    with pytest.raises(KeyboardInterrupt):
+        accuracy_curve(run, dies_at_30, settings=settings)
+    kept = json.loads((run / "curve.json").read_text())
+    assert [p["iteration"] for p in kept] == [10, 20]  # the points before the kill were written
+    assert kept[1]["balanced_acc"] == 0.2 and kept[1]["val_balanced_acc"] == 0.2 and kept[1]["settings"] == settings
+
+    again = _CountingEval()
+    curve = accuracy_curve(run, again, settings=settings)
+    assert again.calls == [30, 40]  # only what was missing
+    assert [p["iteration"] for p in curve] == [10, 20, 30, 40] == [p["iteration"] for p in
+                                                                    json.loads((run / "curve.json").read_text())]
+
+    other = _CountingEval()
+    accuracy_curve(run, other, settings={"eval_n_models": 1, "eval_epochs": 300}, points=2)
+    assert other.calls == [10, 40]  # other settings: evaluated afresh, the two points asked for
+    assert [p["iteration"] for p in json.loads((run / "curve.json").read_text())] == [10, 40]
+
+
+def test_a_curve_written_before_balanced_accuracy_is_evaluated_again(tmp_path):
+    from mddbench.figures import accuracy_curve
+    run = _snapshotted_run(tmp_path, (10, 20))
+    (run / "curve.json").write_text(json.dumps([{"iteration": i, "seconds": i / 2, "test_acc": 0.5, "test_std": 0.0,
+                                                  "val_acc": 0.5} for i in (10, 20)]))
+    counting = _CountingEval()
+    curve = accuracy_curve(run, counting, settings={})
+    assert counting.calls == [10, 20] and [p["balanced_acc"] for p in curve] == [0.1, 0.2]

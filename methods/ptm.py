@@ -21,7 +21,8 @@ hyperparameters): uniform stage lengths; ``steps_per_epoch``, ``max_syn_steps``;
 (the match term carries MTT's image learning rate); ``beta2 = 10``, chosen on the val split of RetinaMNIST
 ipc 2 at quick over 0.01, 0.1, 1 and 10 (README, "PTM's open values"); the median-heuristic sigma; ``k = 2``;
 odd ipc: the foundation takes the extra image (the MMD uses means, so unequal halves are fine);
-ipc = 1 leaves no pair, so the overlap module switches off. The progress axis runs over
+ipc = 1 leaves no pair, so the overlap module switches off. ``overlap_reduction="mean"`` divides each
+class's term by its pairs (eq. 4 sums over |S^f| x |S^c| of them, so at ipc 10 it is 25 times ipc 2's). The progress axis runs over
 iterations: ``progress(it) = it * T / iterations``.
 
 Ablations: ``overlap=false`` (the module off: no L_overlap, no retraining), ``retrain=false``
@@ -108,12 +109,18 @@ def median_sigma(x: torch.Tensor) -> torch.Tensor:
 
 
 def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.Tensor, n_classes: int,
-                 sigma: float | list[float] = 0.0) -> tuple[torch.Tensor, float]:
+                 sigma: float | list[float] = 0.0, reduction: str = "sum") -> tuple[torch.Tensor, float]:
     """(L_overlap = -sum over classes of MMD^2_unnormalised(S^f_c, S^c_c), mean per-class biased MMD^2).
 
     ``sigma``: one width, a width per class (:func:`class_sigmas`), or <= 0 for the median heuristic on
     the images given (which collapses at ipc 2; PTM itself passes fixed widths).
+    ``reduction``: "sum" is eq. 4 as printed, a sum over the |S^f| x |S^c| pairs of each class, so it
+    grows with ipc (25 pairs per class at ipc 10 against 1 at ipc 2); "mean" divides each class's term
+    by its pairs (the biased MMD^2 itself), so one ``beta2`` weighs it alike at every ipc. At ipc 2 and
+    3 (one pair or 2 x 1) the two differ by nothing or a factor 2.
     """
+    if reduction not in ("sum", "mean"):
+        raise ConfigError(f"ptm: overlap_reduction must be 'sum' or 'mean', not {reduction!r}")
     loss = images.new_zeros(())
     mmds = []
     flat = images.flatten(1)
@@ -124,7 +131,7 @@ def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.T
             continue
         sig = sigma[c] if isinstance(sigma, (list, tuple)) else median_sigma(flat[in_c]) if sigma <= 0 else sigma
         m = mmd2_unnormalised(f, s, sig)
-        loss = loss - m
+        loss = loss - (m / (len(f) * len(s)) if reduction == "mean" else m)
         mmds.append(float(m.detach()) / (len(f) * len(s)))
     return loss, (sum(mmds) / len(mmds) if mmds else 0.0)
 
@@ -136,8 +143,8 @@ class PTM(TrajectoryMatching):
     flat_experts = True
     defaults = dict(
         TrajectoryMatching.defaults, iterations=5000, end_epoch=10, steps_per_epoch=10, max_syn_steps=100,
-        beta1=1.0, beta2=10.0, overlap_sigma=0.0, overlap=True, overlap_loss=True, retrain=True, retrain_points=2,
-        schedule="progressive", backend_p=0.0)
+        beta1=1.0, beta2=10.0, overlap_sigma=0.0, overlap=True, overlap_loss=True, overlap_reduction="sum",
+        retrain=True, retrain_points=2, schedule="progressive", backend_p=0.0)
     limits = dict(end_epoch=AT_LEAST_1, steps_per_epoch=AT_LEAST_1, max_syn_steps=AT_LEAST_1, beta1=NON_NEGATIVE,
                   beta2=NON_NEGATIVE, overlap_sigma=NON_NEGATIVE, retrain_points=AT_LEAST_1, backend_p=FRACTION)
     budgets = {
@@ -162,6 +169,9 @@ class PTM(TrajectoryMatching):
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)  # the family's checks: 3D support, unroll memory, experts
+        if hp["overlap_reduction"] not in ("sum", "mean"):
+            raise ConfigError(f"ptm: overlap_reduction is 'sum' (eq. 4 as printed) or 'mean' (per pair), "
+                              f"not {hp['overlap_reduction']!r}")
         if hp["schedule"] not in ("progressive", "random"):
             raise ConfigError("ptm: schedule is 'progressive' (the method) or 'random' (Figure 1b's baseline)")
         if hp["iterations"] < hp["end_epoch"]:
@@ -233,7 +243,8 @@ class PTM(TrajectoryMatching):
 
     def extra_loss(self, task: Task, state: dict) -> tuple[torch.Tensor | None, float, dict[str, Any]]:
         """beta2 * L_overlap (logged with the MMD also when it is off)."""
-        ov, mmd = overlap_loss(state["images"], state["labels"], state["complement"], task.n_classes, state["sigma"])
+        ov, mmd = overlap_loss(state["images"], state["labels"], state["complement"], task.n_classes, state["sigma"],
+                               task.hp["overlap_reduction"])
         on = self.overlap_module(task) and task.hp["overlap_loss"]
         return (ov if on else None), task.hp["beta2"], {"overlap_loss": float(ov.detach()), "mmd": mmd}
 

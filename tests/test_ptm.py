@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from mddbench.errors import ConfigError
 from mddbench.unroll import Student, TensorSource, match
 from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 from mddbench.methods.ptm import (class_sigmas, halves, mmd2_unnormalised, overlap_loss, reset_complement,
@@ -51,6 +52,14 @@ def test_overlap_loss_is_minus_mmd2_by_hand():
     labels = torch.zeros(4, dtype=torch.long)
     loss, _ = overlap_loss(images, labels, halves(labels, 1), 1, sigma=1.0)
     assert float(loss) == pytest.approx(-mmd2, rel=1e-6)
+    # per pair: 2 x 2 pairs here; at one pair per class (ipc 2) the two reductions are the same number
+    mean, _ = overlap_loss(images, labels, halves(labels, 1), 1, sigma=1.0, reduction="mean")
+    assert float(mean) == pytest.approx(-mmd2 / 4, rel=1e-6)
+    pair, two = images[[0, 2]], labels[:2]
+    assert float(overlap_loss(pair, two, halves(two, 1), 1, 1.0, "mean")[0]) == float(
+        overlap_loss(pair, two, halves(two, 1), 1, 1.0, "sum")[0])
+    with pytest.raises(ConfigError, match="overlap_reduction"):
+        overlap_loss(images, labels, halves(labels, 1), 1, sigma=1.0, reduction="max")
 
 
 def test_overlap_gradient_pushes_the_halves_apart():

@@ -56,8 +56,8 @@ def verdict(means: Mapping[Hashable, float], seed_means: Mapping[Hashable, Seque
     if not means:
         return Verdict(None, False, frozenset())
     best = max(means, key=lambda k: means[k])
-    if len(means) == 1:
-        return Verdict(best, False, frozenset())
+    if len(means) == 1:  # nothing to beat: untested, so it ties (no mark would read "significantly below")
+        return Verdict(best, False, frozenset({best}))
     below = {k: welch_p(seed_means[best], seed_means[k]) for k in means if k != best}
     not_beaten = {k for k, p in below.items() if not p < alpha}  # nan (one seed) is never significant
     if not not_beaten:

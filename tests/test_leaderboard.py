@@ -79,9 +79,10 @@ def test_one_seed_cells_can_only_tie_and_real_never_competes(records):
     assert col["tinydd"] == "≈ 70.00 ± 0.00 (n=2, 1 seed)"
     assert col["dm"] == "≈ 65.00 ± 11.18 [-62.1, 192.1] (n=4, 2 seeds)"  # seed means 55, 75: 10 * t(.975, 1)
     assert col["real"] == "85.00 ± 5.00 (n=2, 1 seed)"
-    # a lone contender gets no mark; the plain table (CSV) has neither marks nor intervals
+    # a lone contender ties (nothing tested; no mark would read "significantly below the best");
+    # the plain table (CSV) has neither marks nor intervals
     assert df.loc["datm (soft labels)", "breastmnist ipc10"] == "≈ 76.00 ± 1.00 (n=2, 1 seed)"
-    assert df.loc["dc", "pathmnist ipc2"] == "59.00 ± 1.00 (n=2, 1 seed)"
+    assert df.loc["dc", "pathmnist ipc2"] == "≈ 59.00 ± 1.00 (n=2, 1 seed)"
     plain = "".join(main_table(records, budget="quick").to_numpy().ravel())
     assert "**" not in plain and "≈" not in plain and "seed" not in plain
 
@@ -136,6 +137,8 @@ def test_welch_and_interval_match_hand_values():
     assert (lo, hi) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-3)
     v = verdict({"a": 5.0, "b": 2.0, "c": 1.9}, {"a": [5, 5.1, 4.9], "b": [2, 2.1, 1.9], "c": [1.9]})
     assert (v.best, v.significant, v.tied) == ("a", False, frozenset({"a", "c"}))  # c has one seed: untestable
+    lone = verdict({"a": 5.0}, {"a": [5, 5.1, 4.9]})  # a column with one contender: nothing tested, so a tie
+    assert (lone.best, lone.significant, lone.tied) == ("a", False, frozenset({"a"}))
 
 
 def test_cells_whose_sets_never_updated_say_so():
@@ -205,7 +208,7 @@ def test_diverged_models_are_shown_never_averaged_and_never_bold():
     df = cross_arch_table(records, ipc=2, budget="quick", bold=True)
     assert df.loc["mtt", "pathmnist alexnet"] == "80.00 ± 10.00 (n=2, 1 seed, 1 diverged)"
     assert df.loc["ftd", "pathmnist alexnet"] == "diverged (2/2)"
-    assert df.loc["dc", "pathmnist alexnet"] == "60.00 ± 0.00 (n=2, 1 seed)"  # the lone contender: no mark
+    assert df.loc["dc", "pathmnist alexnet"] == "≈ 60.00 ± 0.00 (n=2, 1 seed)"  # the lone contender ties
     rows = tidy(records).set_index("method")
     assert rows.loc["mtt", "diverged"] == 1 and rows.loc["ftd", "diverged"] == 2 and rows.loc["ftd", "test_acc_n"] == 0
 

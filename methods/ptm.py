@@ -22,8 +22,8 @@ hyperparameters): uniform stage lengths; ``steps_per_epoch``, ``max_syn_steps``;
 ipc 2 at quick over 0.01, 0.1, 1 and 10 (README, "PTM's open values"); the median-heuristic sigma; ``k = 2``;
 odd ipc: the foundation takes the extra image (the MMD uses means, so unequal halves are fine);
 ipc = 1 leaves no pair, so the overlap module switches off. ``overlap_reduction="mean"`` divides each
-class's term by its pairs (eq. 4 sums over |S^f| x |S^c| of them, so at ipc 10 it is 25 times ipc 2's). The progress axis runs over
-iterations: ``progress(it) = it * T / iterations``.
+class's term by its pairs (eq. 4 sums over |S^f| x |S^c| of them, so at ipc 10 it is 25 times ipc 2's).
+The progress axis runs over iterations: ``progress(it) = it * T / iterations``.
 
 Ablations: ``overlap=false`` (the module off: no L_overlap, no retraining), ``retrain=false``
 (L_overlap alone), ``overlap_loss=false`` (retraining alone), and ``schedule="random"``: the
@@ -108,6 +108,12 @@ def median_sigma(x: torch.Tensor) -> torch.Tensor:
     return off.median().clamp_min(1e-3) if off.numel() else torch.tensor(1.0, device=x.device)
 
 
+def check_overlap_reduction(reduction: str) -> None:
+    if reduction not in ("sum", "mean"):
+        raise ConfigError(f"ptm: overlap_reduction is 'sum' (eq. 4 as printed) or 'mean' (per pair), "
+                          f"not {reduction!r}")
+
+
 def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.Tensor, n_classes: int,
                  sigma: float | list[float] = 0.0, reduction: str = "sum") -> tuple[torch.Tensor, float]:
     """(L_overlap = -sum over classes of MMD^2_unnormalised(S^f_c, S^c_c), mean per-class biased MMD^2).
@@ -119,8 +125,7 @@ def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.T
     by its pairs (the biased MMD^2 itself), so one ``beta2`` weighs it alike at every ipc. At ipc 2 and
     3 (one pair or 2 x 1) the two differ by nothing or a factor 2.
     """
-    if reduction not in ("sum", "mean"):
-        raise ConfigError(f"ptm: overlap_reduction must be 'sum' or 'mean', not {reduction!r}")
+    check_overlap_reduction(reduction)
     loss = images.new_zeros(())
     mmds = []
     flat = images.flatten(1)
@@ -131,8 +136,9 @@ def overlap_loss(images: torch.Tensor, labels: torch.Tensor, complement: torch.T
             continue
         sig = sigma[c] if isinstance(sigma, (list, tuple)) else median_sigma(flat[in_c]) if sigma <= 0 else sigma
         m = mmd2_unnormalised(f, s, sig)
-        loss = loss - (m / (len(f) * len(s)) if reduction == "mean" else m)
-        mmds.append(float(m.detach()) / (len(f) * len(s)))
+        per_pair = m / (len(f) * len(s))
+        loss = loss - (per_pair if reduction == "mean" else m)
+        mmds.append(float(per_pair.detach()))
     return loss, (sum(mmds) / len(mmds) if mmds else 0.0)
 
 
@@ -169,9 +175,7 @@ class PTM(TrajectoryMatching):
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)  # the family's checks: 3D support, unroll memory, experts
-        if hp["overlap_reduction"] not in ("sum", "mean"):
-            raise ConfigError(f"ptm: overlap_reduction is 'sum' (eq. 4 as printed) or 'mean' (per pair), "
-                              f"not {hp['overlap_reduction']!r}")
+        check_overlap_reduction(hp["overlap_reduction"])
         if hp["schedule"] not in ("progressive", "random"):
             raise ConfigError("ptm: schedule is 'progressive' (the method) or 'random' (Figure 1b's baseline)")
         if hp["iterations"] < hp["end_epoch"]:

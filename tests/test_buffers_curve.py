@@ -10,6 +10,7 @@ import torch
 from mddbench.budgets import get_budget
 from mddbench.data import load_dataset
 from mddbench.experts import ExpertProvider
+from mddbench.metrics import METRICS
 from mddbench.registry import METHODS
 
 from conftest import cli
@@ -78,8 +79,7 @@ class _CountingEval:
         from types import SimpleNamespace
         it = synset.meta["iteration"]
         self.calls.append(it)
-        score = {k: {"mean": it / 100, "std": 0.0} for k in ("test_acc", "val_acc", "balanced_acc", "val_balanced_acc",
-                                                             "auc")}
+        score = {k: {"mean": it / 100, "std": 0.0} for k in METRICS}
         return SimpleNamespace(summary=lambda: score)
 
 

@@ -43,16 +43,19 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget("smoke", eval_models=2, eval_epochs=20, real_epochs=1, experts=2, expert_epochs=3),
     # version 2: 2 % of every method's official iterations (version 1 gave 0.2 % to 10 %), and `real` trains
     # for at least 3 x eval_epochs SGD steps (version 1: 30 epochs, 90 steps on BreastMNIST);
-    # version 3: PTM's beta2 10 (chosen on val; version 2 ran 1, version 1 0.01)
+    # version 3: PTM's beta2 10 (chosen on val; version 2 ran 1, version 1 0.01);
+    # version 4: where the trajectory methods' step size is fixed on small data, it is the experts' rate (0.01),
+    # not the ipc-10/50 rows' initial 0.001 (chosen on val; ipc 1 and 2 run as in version 3)
     "quick": Budget("quick", eval_models=5, eval_epochs=300, real_epochs=30, experts=4, expert_epochs=12,
-                    share=0.02, real_min_steps=900, version=3),
+                    share=0.02, real_min_steps=900, version=4),
     # between the two, for one GPU's minutes (scripts/gpu_leaderboard.sh): 10 % of the official iterations,
-    # 20 experts of the official 50 epochs (the methods' start epochs need no scaling), 5 x 500-epoch evaluations
+    # 20 experts of the official 50 epochs (the methods' start epochs need no scaling), 5 x 500-epoch evaluations;
+    # version 2: the fixed step size of version 4 of quick
     "medium": Budget("medium", eval_models=5, eval_epochs=500, real_epochs=50, experts=20, expert_epochs=50,
-                     share=0.1, real_min_steps=1500),
-    # version 2: the same floor for `real`; version 3: PTM's beta2 10
+                     share=0.1, real_min_steps=1500, version=2),
+    # version 2: the same floor for `real`; version 3: PTM's beta2 10; version 4: quick's version 4
     "paper": Budget("paper", eval_models=10, eval_epochs=1000, real_epochs=50, experts=100, expert_epochs=50,
-                    share=1.0, real_min_steps=3000, version=3),
+                    share=1.0, real_min_steps=3000, version=4),
 }
 
 

@@ -166,12 +166,12 @@ class PTM(TrajectoryMatching):
         return {k: v for k, v in mtt_preset(ipc).items() if k in ("lr_img", "lr_lr", "lr_teacher")}
 
     def adapt(self, hp: dict, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
-        """Ours: at most as many student steps per epoch as the experts took, step size fixed there
-        (see ``mddbench.trajectory.fit_steps_to_experts`` for the measurement behind it)."""
+        """Ours: at most as many student steps per epoch as the experts took, step size fixed there at the
+        experts' rate (see ``mddbench.trajectory.fit_steps_to_experts`` for the measurement behind it)."""
         per_epoch = expert_steps_per_epoch(spec)
         if per_epoch is None or per_epoch >= hp["steps_per_epoch"]:
             return {}
-        return {"steps_per_epoch": per_epoch, "lr_lr": 0.0}
+        return {"steps_per_epoch": per_epoch, "lr_lr": 0.0, "lr_teacher": self.recipe(hp).lr}
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)  # the family's checks: 3D support, unroll memory, experts

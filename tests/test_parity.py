@@ -68,9 +68,9 @@ def test_list_methods_shows_shares(capsys):
 
 
 def test_records_and_jobs_carry_the_budget_version():
-    assert get_budget("quick").version == 3 and get_budget("smoke").version == 1
+    assert get_budget("quick").version == 4 and get_budget("smoke").version == 1
     quick, smoke = Job("mtt", "breastmnist", budget="quick"), Job("mtt", "breastmnist", budget="smoke")
-    assert quick.identity()["budget_version"] == 3  # a quick job of an earlier version is another job
+    assert quick.identity()["budget_version"] == 4  # a quick job of an earlier version is another job
     assert "budget_version" not in smoke.identity()  # version-1 job ids are unchanged
 
     class Result:  # the fields make_record reads
@@ -119,3 +119,27 @@ def test_a_plugin_budget_registers_and_every_method_scales_to_it(monkeypatch):
     assert METHODS.get("haba")().resolve(get_spec("breastmnist"), 2, gpu)["iterations"] == 1500
     with pytest.raises(ValueError, match="already defined"):
         register_budget(Budget("quick", eval_models=1, eval_epochs=1, real_epochs=1, experts=1, expert_epochs=1))
+
+
+TRAJECTORY = ("mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
+
+
+@pytest.mark.parametrize("dataset", ["breastmnist", "retinamnist", "adrenalmnist3d"])
+def test_a_fixed_student_step_size_is_the_experts_rate(dataset):
+    """Budget version 4: on small data, where the student's step size is fixed, it is the rate the experts
+    were trained at, at every ipc (version 3 kept the ipc-10 rows' initial 0.001 there); at ipc 1 and 2 every
+    row already started at that rate, so those runs are the same in both versions."""
+    spec, quick = get_spec(dataset), get_budget("quick")
+    for name in TRAJECTORY:
+        method = METHODS.get(name)()
+        for ipc in (1, 2, 10):
+            hp = method.resolve(spec, ipc, quick)
+            assert hp["lr_lr"] == 0.0, (name, ipc)
+            assert hp["lr_teacher"] == method.recipe(hp).lr == 0.01, (name, ipc)
+        assert method.resolve(spec, 10, quick, {"lr_teacher": 0.001})["lr_teacher"] == 0.001  # a user's value wins
+
+
+def test_a_learned_step_size_keeps_the_official_start():
+    """With enough expert steps (PneumoniaMNIST: 19 per epoch), the step size is learned from the row's 0.001."""
+    hp = METHODS.get("mtt")().resolve(get_spec("pneumoniamnist"), 10, get_budget("quick"))
+    assert (hp["lr_teacher"], hp["lr_lr"]) == (0.001, 1e-05)

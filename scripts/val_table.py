@@ -2,6 +2,7 @@
 values they used, scored on the **val** split only (test is never read here).
 
     python scripts/val_table.py STORE --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
+    python scripts/val_table.py STORE --method mtt --dataset retinamnist --ipc 10 --by budget_version lr_teacher
 
 Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
 overrides), val balanced accuracy and val accuracy as mean +- std over every evaluation network of every
@@ -19,13 +20,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mddbench.budgets import record_budget_version  # noqa: E402
 from mddbench.results import ResultStore  # noqa: E402
 
 
 def used(record: dict, key: str) -> object:
-    """The value a run used: its resolved hyperparameter (a default that later changed stays what it was)."""
+    """The value a run used: its resolved hyperparameter (a default that later changed stays what it was),
+    else a field of the record itself (``budget_version``: the budget definition it ran under)."""
     hparams, overrides = record.get("hparams") or {}, record.get("overrides") or {}
-    return hparams[key] if key in hparams else overrides.get(key, "default")
+    if key in hparams:
+        return hparams[key]
+    if key in overrides:
+        return overrides[key]
+    if key == "budget_version":
+        return record_budget_version(record)
+    return record.get(key, "default")
 
 
 def same(value: object, wanted: str) -> bool:

@@ -46,3 +46,16 @@ def test_runs_group_by_the_values_they_used_not_by_their_overrides(val_table):
     assert [label for label, _ in val_table.rows(records, ["beta2"])] == ["beta2=10.0", "beta2=1.0"]
     picked = val_table.rows(records, ["end_epoch"], where={"beta2": "10"})  # 10 is 10.0
     assert [(label, s["networks"]) for label, s in picked] == [("end_epoch=4", 2), ("end_epoch=6", 2)]
+
+
+def test_runs_group_by_the_budget_version_they_ran_under(val_table):
+    """A default that changed with a budget version is compared across versions: records without the
+    field ran under version 1."""
+    def run(version, lr, val_bal):
+        extra = {} if version is None else {"budget_version": version}
+        return {**record(None, 0, val_bal, [0.5]), "hparams": {"lr_teacher": lr}, "overrides": {}, **extra}
+
+    records = [run(3, 0.001, [0.2]), run(4, 0.01, [0.4]), run(4, 0.01, [0.3]), run(None, 0.001, [0.1])]
+    labels = [(label, s["networks"]) for label, s in val_table.rows(records, ["budget_version", "lr_teacher"])]
+    assert labels == [("budget_version=4, lr_teacher=0.01", 4), ("budget_version=3, lr_teacher=0.001", 2),
+                      ("budget_version=1, lr_teacher=0.001", 2)]

@@ -52,6 +52,33 @@ def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     assert table_lines(copied) == table_lines((BOARDS / source).read_text())
 
 
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_readme_copy_is_current():
+    """`python scripts/readme_tables.py --check` passes: no block (listed above or not) is stale."""
+    _, stale = load_script("readme_tables").refresh((ROOT / "README.md").read_text(), BOARDS)
+    assert stale == [], "run `python scripts/readme_tables.py` after `mddbench leaderboard`"
+
+
+def test_readme_tables_replaces_the_table_and_keeps_the_prose(tmp_path):
+    (tmp_path / "t.md").write_text("# Title\n\nprose of the file\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    readme = ("intro\n<!-- t table: copied from leaderboards/t.md by the command below; do not edit -->\n\n"
+              "Our caption:\n\n| a | b |\n|---|---|\n| 9 | 9 |\n<!-- end of t table -->\nrest\n")
+    new, changed = load_script("readme_tables").refresh(readme, tmp_path)
+    assert changed == ["t table"]
+    assert new == readme.replace("| 9 | 9 |", "| 1 | 2 |")
+    assert load_script("readme_tables").refresh(new, tmp_path)[1] == []  # a second run changes nothing
+    with pytest.raises(SystemExit, match="does not exist"):
+        load_script("readme_tables").refresh(readme.replace("t.md", "gone.md"), tmp_path)
+
+
 def test_majority_shares():
     assert majority_share("breastmnist") == pytest.approx(114 / 156)
     assert majority_dominated("breastmnist") and majority_dominated("pneumoniamnist")

@@ -1,0 +1,73 @@
+"""Copy the published leaderboards' tables into the README blocks that name them.
+
+    python scripts/readme_tables.py            # rewrite the blocks from leaderboards/
+    python scripts/readme_tables.py --check    # exit 1 (and name the blocks) where a copy is stale
+
+A block is ``<!-- NAME: copied from leaderboards/FILE ... -->`` ... ``<!-- end of NAME -->``. Its table
+(the run of lines starting with ``|``) is replaced by FILE's table lines; the prose around it in the block
+is the README's own and stays. Run it after ``mddbench leaderboard``, so the README never carries a
+number typed by hand (tests/test_published.py checks the copies).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- (?P<name>[^:>]+): copied from leaderboards/(?P<source>\S+?)\s.*?-->\n)(?P<body>.*?)"
+                   r"(<!-- end of (?P=name) -->)", re.S)
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
+    """The README with every block's table copied from ``boards``, and the names of the blocks that changed."""
+    changed: list[str] = []
+
+    def copy(m: re.Match) -> str:
+        source = boards / m["source"]
+        if not source.is_file():
+            raise SystemExit(f"README block {m['name']!r} copies {source}, which does not exist: "
+                             f"run `mddbench leaderboard` first, or fix the block's name")
+        lines = m["body"].split("\n")
+        rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+        new = table_lines(source.read_text())
+        if rows:
+            if any(not lines[i].startswith("|") for i in range(rows[0], rows[-1] + 1)):
+                raise SystemExit(f"README block {m['name']!r} holds prose between table lines; "
+                                 f"keep one table per block")
+            body = lines[:rows[0]] + new + lines[rows[-1] + 1:]
+        else:
+            body = lines[:-1] + new + [""] + lines[-1:]
+        text = "\n".join(body)
+        if text != m["body"]:
+            changed.append(m["name"])
+        return m.group(1) + text + m.group(5)
+
+    return BLOCK.sub(copy, readme), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--boards", type=Path, default=ROOT / "leaderboards")
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 where a copy is stale")
+    args = ap.parse_args(argv)
+    text = args.readme.read_text()
+    new, changed = refresh(text, args.boards)
+    if args.check:
+        for name in changed:
+            print(f"stale: {name}", file=sys.stderr)
+        return 1 if changed else 0
+    if changed:
+        args.readme.write_text(new)
+    print(f"{len(changed)} block(s) updated" + (f": {', '.join(changed)}" if changed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

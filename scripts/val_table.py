@@ -1,7 +1,7 @@
 """The validation table behind a method's chosen defaults: records of one method and cell grouped by the
 values they used, scored on the **val** split only (test is never read here).
 
-    python scripts/val_table.py STORE --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
+    python scripts/val_table.py leaderboards/records.jsonl --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
     python scripts/val_table.py STORE --method mtt --dataset retinamnist --ipc 10 --by budget_version lr_teacher
 
 Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
@@ -12,6 +12,7 @@ metric to choose on where one class dominates the split), best first; the best r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -65,9 +66,17 @@ def rows(records: list[dict], by: list[str] | None = None,
     return sorted(out, key=lambda x: -np.nan_to_num(x[1]["val_balanced_acc"][0], nan=-1))
 
 
+def read_records(path: str) -> list[dict]:
+    """A store (results.sqlite or its folder) or a records.jsonl export such as leaderboards/records.jsonl."""
+    if str(path).endswith(".jsonl"):
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return list(ResultStore(path, create=False).records())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("store", help="a results.sqlite or the --out folder holding it")
+    ap.add_argument("store", help="a results.sqlite, the --out folder holding it, or a records.jsonl "
+                                  "(leaderboards/records.jsonl: the published records)")
     ap.add_argument("--method", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--ipc", type=int, required=True)
@@ -79,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     where = dict(w.split("=", 1) for w in args.where if "=" in w)
     if len(where) != len(args.where):
         ap.error("--where takes KEY=VALUE pairs")
-    store = ResultStore(args.store, create=False)
-    records = [r for r in store.records(method=args.method, dataset=args.dataset) if r["ipc"] == args.ipc]
+    records = [r for r in read_records(args.store)
+               if r["method"] == args.method and r["dataset"] == args.dataset and r["ipc"] == args.ipc]
     if not records:
-        print(f"no {args.method} records for {args.dataset} ipc {args.ipc} in {store.path}", file=sys.stderr)
+        print(f"no {args.method} records for {args.dataset} ipc {args.ipc} in {args.store}", file=sys.stderr)
         return 1
     print(f"| {', '.join(args.by) if args.by else 'overrides'} | val balanced acc | val acc | seeds | networks |")
     print("|---|---|---|---|---|")

@@ -59,3 +59,18 @@ def test_runs_group_by_the_budget_version_they_ran_under(val_table):
     labels = [(label, s["networks"]) for label, s in val_table.rows(records, ["budget_version", "lr_teacher"])]
     assert labels == [("budget_version=4, lr_teacher=0.01", 4), ("budget_version=3, lr_teacher=0.001", 2),
                       ("budget_version=1, lr_teacher=0.001", 2)]
+
+
+def test_the_published_records_jsonl_is_read_directly(val_table, tmp_path, capsys):
+    import json
+
+    rows = [dict(run, method="ptm", dataset="retinamnist", ipc=10) for run in
+            ({**record(None, 0, [0.3], [0.9]), "hparams": {"lr_teacher": 0.001}, "overrides": {}},
+             {**record(None, 0, [0.5], [0.1]), "hparams": {"lr_teacher": 0.01}, "overrides": {}, "budget_version": 4})]
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert val_table.main([str(path), "--method", "ptm", "--dataset", "retinamnist", "--ipc", "10",
+                           "--by", "budget_version", "lr_teacher"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].startswith("| budget_version=4, lr_teacher=0.01 | 50.00") and "budget_version=1" in table[3]
+    assert val_table.main([str(path), "--method", "dm", "--dataset", "retinamnist", "--ipc", "10"]) == 1

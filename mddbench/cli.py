@@ -229,11 +229,13 @@ def cmd_merge(args) -> None:
     from .merge import merge_into, merge_target
 
     summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
-    for source, added, same, differing in summary:
+    for source, added, same, differing, audited in summary:
         print(f"{source}: {added} added, {same} already there"
-              + (f", {differing} differ from the record already there (kept the store's)" if differing else ""))
-    total = sum(s[1] for s in summary)
-    print(f"{total} record(s) added to {merge_target(args.into)}")
+              + (f", {differing} differ from the record already there (kept the store's)" if differing else "")
+              + (f", {audited} privacy result(s) added" if audited else ""))
+    total, audits = sum(s[1] for s in summary), sum(s[4] for s in summary)
+    print(f"{total} record(s)" + (f" and {audits} privacy result(s)" if audits else "") +
+          f" added to {merge_target(args.into)}")
 
 
 def cmd_curve(args) -> None:

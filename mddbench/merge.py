@@ -5,6 +5,10 @@ record's identity is ``(job_id, eval_model)`` (its id is derived from it), so me
 idempotent: a record the store already has is skipped, and one that has the same identity but
 other metrics is reported and the store's own is kept. Every record of every source is read and
 validated before anything is written: a bad source leaves the store untouched.
+
+Privacy audits come along: a store's ``privacy`` table, or the ``privacy.jsonl`` beside a ``.jsonl``
+export (as ``mddbench leaderboard`` writes them), is added to the store's own (by id: idempotent too),
+so the merged store can publish both without losing an audit.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .results import DEFAULT_FILENAME, ResultStore, _no_value_as_null, record_id, validate
+from .privacy_store import EXPORT_FILENAME, PrivacyStore, read_privacy_jsonl, validate_privacy
+from .results import DEFAULT_FILENAME, _no_value_as_null, record_id, validate
 
 
 def merge_target(into: str | Path) -> Path:
@@ -66,15 +71,37 @@ def _read_store(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path}: a stored record is not valid JSON ({exc}); nothing was merged") from exc
 
 
-def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int]]:
-    """Add every source's new records to the store at ``into``; per source: (name, added, same, differing)."""
-    read = [(src, read_source(Path(src))) for src in sources]  # all read and valid before any write
+def read_privacy_source(path: Path) -> list[dict[str, Any]]:
+    """The privacy results a source holds: its store's ``privacy`` table, or the ``privacy.jsonl`` beside a
+    ``.jsonl`` export (none: an empty list), validated; never writes to it."""
+    if path.is_dir():
+        path = path / DEFAULT_FILENAME
+    if path.suffix == ".jsonl":
+        sibling = path.with_name(EXPORT_FILENAME)
+        return read_privacy_jsonl(sibling) if sibling.is_file() and sibling.resolve() != path.resolve() else []
+    with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
+        tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        texts = conn.execute("SELECT record FROM privacy ORDER BY id").fetchall() if "privacy" in tables else []
+    records = [json.loads(text) for (text,) in texts]
+    for i, record in enumerate(records, 1):
+        try:
+            validate_privacy(record)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: privacy result {i}: {exc}; nothing was merged") from exc
+    return records
+
+
+def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int]]:
+    """Add every source's new records and privacy results to the store at ``into``; per source:
+    (name, records added, already there, differing, privacy results added)."""
+    # all read and valid before any write
+    read = [(src, read_source(Path(src)), read_privacy_source(Path(src))) for src in sources]
     target = merge_target(into)
     target.parent.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(target)
+    store = PrivacyStore(target)
     have = {r["id"]: r for r in store.records()}
     summary = []
-    for src, records in read:
+    for src, records, audits in read:
         added = same = differing = 0
         for record in records:
             rid = record_id(record["job_id"], record["eval_model"])
@@ -84,5 +111,6 @@ def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, in
                 continue
             added += store.add_new(record)
             have[rid] = {**record, "metrics": _no_value_as_null(record["metrics"])}
-        summary.append((str(src), added, same, differing))
+        audited = sum(store.add_privacy(audit)[1] for audit in audits)
+        summary.append((str(src), added, same, differing, audited))
     return summary

@@ -278,7 +278,7 @@ def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys)
     assert sorted((r["job_id"], r["eval_model"]) for r in merged.records()) == [
         ("j1", "convnet"), ("j2", "convnet"), ("j3", "convnet"), ("j3", "lenet")]
     again = merge_into(into, [tmp_path / "a", tmp_path / "b"])
-    assert [(added, same, differing) for _, added, same, differing in again] == [(0, 2, 0), (0, 3, 0)]
+    assert [(added, same, differing) for _, added, same, differing, _ in again] == [(0, 2, 0), (0, 3, 0)]
     assert len(merged) == 4
 
 
@@ -287,7 +287,7 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
     store.add(_record("j1", 0.5))
     export = tmp_path / "records.jsonl"
     export.write_text(json.dumps(_record("j1", 0.75)) + "\n" + json.dumps(_record("j2")) + "\n")
-    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1)]
+    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0)]
     assert store.records(job_id="j1")[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
 
     bad = tmp_path / "bad.jsonl"
@@ -300,6 +300,37 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
             merge_into(tmp_path / "out", [export, source])
         assert words in str(info.value) and "nothing was merged" in str(info.value)
     assert sorted(r["job_id"] for r in store.records()) == ["j1", "j2"]
+
+
+def _audit(audit_id: str, job_id: str) -> dict:
+    return {"id": audit_id, "privacy_version": "privacy-v1", "job_id": job_id, "eval_record_id": None,
+            "method": "random", "dataset": "demo", "ipc": 1, "seed": 0, "budget": "smoke",
+            "memorisation": {}, "membership": {}}
+
+
+def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_export(tmp_path, capsys):
+    """Both halves of a published folder (records.jsonl and its privacy.jsonl) and a store's privacy
+    table arrive in the merged store, once, so it can publish them again without losing an audit."""
+    from mddbench.privacy_store import PrivacyStore
+
+    a = PrivacyStore(tmp_path / "a" / "results.sqlite")
+    a.add(_record("j1"))
+    a.add_privacy(_audit("p1", "j1"))
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "records.jsonl").write_text(json.dumps(_record("j2")) + "\n")
+    (published / "privacy.jsonl").write_text(json.dumps(_audit("p2", "j2")) + "\n" + json.dumps(_audit("p1", "j1")) + "\n")
+    into = tmp_path / "merged"
+    assert main(["merge", str(tmp_path / "a"), str(published / "records.jsonl"), "--into", str(into)]) == 0
+    assert "2 record(s) and 2 privacy result(s) added" in capsys.readouterr().out
+    merged = PrivacyStore(into / "results.sqlite", create=False)
+    assert [r["id"] for r in merged.privacy_records()] == ["p1", "p2"]
+    assert [s[4] for s in merge_into(into, [tmp_path / "a", published / "records.jsonl"])] == [0, 0]
+
+    (published / "privacy.jsonl").write_text(json.dumps({"id": "p3"}) + "\n")  # not a privacy result
+    with pytest.raises(ConfigError, match="missing required field"):
+        merge_into(tmp_path / "other", [published / "records.jsonl"])
+    assert not (tmp_path / "other" / "results.sqlite").exists()  # nothing was written
 
 
 def test_sweep_through_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch, capsys):

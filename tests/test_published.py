@@ -44,7 +44,10 @@ def table_lines(text: str) -> list[str]:
     ("retina table", "main_quick_v3.md"), ("retina balanced table", "main_quick_v3_balanced_acc.md"),
     ("retina privacy table", "privacy_quick_v3.md"), ("main table", "main_quick.md"),
     ("variants table", "variants_quick.md"), ("retina variants table", "variants_quick_v3_balanced_acc.md"),
-    ("3d table", "main_quick_v3_3d.md")])
+    ("3d table", "main_quick_v3_3d.md"), ("retina ipc10 table", "main_quick_v4.md"),
+    ("retina ipc10 balanced table", "main_quick_v4_balanced_acc.md"),
+    ("retina ipc10 privacy table", "privacy_quick_v4.md"), ("retina ipc10 variants table", "variants_quick_v4.md"),
+    ("retina ipc10 balanced variants table", "variants_quick_v4_balanced_acc.md")])
 def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     readme = (ROOT / "README.md").read_text()
     copied = re.search(rf"<!-- {block}: copied from leaderboards/{source}.*?-->(.*?)<!-- end of {block} -->",

@@ -2,7 +2,7 @@
 values they used, scored on the **val** split only (test is never read here).
 
     python scripts/val_table.py leaderboards/records.jsonl --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
-    python scripts/val_table.py STORE --method mtt --dataset retinamnist --ipc 10 --by budget_version lr_teacher
+    python scripts/val_table.py STORE --method mtt --dataset retinamnist --ipc 10 --by budget_version lr_teacher --seeds 0 1
 
 Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
 overrides), val balanced accuracy and val accuracy as mean +- std over every evaluation network of every
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ipc", type=int, required=True)
     ap.add_argument("--by", nargs="+", help="the hyperparameters to group by, at the values the runs used "
                                             "(default: every override)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="only these seeds (a choice made before more seeds ran)")
     ap.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
                     help="only runs that used these values (e.g. beta2=10.0)")
     args = ap.parse_args(argv)
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(where) != len(args.where):
         ap.error("--where takes KEY=VALUE pairs")
     records = [r for r in read_records(args.store)
-               if r["method"] == args.method and r["dataset"] == args.dataset and r["ipc"] == args.ipc]
+               if r["method"] == args.method and r["dataset"] == args.dataset and r["ipc"] == args.ipc
+               and (args.seeds is None or r["seed"] in args.seeds)]
     if not records:
         print(f"no {args.method} records for {args.dataset} ipc {args.ipc} in {args.store}", file=sys.stderr)
         return 1

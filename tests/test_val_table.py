@@ -74,3 +74,9 @@ def test_the_published_records_jsonl_is_read_directly(val_table, tmp_path, capsy
     table = capsys.readouterr().out.splitlines()
     assert table[2].startswith("| budget_version=4, lr_teacher=0.01 | 50.00") and "budget_version=1" in table[3]
     assert val_table.main([str(path), "--method", "dm", "--dataset", "retinamnist", "--ipc", "10"]) == 1
+    capsys.readouterr()
+    rows[1]["seed"] = 2  # a seed run after the choice is left out with --seeds
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert val_table.main([str(path), "--method", "ptm", "--dataset", "retinamnist", "--ipc", "10",
+                           "--by", "lr_teacher", "--seeds", "0", "1"]) == 0
+    assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["| lr_teacher=0.001"]

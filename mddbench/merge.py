@@ -46,11 +46,16 @@ def read_source(path: Path) -> list[dict[str, Any]]:
                     raise ConfigError(f"{path}:{lineno}: not valid JSON ({exc}); nothing was merged") from exc
     else:
         records = _read_store(path)
+    return _validated(records, path, "record", validate)
+
+
+def _validated(records: list[dict[str, Any]], path: Path, what: str, check) -> list[dict[str, Any]]:
+    """``records``, each passed through ``check``; the first that fails names the source and its place."""
     for i, record in enumerate(records, 1):
         try:
-            validate(record)
+            check(record)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: record {i}: {exc}; nothing was merged") from exc
+            raise ConfigError(f"{path}: {what} {i}: {exc}; nothing was merged") from exc
     return records
 
 
@@ -82,13 +87,7 @@ def read_privacy_source(path: Path) -> list[dict[str, Any]]:
     with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
         tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         texts = conn.execute("SELECT record FROM privacy ORDER BY id").fetchall() if "privacy" in tables else []
-    records = [json.loads(text) for (text,) in texts]
-    for i, record in enumerate(records, 1):
-        try:
-            validate_privacy(record)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: privacy result {i}: {exc}; nothing was merged") from exc
-    return records
+    return _validated([json.loads(text) for (text,) in texts], path, "privacy result", validate_privacy)
 
 
 def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int]]:

@@ -1,8 +1,10 @@
 """The validation table behind a method's chosen defaults: records of one method and cell grouped by the
 values they used, scored on the **val** split only (test is never read here).
 
-    python scripts/val_table.py leaderboards/records.jsonl --method ptm --dataset retinamnist --ipc 2 [--by beta2] [--where end_epoch=6]
-    python scripts/val_table.py STORE --method mtt --dataset retinamnist --ipc 10 --by budget_version lr_teacher --seeds 0 1
+    python scripts/val_table.py leaderboards/records.jsonl --method ptm --dataset retinamnist --ipc 2 \
+        [--by beta2] [--where end_epoch=6]
+    python scripts/val_table.py STORE --method mtt --dataset retinamnist --ipc 10 \
+        --by budget_version lr_teacher --seeds 0 1
 
 Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
 overrides), val balanced accuracy and val accuracy as mean +- std over every evaluation network of every
@@ -12,7 +14,6 @@ metric to choose on where one class dominates the split), best first; the best r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mddbench import publish  # noqa: E402
 from mddbench.budgets import record_budget_version  # noqa: E402
 from mddbench.results import ResultStore  # noqa: E402
 
@@ -68,9 +70,7 @@ def rows(records: list[dict], by: list[str] | None = None,
 
 def read_records(path: str) -> list[dict]:
     """A store (results.sqlite or its folder) or a records.jsonl export such as leaderboards/records.jsonl."""
-    if str(path).endswith(".jsonl"):
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return list(ResultStore(path, create=False).records())
+    return publish.read_records(path) if str(path).endswith(".jsonl") else ResultStore(path, create=False).records()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -319,7 +319,8 @@ def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_ex
     published = tmp_path / "published"
     published.mkdir()
     (published / "records.jsonl").write_text(json.dumps(_record("j2")) + "\n")
-    (published / "privacy.jsonl").write_text(json.dumps(_audit("p2", "j2")) + "\n" + json.dumps(_audit("p1", "j1")) + "\n")
+    audits = (_audit("p2", "j2"), _audit("p1", "j1"))
+    (published / "privacy.jsonl").write_text("".join(json.dumps(audit) + "\n" for audit in audits))
     into = tmp_path / "merged"
     assert main(["merge", str(tmp_path / "a"), str(published / "records.jsonl"), "--into", str(into)]) == 0
     assert "2 record(s) and 2 privacy result(s) added" in capsys.readouterr().out

@@ -64,9 +64,11 @@ def test_runs_group_by_the_budget_version_they_ran_under(val_table):
 def test_the_published_records_jsonl_is_read_directly(val_table, tmp_path, capsys):
     import json
 
-    rows = [dict(run, method="ptm", dataset="retinamnist", ipc=10) for run in
+    rows = [dict(run, method="ptm", dataset="retinamnist", ipc=10, eval_model="convnet", protocol="v1",
+                 budget="quick", job_id=f"j{i}", metrics={**run["metrics"], "auc": run["metrics"]["test_acc"]})
+            for i, run in enumerate(
             ({**record(None, 0, [0.3], [0.9]), "hparams": {"lr_teacher": 0.001}, "overrides": {}},
-             {**record(None, 0, [0.5], [0.1]), "hparams": {"lr_teacher": 0.01}, "overrides": {}, "budget_version": 4})]
+             {**record(None, 0, [0.5], [0.1]), "hparams": {"lr_teacher": 0.01}, "overrides": {}, "budget_version": 4}))]
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert val_table.main([str(path), "--method", "ptm", "--dataset", "retinamnist", "--ipc", "10",

@@ -76,7 +76,12 @@ def fit_steps_to_experts(hp: dict, spec: DatasetSpec, expert_lr: float) -> dict[
     per_epoch = expert_steps_per_epoch(spec)
     if per_epoch is None or hp["expert_epochs"] * per_epoch >= hp["syn_steps"]:
         return {}
-    return {"syn_steps": hp["expert_epochs"] * per_epoch, "lr_lr": 0.0, "lr_teacher": expert_lr}
+    return {"syn_steps": hp["expert_epochs"] * per_epoch, **fixed_step_size(expert_lr)}
+
+
+def fixed_step_size(expert_lr: float) -> dict[str, float]:
+    """The student's step size, not learned (``lr_lr`` 0) and at the experts' rate: see :func:`fit_steps_to_experts`."""
+    return {"lr_lr": 0.0, "lr_teacher": expert_lr}
 
 
 def fit_start(hp: dict, budget: Budget) -> int:

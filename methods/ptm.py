@@ -45,7 +45,7 @@ from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, FRACTION, NON_NEGATIVE
 from mddbench.method import Task
 from mddbench.registry import register_method
-from mddbench.trajectory import Step, TrajectoryMatching, expert_steps_per_epoch, mtt_preset
+from mddbench.trajectory import Step, TrajectoryMatching, expert_steps_per_epoch, fixed_step_size, mtt_preset
 from mddbench.unroll import Student
 
 
@@ -171,7 +171,7 @@ class PTM(TrajectoryMatching):
         per_epoch = expert_steps_per_epoch(spec)
         if per_epoch is None or per_epoch >= hp["steps_per_epoch"]:
             return {}
-        return {"steps_per_epoch": per_epoch, "lr_lr": 0.0, "lr_teacher": self.recipe(hp).lr}
+        return {"steps_per_epoch": per_epoch, **fixed_step_size(self.recipe(hp).lr)}
 
     def check(self, hp: dict, spec: DatasetSpec, ipc: int, budget: Budget) -> None:
         super().check(hp, spec, ipc, budget)  # the family's checks: 3D support, unroll memory, experts

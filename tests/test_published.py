@@ -36,10 +36,6 @@ def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
             f"leaderboards/{name} is not what `mddbench leaderboard --records leaderboards/records.jsonl` writes")
 
 
-def table_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("|")]
-
-
 @pytest.mark.parametrize("block, source", [
     ("retina table", "main_quick_v3.md"), ("retina balanced table", "main_quick_v3_balanced_acc.md"),
     ("retina privacy table", "privacy_quick_v3.md"), ("main table", "main_quick.md"),
@@ -52,6 +48,7 @@ def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     readme = (ROOT / "README.md").read_text()
     copied = re.search(rf"<!-- {block}: copied from leaderboards/{source}.*?-->(.*?)<!-- end of {block} -->",
                        readme, re.S).group(1)
+    table_lines = load_script("readme_tables").table_lines
     assert table_lines(copied) == table_lines((BOARDS / source).read_text())
 
 

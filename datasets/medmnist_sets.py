@@ -19,7 +19,10 @@ SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
 CITATION = ("Yang, J. et al. MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical image "
             "classification. Scientific Data 10, 41 (2023).")
-MEDMNIST_ROOT = Path(getattr(medmnist.info, "DEFAULT_ROOT", "~/.medmnist")).expanduser()
+# medmnist sets DEFAULT_ROOT to None when it cannot create ~/.medmnist at import: a read-only home, or two
+# processes importing it at once on a fresh machine (its exists-then-makedirs check races). The folder is
+# only a second place to look for files, so fall back to its usual path instead of failing the import.
+MEDMNIST_ROOT = Path(getattr(medmnist.info, "DEFAULT_ROOT", None) or "~/.medmnist").expanduser()
 
 
 def _load(spec: DatasetSpec, root: Path, offline: bool) -> RawArrays:

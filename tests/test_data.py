@@ -252,3 +252,18 @@ def test_demo_is_deterministic_balanced_and_as_documented():
         assert torch.bincount(data.y[split], minlength=4).tolist() == [n // 4] * 4
     assert data.y["train"][:8].unique().numel() > 1  # shuffled, not class after class
     assert (data.x["train"].mean() ** 2).item() < 1e-8
+
+
+def test_medmnist_sets_load_when_medmnist_has_no_default_root(tmp_path):
+    """medmnist's DEFAULT_ROOT is None when it cannot create ~/.medmnist (read-only home, or two processes
+    importing it at once: a sweep's first jobs on a fresh machine). Every MedMNIST dataset vanished then."""
+    import subprocess
+    import sys
+    code = ("import medmnist.info; medmnist.info.DEFAULT_ROOT = None\n"
+            "from mddbench.data import get_spec\n"
+            "from mddbench.datasets import medmnist_sets\n"
+            "print(get_spec('retinamnist').n_classes, medmnist_sets.MEDMNIST_ROOT)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n_classes, root = out.stdout.split()
+    assert n_classes == "5" and root == str(Path("~/.medmnist").expanduser())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -257,8 +259,6 @@ def test_demo_is_deterministic_balanced_and_as_documented():
 def test_medmnist_sets_load_when_medmnist_has_no_default_root(tmp_path):
     """medmnist's DEFAULT_ROOT is None when it cannot create ~/.medmnist (read-only home, or two processes
     importing it at once: a sweep's first jobs on a fresh machine). Every MedMNIST dataset vanished then."""
-    import subprocess
-    import sys
     code = ("import medmnist.info; medmnist.info.DEFAULT_ROOT = None\n"
             "from mddbench.data import get_spec\n"
             "from mddbench.datasets import medmnist_sets\n"

@@ -25,7 +25,7 @@ from .class_balance import majority_dominated, majority_share
 from .data import BENCHMARK
 from .errors import ConfigError
 from .results import METRIC_NAMES
-from .significance import ALPHA, LEVEL, t_interval, verdict
+from .significance import ALPHA, LEVEL, t_interval, verdict, welch_p
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 METHOD_ORDER = ("random", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
@@ -210,14 +210,10 @@ def _scope(records: Iterable[Record], metric: str, budget: str | None, protocol:
 
 # --- tables ---------------------------------------------------------------------------------
 
-def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
-           row_of: Callable[[Record], RowKey] = _row_key,
-           note_of: Callable[[list[Record]], str] = lambda recs: "") -> pd.DataFrame:
-    """Rows = (method, label type, variant), columns = (dataset, ipc, eval model); ipc "full" spreads.
-
-    ``note_of`` appends to a cell what its records share beyond the row (the variants table: time budgets).
-    ``bold`` renders for markdown: intervals, and the column's verdict (bold, or ``≈`` on tied cells).
-    """
+def _cells(records: list[Record], row_of: Callable[[Record], RowKey] = _row_key
+           ) -> tuple[list[ColKey], dict[tuple[RowKey, ColKey], list[Record]]]:
+    """The columns, in order, and each cell's records; a ``full`` record (``real``) joins every column of
+    its dataset and evaluation network, or makes its own where it has none."""
     cols = {_col_key(r) for r in records if r["ipc"] != "full"}
     spread = {(d, em) for d, _, em in cols}
     cols |= {_col_key(r) for r in records if r["ipc"] == "full" and (r["dataset"], r["eval_model"]) not in spread}
@@ -228,6 +224,18 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
         targets = [c for c in cols if c[0] == d and c[2] == em] if ipc == "full" else [(d, ipc, em)]
         for c in targets:
             cells[(row_of(r), c)].append(r)
+    return cols, cells
+
+
+def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
+           row_of: Callable[[Record], RowKey] = _row_key,
+           note_of: Callable[[list[Record]], str] = lambda recs: "") -> pd.DataFrame:
+    """Rows = (method, label type, variant), columns = (dataset, ipc, eval model); ipc "full" spreads.
+
+    ``note_of`` appends to a cell what its records share beyond the row (the variants table: time budgets).
+    ``bold`` renders for markdown: intervals, and the column's verdict (bold, or ``≈`` on tied cells).
+    """
+    cols, cells = _cells(records, row_of)
     stats = {k: pool(v, metric) for k, v in cells.items()}
     # contenders for a column's verdict: never a reference row, nor a cell that lost models to divergence
     contenders = {k: s for k, s in stats.items() if not is_reference(k[0][0]) and not s.diverged and s.n}
@@ -239,6 +247,28 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
              + note_of(cells.get((row, c), [])) for c in cols] for row in rows]
     index = pd.Index([_row_label(row) for row in rows], name="method")
     return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
+
+
+def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: str = "test_acc",
+                   eval_model: str = "convnet", budget: str | None = None, protocol: str | None = None
+                   ) -> pd.DataFrame:
+    """Every row of one column (default runs and variants, ``real`` included) against every other: the
+    row's mean and seed means, and Welch's two-sided p over seed means (``significance.welch_p``) with
+    each other row; rows by mean, best first. The numbers behind a table's marks, for sentences that
+    compare two rows the marks do not (nan: a row with one seed cannot be tested)."""
+    records = [r for r in _scope(records, metric, budget, protocol)
+               if r["eval_model"] == eval_model and r["dataset"] == dataset and r["ipc"] in (ipc, "full")]
+    col = (dataset, ipc, eval_model)
+    stats = {row: pool(recs, metric) for (row, c), recs in _cells(records)[1].items() if c == col}
+    if not stats:
+        raise ConfigError(f"no {metric} records for {dataset} ipc {ipc} on {eval_model}")
+    rows = sorted(stats, key=lambda row: (-stats[row].mean, _row_order(row)))
+    labels = [_row_label(row) for row in rows]
+    data = [[round(stats[a].mean, 2), len(stats[a].seeds), " ".join(f"{x:.1f}" for x in stats[a].seeds)]
+            + [math.nan if a == b else round(welch_p(stats[a].seeds, stats[b].seeds), 3) for b in rows]
+            for a in rows]
+    return pd.DataFrame(data, index=pd.Index(labels, name="method"),
+                        columns=["mean", "seeds", "seed means"] + [f"p vs {x}" for x in labels])
 
 
 def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mddbench.errors import ConfigError
-from mddbench.leaderboard import (PAPER_RESULTS, cross_arch_table, format_pm, main_table, pool,
+from mddbench.leaderboard import (PAPER_RESULTS, cross_arch_table, format_pm, main_table, pairwise_table, pool,
                                   reported_vs_reproduced, tidy, write_leaderboards)
 
 _counter = iter(range(10**6))
@@ -139,6 +139,24 @@ def test_welch_and_interval_match_hand_values():
     assert (v.best, v.significant, v.tied) == ("a", False, frozenset({"a", "c"}))  # c has one seed: untestable
     lone = verdict({"a": 5.0}, {"a": [5, 5.1, 4.9]})  # a column with one contender: nothing tested, so a tie
     assert (lone.best, lone.significant, lone.tied) == ("a", False, frozenset({"a"}))
+
+
+def test_pairwise_table_gives_every_two_rows_their_welch_p():
+    # seed means: mtt 1, 2, 3 and dc 4, 5, 6 (p = 0.0213 by hand, above); random one seed; real spreads in
+    records = (seeded("mtt", [[0.01, 0.01], [0.02, 0.02], [0.03, 0.03]])
+               + seeded("dc", [[0.04, 0.04], [0.05, 0.05], [0.06, 0.06]])
+               + [dict(r, overrides={"lr": 1}) for r in seeded("dc", [[0.09], [0.09]])]
+               + [rec("random", "breastmnist", 2, [0.01]), rec("real", "breastmnist", "full", [0.9, 0.8]),
+                  rec("dc", "breastmnist", 10, [0.99])])
+    table = pairwise_table(records, "breastmnist", 2)
+    assert list(table.index) == ["real", "dc [lr=1]", "dc", "mtt", "random"]  # best mean first; variants own rows
+    assert table.loc["dc", "mean"] == 5.0 and table.loc["dc", "seeds"] == 3 and table.loc["dc", "seed means"] == "4.0 5.0 6.0"
+    assert table.loc["dc", "p vs mtt"] == pytest.approx(0.021, abs=1e-3) == table.loc["mtt", "p vs dc"]
+    assert table.loc["dc", "p vs dc [lr=1]"] == pytest.approx(0.020, abs=1e-3)  # t = 4 / (1 / sqrt 3), 2 df
+    assert math.isnan(table.loc["mtt", "p vs random"]) and math.isnan(table.loc["mtt", "p vs mtt"])
+    assert math.isnan(table.loc["real", "p vs dc"])  # real has one seed here
+    with pytest.raises(ConfigError, match="no test_acc records"):
+        pairwise_table(records, "pathmnist", 2)
 
 
 def test_cells_whose_sets_never_updated_say_so():

@@ -1,0 +1,46 @@
+"""Welch's t between every two rows of one leaderboard column: the p-values behind the README's sentences.
+
+    python scripts/compare_rows.py leaderboards/records.jsonl --dataset retinamnist --ipc 10 --budget quick_v4
+    python scripts/compare_rows.py STORE --dataset retinamnist --ipc 2 --budget quick_v3 --metric balanced_acc
+
+For each metric (default: accuracy and balanced accuracy), every row of the column (the methods' default
+runs, their variants and time-matched runs as their own rows, and ``real``), best mean first: the mean over
+every evaluation network, the number of seeds, each seed's mean, and the two-sided p of Welch's t over seed
+means against each other row (``mddbench.leaderboard.pairwise_table``). Test-split numbers: for reporting,
+never for choosing a value (``scripts/val_table.py`` is the one for that).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mddbench import leaderboard  # noqa: E402
+from mddbench.leaderboard import METRIC_LABELS  # noqa: E402
+
+from val_table import read_records  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("store", help="a results.sqlite, the --out folder holding it, or a records.jsonl")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--ipc", required=True, type=int)
+    ap.add_argument("--budget", help="the budget with its version as the tables name it (quick_v4); "
+                                     "needed when the records hold several")
+    ap.add_argument("--eval-model", default="convnet")
+    ap.add_argument("--metric", nargs="+", default=["test_acc", "balanced_acc"])
+    args = ap.parse_args(argv)
+    records = read_records(args.store)
+    for metric in args.metric:
+        table = leaderboard.pairwise_table(records, args.dataset, args.ipc, metric, args.eval_model, args.budget)
+        print(f"\n{METRIC_LABELS[metric]} (%), {args.dataset} ipc {args.ipc}, {args.eval_model}"
+              f"{', ' + args.budget if args.budget else ''}:\n")
+        print(table.to_markdown(floatfmt="g"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

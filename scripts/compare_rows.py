@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mddbench import leaderboard  # noqa: E402
+from mddbench.errors import ConfigError  # noqa: E402
 from mddbench.leaderboard import METRIC_LABELS  # noqa: E402
 
 from val_table import read_records  # noqa: E402
@@ -31,11 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", help="the budget with its version as the tables name it (quick_v4); "
                                      "needed when the records hold several")
     ap.add_argument("--eval-model", default="convnet")
-    ap.add_argument("--metric", nargs="+", default=["test_acc", "balanced_acc"])
+    ap.add_argument("--metric", nargs="+", default=["test_acc", "balanced_acc"], choices=sorted(METRIC_LABELS))
     args = ap.parse_args(argv)
     records = read_records(args.store)
     for metric in args.metric:
-        table = leaderboard.pairwise_table(records, args.dataset, args.ipc, metric, args.eval_model, args.budget)
+        try:
+            table = leaderboard.pairwise_table(records, args.dataset, args.ipc, metric, args.eval_model, args.budget)
+        except ConfigError as e:  # an empty column, or records of several budgets without --budget
+            print(f"compare_rows: {e}", file=sys.stderr)
+            return 2
         print(f"\n{METRIC_LABELS[metric]} (%), {args.dataset} ipc {args.ipc}, {args.eval_model}"
               f"{', ' + args.budget if args.budget else ''}:\n")
         print(table.to_markdown(floatfmt="g"))

@@ -173,7 +173,7 @@ def test_cells_whose_sets_never_updated_say_so():
 def test_budget_versions_are_never_pooled(tmp_path):
     old = seeded("dc", [[0.60, 0.60]])  # no budget_version: version 1
     new = [dict(r, budget_version=2, job_id=r["job_id"] + "v2") for r in seeded("dc", [[0.80, 0.80]])]
-    with pytest.raises(ConfigError, match="quick, quick_v2"):
+    with pytest.raises(ConfigError, match=r"quick, quick_v2\); choose one \(--budget on the command line"):
         main_table(old + new)
     assert main_table(old + new, budget="quick_v2").loc["dc", "breastmnist ipc2"] == "80.00 ± 0.00 (n=2)"
     assert main_table(old + new, budget="quick").loc["dc", "breastmnist ipc2"] == "60.00 ± 0.00 (n=2)"

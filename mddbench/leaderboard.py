@@ -202,8 +202,8 @@ def _scope(records: Iterable[Record], metric: str, budget: str | None, protocol:
         if value is None:
             present = sorted({of(r) for r in records})
             if len(present) > 1:
-                raise ConfigError(f"records span several {field}s ({', '.join(present)}); choose one "
-                                  f"(--{field} on the command line, {field}= in Python)")
+                how = "(--budget on the command line, budget= in Python)" if field == "budget" else f"with {field}="
+                raise ConfigError(f"records span several {field}s ({', '.join(present)}); choose one {how}")
         else:
             records = [r for r in records if of(r) == value]
     return records

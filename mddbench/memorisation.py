@@ -13,6 +13,13 @@ Distances are Euclidean, reported as root mean square per coordinate (L2 / sqrt(
 pixel space that is in units of the dataset's per-channel std (the normalisation every method works
 in), comparable across resolutions and 2D/3D. The nearest-neighbour search is scikit-learn's
 brute-force ``NearestNeighbors`` (float64-accurate distances, chunked memory).
+
+Raw pixel distance is blind to scale: a patient's image stored as ``a * x + b`` (a set kept at
+another brightness or contrast, or in units a method's renderer chose: HaBa's hallucinators grow
+its images to 1e7 and more) lies far from ``x`` and passes as fresh, though anyone can rescale it,
+and networks with instance norm learn from it what they learn from ``x``. :func:`standardized`
+z-scores every image over its own pixels first; distances there are 0 for such a copy (any
+``a > 0``, any ``b``) and sqrt(2 (1 - r)) in general, r the Pearson correlation of the two images.
 """
 from __future__ import annotations
 
@@ -27,6 +34,15 @@ NEAR_COPY_QUANTILE = 0.05
 
 def flat(x: torch.Tensor) -> np.ndarray:
     return x.detach().reshape(len(x), -1).cpu().numpy().astype(np.float32)
+
+
+def standardized(rows: np.ndarray) -> np.ndarray:
+    """Each row minus its mean, over its standard deviation (a constant row becomes zeros): the images
+    up to brightness and contrast."""
+    rows = rows.astype(np.float64)
+    centred = rows - rows.mean(1, keepdims=True)
+    std = centred.std(1, keepdims=True)
+    return (centred / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def nearest(queries: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

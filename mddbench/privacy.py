@@ -3,8 +3,9 @@
 Two questions, answered against the very data the set was made from (its checksum must match):
 
 - *Memorisation* (:mod:`mddbench.memorisation`): how many synthetic images are near copies of a
-  real training image, in pixel space (after the dataset's normalisation) and in the embedding of a
-  network trained on the real training split.
+  real training image, in pixel space (after the dataset's normalisation), in pixel space with every
+  image standardized (copies up to brightness and contrast) and in the embedding of a network trained
+  on the real training split.
 - *Membership inference* (:mod:`mddbench.membership`): the loss attack against the networks the
   evaluation protocol trains on the set (same seeds, so the same networks as the set's evaluation
   records), telling real training members from test non-members; the same attack against the
@@ -36,7 +37,7 @@ from .errors import ArtifactError, ConfigError, UnknownNameError
 from .evaluate import EvalConfig, model_streams, train_networks
 from .ids import identity_digest
 from .membership import attack_metrics, loss_scores
-from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest
+from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest, standardized
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
@@ -175,6 +176,8 @@ def audit(synset: SyntheticSet, data: RealData, config: PrivacyConfig, seed: int
     targets = train_protocol_networks(synset, data, config.target, seed, device)
     memorisation = {
         "pixel": near_copies(flat(images), flat(train), flat(heldout), config.quantile),
+        "pixel_standardized": near_copies(*(standardized(flat(x)) for x in (images, train, heldout)),
+                                          config.quantile),
         "embedding": near_copies(*(embed(reference[0], x, device) for x in (images, train, heldout)),
                                  config.quantile),
     }
@@ -254,7 +257,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
 
     def near(space: str) -> str:
         m = mem[space]
-        return (f"{space} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; median d synthetic "
+        label = {"pixel_standardized": "standardized pixel"}.get(space, space)
+        return (f"{label} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; median d synthetic "
                 f"{m['distance']['median']:.4g}, held-out {m['heldout_distance']['median']:.4g}: "
                 f"ratio {m['distance_ratio']:.3f})")
 
@@ -269,6 +273,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
             f"(budget {record['budget']}, {record['privacy_version']}; "
             f"{record['n_images']} {record['audited_images']} images)",
             f"  near copies   {near('pixel')}",
+            *([f"                {near('pixel_standardized')}"] if "pixel_standardized" in mem else []),
             f"                {near('embedding')}",
             f"  loss attack   {cfg['target']['model']} x{cfg['target']['n_models']} trained on the set: "
             + loss(mia["target"]),

@@ -2,8 +2,10 @@
 
 One row per (dataset, ipc, method): each figure is the mean ± std (numpy, ddof=0) over the seeds'
 results, in percent, with n the number of seeds. A result's loss-attack figure is the mean over the
-networks it attacked. The `real` row is the reference attack on the network trained on the whole
-train split (one per dataset and seed, shared by every set of that seed).
+networks it attacked. A figure that only some of a row's results hold (the standardized pixel space
+arrived after the first audits) is pooled over those and says how many: ``(n=1)``. The `real` row is
+the reference attack on the network trained on the whole train split (one per dataset and seed, shared
+by every set of that seed).
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ COLUMNS: dict[str, Callable[[Record], float | None]] = {
     "near copies, pixel": lambda r: r["memorisation"]["pixel"]["near_copy_share"],
     "near copies, embedding": lambda r: r["memorisation"]["embedding"]["near_copy_share"],
     "distance ratio, pixel": lambda r: r["memorisation"]["pixel"]["distance_ratio"],
+    "near copies, standardized pixel":
+        lambda r: r["memorisation"].get("pixel_standardized", {}).get("near_copy_share"),
+    "distance ratio, standardized pixel":
+        lambda r: r["memorisation"].get("pixel_standardized", {}).get("distance_ratio"),
     "loss attack AUC": lambda r: r["membership"]["target"]["auc"]["mean"],
     "loss TPR@1% FPR": lambda r: r["membership"]["target"]["tpr_at_1pct_fpr"]["mean"],
     "loss TPR@0.1% FPR": lambda r: r["membership"]["target"]["tpr_at_0.1pct_fpr"]["mean"],
@@ -39,7 +45,10 @@ REFERENCE_COLUMNS = {"loss attack AUC": "auc", "loss TPR@1% FPR": "tpr_at_1pct_f
 
 def _stat(values: Sequence[float | None]) -> str:
     arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float) * 100
-    return format_pm(float(arr.mean()), float(arr.std())) if arr.size else "-"
+    if not arr.size:
+        return "-"
+    partial = f" (n={arr.size})" if arr.size < len(values) else ""
+    return format_pm(float(arr.mean()), float(arr.std())) + partial
 
 
 def _reference_rows(records: list[Record]) -> dict[tuple[str, str], list[Record]]:
@@ -79,7 +88,9 @@ NOTES = [
     "patients score about 5 % by construction. Pixel space after the dataset's normalisation, and the "
     "embedding of the `real` network. Distance ratio: median synthetic over median held-out distance "
     "(0: copies, about 100: fresh patients), robust where near-duplicates across splits make the 5th "
-    "percentile tiny.",
+    "percentile tiny. Standardized pixel: every image z-scored over its own pixels first, so a patient's "
+    "image at another brightness or contrast (a set stored at another scale) still counts as a copy; "
+    "audits made before it was added show `-` there, or a cell pooled over fewer seeds says its n.",
     "Loss attack: minus the cross-entropy under the networks the protocol trains on the set, members = the "
     "train split, non-members = the test split; AUC and true-positive rate at 1 % and 0.1 % false positives "
     "(Carlini et al. 2022: judge by TPR at low FPR). With fewer than 1000 (100) test images, TPR at 0.1 % (1 %) "

@@ -16,7 +16,7 @@ from mddbench.data import RealData, get_spec, load_dataset
 from mddbench.errors import ArtifactError, ConfigError, DataError
 from mddbench.evaluate import EvalConfig
 from mddbench.membership import attack_metrics, tpr_at_fpr
-from mddbench.memorisation import flat, near_copies
+from mddbench.memorisation import flat, near_copies, standardized
 from mddbench.privacy import PRIVACY_VERSION, PrivacyConfig, audit, load_for_audit, set_distance_attack
 from mddbench.privacy_figure import nearest_figure
 from mddbench.privacy_leaderboard import privacy_table, write_privacy_leaderboard
@@ -111,6 +111,28 @@ def test_near_copies_in_pixel_space(few):
     assert 0.15 < noisy["distance"]["median"] < 0.25  # RMS of N(0, 0.2^2) noise
     assert copies["distance_ratio"] == 0.0 and noise["distance_ratio"] > 1
     assert held["distance_ratio"] == pytest.approx(1.0)
+
+
+def test_standardized_pixel_space_sees_copies_at_another_scale(few):
+    """A set that stores its patients at another brightness and contrast (HaBa's renderer reaches 1e7) is a
+    set of copies: raw pixel distance calls it far from every patient, the standardized space calls it copies,
+    and neither calls fresh held-out patients or noise copies."""
+    train, heldout = flat(few.x["train"]), flat(torch.cat([few.x["val"], few.x["test"]]))
+    rescaled = 1e6 * train[::2] - 3e5
+    raw = near_copies(rescaled, train, heldout)
+    assert raw["near_copy_share"] == 0.0 and raw["distance_ratio"] > 1e5
+    z = near_copies(*(standardized(x) for x in (rescaled, train, heldout)))
+    assert z["near_copy_share"] == 1.0 and z["distance"]["median"] < 1e-3
+    assert z["nearest_train_index"] == list(range(0, len(train), 2))
+    noise = near_copies(*(standardized(x) for x in (flat(sets(few)["noise"].images), train, heldout)))
+    held = near_copies(*(standardized(x) for x in (heldout, train, heldout)))
+    assert noise["near_copy_share"] == 0.0 and held["distance_ratio"] == pytest.approx(1.0)
+    # by hand: a standardized row has mean 0 and RMS 1, and the distance of two is sqrt(2 (1 - r))
+    a = standardized(np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]]))
+    b = standardized(np.array([[4.0, 2.0, 3.0, 1.0]]))
+    assert a[0] == pytest.approx([-1.3416408, -0.4472136, 0.4472136, 1.3416408]) and list(a[1]) == [0.0] * 4
+    r = np.corrcoef([1, 2, 3, 4], [4, 2, 3, 1])[0, 1]  # -0.6
+    assert np.sqrt(((a[0] - b[0]) ** 2).mean()) == pytest.approx(np.sqrt(2 * (1 - r)), rel=1e-6)
 
 
 def test_set_distance_attack_sees_copies_not_noise(few):
@@ -264,9 +286,14 @@ def test_privacy_table_pools_seeds():
                 "membership": {"target": attack, "reference": attack,
                                "set_distance": {"auc": 0.5, "tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.0}}}
 
-    df = privacy_table([rec(0, 0.5, 0.6), rec(1, 1.0, 0.5)])
+    later = rec(1, 1.0, 0.5)  # audited after the standardized space arrived
+    later["memorisation"]["pixel_standardized"] = {"near_copy_share": 0.25, "distance_ratio": 0.125}
+    df = privacy_table([rec(0, 0.5, 0.6), later])
     row = df[df["method"] == "dsa"].iloc[0]
     assert row["seeds"] == 2 and row["near copies, pixel"] == "75.00 ± 25.00"
+    assert row["near copies, standardized pixel"] == "25.00 ± 0.00 (n=1)"
+    assert row["distance ratio, standardized pixel"] == "12.50 ± 0.00 (n=1)"
+    assert privacy_table([rec(0, 0.5, 0.6)]).iloc[0]["near copies, standardized pixel"] == "-"
     assert row["loss attack AUC"] == "55.00 ± 5.00"
     ref = df[df["method"] == "real (reference)"].iloc[0]
     assert ref["seeds"] == 2 and ref["near copies, pixel"] == "-" and ref["loss attack AUC"] == "55.00 ± 5.00"

@@ -41,6 +41,7 @@ from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest, standa
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
+from .runner import file_digest
 from .seeding import generator as seeded
 from .synset import SyntheticSet
 
@@ -201,7 +202,9 @@ def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, 
     """A self-describing privacy result, linked by ``eval_record_id`` to the evaluation record whose
     networks it attacked (None: no such record was stored; the budget's recipe was used).
     ``budget_version``: the definition of ``budget`` the audited set ran under, so that the privacy
-    tables, like the accuracy tables, never pool sets of different budget versions."""
+    tables, like the accuracy tables, never pool sets of different budget versions. ``artifact_sha256``
+    names the very set audited: a rerun of the same job on another CPU can make another set (the
+    evaluation record's own ``artifact_sha256`` tells whether the two are one)."""
     job_id = meta.get("job_id") or "external"
     ipc = meta.get("ipc")
     return {
@@ -211,6 +214,7 @@ def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, 
         "seed": seed, "budget": budget, "budget_version": budget_version, "protocol": config.target.protocol,
         "label_type": meta.get("label_type", "hard"), "overrides": meta.get("overrides") or {},
         "time_budget": meta.get("time_budget"), "data_checksum": data.checksum, "artifact": artifact,
+        "artifact_sha256": file_digest(artifact) if artifact and Path(artifact).is_file() else None,
         "device": str(device), "config": config.as_dict(), **result,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -359,7 +359,9 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
 
 
 def environment(device: str | None = None) -> dict[str, Any]:
-    """What a result ran on, beyond the code version: interpreter, libraries, the device's name."""
+    """What a result ran on, beyond the code version: interpreter, libraries, the device's name, and the
+    CPU's model and the vector instructions PyTorch's CPU kernels use (``cpu_capability``): a seeded run
+    is repeatable on one machine, but CPUs with other kernels round differently and end in other sets."""
     import platform
 
     import numpy
@@ -368,7 +370,21 @@ def environment(device: str | None = None) -> dict[str, Any]:
     if device and str(device).startswith("cuda") and torch.cuda.is_available():
         name = torch.cuda.get_device_name(torch.device(device))
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "device": str(device) if device else None, "device_name": name, "platform": platform.platform()}
+            "device": str(device) if device else None, "device_name": name, "platform": platform.platform(),
+            "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def file_digest(path: str | Path) -> str:

@@ -88,6 +88,8 @@ def test_run_random_on_demo(random_run):
     assert record["updates"] is None  # random has no gated update to count
     assert record["record_schema"] == 2 and not Path(record["artifact"]).is_absolute()  # moves with --out
     assert record["environment"]["torch"] == torch.__version__ and record["environment"]["python"]
+    assert record["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels ran
+    assert record["environment"]["cpu"]
     run_dir = artifact_path(record, random_run).parent
     assert run_dir.parent == random_run / "runs"
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}

@@ -233,6 +233,8 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path, monkeypatch
     assert record["membership"]["target"]["test_acc"]["per_model"] == evaluated["metrics"]["test_acc"]["per_model"]
     assert record["budget"] == "smoke-custom" and record["memorisation"]["pixel"]["near_copy_share"] == 1.0
     assert record["budget_version"] == evaluated["budget_version"] == 2  # the audited set's definition
+    assert record["artifact_sha256"] == evaluated["artifact_sha256"] is not None  # this very set was audited
+    assert record["memorisation"]["pixel_standardized"]["near_copy_share"] == 1.0  # random's images are patients
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
     assert list(out.rglob("*.safetensors")) == [artifact_path(evaluated, out)]  # nothing trained on patients is saved
     assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped

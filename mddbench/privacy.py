@@ -203,8 +203,9 @@ def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, 
     networks it attacked (None: no such record was stored; the budget's recipe was used).
     ``budget_version``: the definition of ``budget`` the audited set ran under, so that the privacy
     tables, like the accuracy tables, never pool sets of different budget versions. ``artifact_sha256``
-    names the very set audited: a rerun of the same job on another CPU can make another set (the
-    evaluation record's own ``artifact_sha256`` tells whether the two are one)."""
+    names the very file audited: equal to the evaluation record's own ``artifact_sha256``, the audited
+    set is the evaluated one; a rerun of the job writes another file (it records its own seconds), and
+    on a CPU with other kernels another set."""
     job_id = meta.get("job_id") or "external"
     ipc = meta.get("ipc")
     return {

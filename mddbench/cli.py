@@ -226,7 +226,7 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from .merge import merge_into, merge_target
+    from .merge import audits_of_other_files, merge_into, merge_target
 
     summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
     for source, added, same, differing, audited in summary:
@@ -236,6 +236,10 @@ def cmd_merge(args) -> None:
     total, audits = sum(s[1] for s in summary), sum(s[4] for s in summary)
     print(f"{total} record(s)" + (f" and {audits} privacy result(s)" if audits else "") +
           f" added to {merge_target(args.into)}")
+    for audit, record in audits_of_other_files(args.into):
+        print(f"note: privacy result {audit['id']} ({audit['method']}, {audit['dataset']}, ipc {audit['ipc']}, "
+              f"seed {audit['seed']}) audited another file than its evaluation record {record['id']} names "
+              f"(a rerun of the job): its figures are that rerun's set's, not the recorded set's")
 
 
 def cmd_curve(args) -> None:

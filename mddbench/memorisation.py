@@ -14,12 +14,14 @@ pixel space that is in units of the dataset's per-channel std (the normalisation
 in), comparable across resolutions and 2D/3D. The nearest-neighbour search is scikit-learn's
 brute-force ``NearestNeighbors`` (float64-accurate distances, chunked memory).
 
-Raw pixel distance is blind to scale: a patient's image stored as ``a * x + b`` (a set kept at
-another brightness or contrast, or in units a method's renderer chose: HaBa's hallucinators grow
-its images to 1e7 and more) lies far from ``x`` and passes as fresh, though anyone can rescale it,
-and networks with instance norm learn from it what they learn from ``x``. :func:`standardized`
-z-scores every image over its own pixels first; distances there are 0 for such a copy (any
-``a > 0``, any ``b``) and sqrt(2 (1 - r)) in general, r the Pearson correlation of the two images.
+Raw pixel distance depends on scale: a patient's image stored as ``a * x + b`` (another brightness
+or contrast, per channel or for the whole image) lies far from ``x`` and passes as fresh, though
+anyone can rescale it, and networks with instance norm learn from it what they learn from ``x``;
+and a set whose values leave the data's range (HaBa's renderer reaches 1e7 and more) has raw
+distances that say nothing. :func:`standardized` z-scores every channel of every image over its own
+pixels first: such a copy (any ``a > 0`` and ``b`` per channel) is at distance 0 there, and two
+images lie at sqrt(2 (1 - r)), r the mean over channels of their Pearson correlations. A copy with
+inverted contrast (``a < 0``) is at distance 2; all constant images are at 0 from each other.
 """
 from __future__ import annotations
 
@@ -36,13 +38,16 @@ def flat(x: torch.Tensor) -> np.ndarray:
     return x.detach().reshape(len(x), -1).cpu().numpy().astype(np.float32)
 
 
-def standardized(rows: np.ndarray) -> np.ndarray:
-    """Each row minus its mean, over its standard deviation (a constant row becomes zeros): the images
-    up to brightness and contrast."""
-    rows = rows.astype(np.float64)
-    centred = rows - rows.mean(1, keepdims=True)
-    std = centred.std(1, keepdims=True)
-    return (centred / np.where(std > 0, std, 1.0)).astype(np.float32)
+def standardized(x: torch.Tensor) -> np.ndarray:
+    """The images flattened, each channel of each image minus its mean over its pixels and over its
+    standard deviation (a constant channel becomes zeros): the images up to the brightness and contrast
+    of every channel. Float32, one copy (a 112 px folder dataset's train split is gigabytes)."""
+    channels = x.shape[1] if x.dim() > 2 else 1  # (N, C, ...) images; (N, D) rows are one channel
+    rows = x.detach().reshape(len(x), channels, -1).cpu().numpy().astype(np.float32, copy=True)
+    rows -= rows.mean(2, keepdims=True, dtype=np.float64).astype(np.float32)
+    std = np.sqrt(np.mean(np.square(rows), axis=2, keepdims=True, dtype=np.float64)).astype(np.float32)
+    rows /= np.where(std > 0, std, np.float32(1.0))
+    return rows.reshape(len(x), -1)
 
 
 def nearest(queries: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -113,3 +113,18 @@ def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, in
         audited = sum(store.add_privacy(audit)[1] for audit in audits)
         summary.append((str(src), added, same, differing, audited))
     return summary
+
+
+def audits_of_other_files(into: str | Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(privacy result, evaluation record it links to) where the two name different files: the audit was
+    of a rerun's set (another machine's, say), while the store kept the first record of that job. Audits
+    made before privacy results recorded ``artifact_sha256`` cannot be checked and are not listed."""
+    store = PrivacyStore(merge_target(into))
+    by_id = {r["id"]: r for r in store.records()}
+    pairs = []
+    for audit in store.privacy_records():
+        record = by_id.get(audit.get("eval_record_id"))
+        if record and audit.get("artifact_sha256") and record.get("artifact_sha256") \
+                and audit["artifact_sha256"] != record["artifact_sha256"]:
+            pairs.append((audit, record))
+    return pairs

@@ -177,8 +177,7 @@ def audit(synset: SyntheticSet, data: RealData, config: PrivacyConfig, seed: int
     targets = train_protocol_networks(synset, data, config.target, seed, device)
     memorisation = {
         "pixel": near_copies(flat(images), flat(train), flat(heldout), config.quantile),
-        "pixel_standardized": near_copies(*(standardized(flat(x)) for x in (images, train, heldout)),
-                                          config.quantile),
+        "pixel_standardized": near_copies(*(standardized(x) for x in (images, train, heldout)), config.quantile),
         "embedding": near_copies(*(embed(reference[0], x, device) for x in (images, train, heldout)),
                                  config.quantile),
     }
@@ -198,7 +197,8 @@ def privacy_id(job_id: str, config: PrivacyConfig, seed: int) -> str:
 
 def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, Any], config: PrivacyConfig,
                         budget: str, seed: int, artifact: str | None, device: torch.device | str,
-                        eval_record_id: str | None = None, budget_version: int = 1) -> dict[str, Any]:
+                        eval_record_id: str | None = None, budget_version: int = 1,
+                        artifact_sha256: str | None = None) -> dict[str, Any]:
     """A self-describing privacy result, linked by ``eval_record_id`` to the evaluation record whose
     networks it attacked (None: no such record was stored; the budget's recipe was used).
     ``budget_version``: the definition of ``budget`` the audited set ran under, so that the privacy
@@ -215,7 +215,7 @@ def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, 
         "seed": seed, "budget": budget, "budget_version": budget_version, "protocol": config.target.protocol,
         "label_type": meta.get("label_type", "hard"), "overrides": meta.get("overrides") or {},
         "time_budget": meta.get("time_budget"), "data_checksum": data.checksum, "artifact": artifact,
-        "artifact_sha256": file_digest(artifact) if artifact and Path(artifact).is_file() else None,
+        "artifact_sha256": artifact_sha256,
         "device": str(device), "config": config.as_dict(), **result,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -232,6 +232,7 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     the evaluation record of the set's run (``mddbench run``/``sweep``), whose networks are then the
     attacked ones (unless ``n_models``/``epochs`` override them)."""
     synset, data, path = load_for_audit(artifact, data_root)
+    digest = file_digest(path)  # the file as loaded
     meta = synset.meta
     budget_name = budget or meta.get("budget") or "quick"
     custom = any(v is not None for v in (n_models, epochs, real_epochs))
@@ -251,7 +252,8 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     # the set's own budget definition; an audit at another --budget: that budget's current one
     own = budget is None or canonical_budget(budget) == meta.get("budget")  # the runner records canonical names
     version = int(meta.get("budget_version") or 1) if own else get_budget(budget_name).version
-    record = make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked, version)
+    record = make_privacy_record(meta, data, result, config, label, seed, str(path), device, linked, version,
+                                 digest)
     return record, synset, data
 
 

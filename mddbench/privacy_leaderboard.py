@@ -3,7 +3,8 @@
 One row per (dataset, ipc, method): each figure is the mean ± std (numpy, ddof=0) over the seeds'
 results, in percent, with n the number of seeds. A result's loss-attack figure is the mean over the
 networks it attacked. A figure that only some of a row's results hold (the standardized pixel space
-arrived after the first audits) is pooled over those and says how many: ``(n=1)``. The `real` row is
+arrived after the first audits; an attack that gave no number) is pooled over those and says how
+many: ``(1 of 3 seeds)``. The `real` row is
 the reference attack on the network trained on the whole train split (one per dataset and seed, shared
 by every set of that seed).
 """
@@ -47,7 +48,7 @@ def _stat(values: Sequence[float | None]) -> str:
     arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float) * 100
     if not arr.size:
         return "-"
-    partial = f" (n={arr.size})" if arr.size < len(values) else ""
+    partial = f" ({arr.size} of {len(values)} seeds)" if arr.size < len(values) else ""
     return format_pm(float(arr.mean()), float(arr.std())) + partial
 
 
@@ -88,9 +89,10 @@ NOTES = [
     "patients score about 5 % by construction. Pixel space after the dataset's normalisation, and the "
     "embedding of the `real` network. Distance ratio: median synthetic over median held-out distance "
     "(0: copies, about 100: fresh patients), robust where near-duplicates across splits make the 5th "
-    "percentile tiny. Standardized pixel: every image z-scored over its own pixels first, so a patient's "
-    "image at another brightness or contrast (a set stored at another scale) still counts as a copy; "
-    "audits made before it was added show `-` there, or a cell pooled over fewer seeds says its n.",
+    "percentile tiny. Standardized pixel: every channel of every image z-scored over its own pixels "
+    "first, so a patient's image at another brightness or contrast still counts as a copy, and a set whose "
+    "values leave the data's range gets distances that mean something; audits made before it was added "
+    "show `-` there.",
     "Loss attack: minus the cross-entropy under the networks the protocol trains on the set, members = the "
     "train split, non-members = the test split; AUC and true-positive rate at 1 % and 0.1 % false positives "
     "(Carlini et al. 2022: judge by TPR at low FPR). With fewer than 1000 (100) test images, TPR at 0.1 % (1 %) "
@@ -98,7 +100,8 @@ NOTES = [
     "Set-distance attack: a patient is guessed a member when their image lies close to a synthetic image "
     "(whoever holds the set can run it). `real (reference)`: the loss attack on the network trained on the "
     "whole train split, the leak of sharing a model trained on patients.",
-    "Cells: mean ± std (numpy, ddof=0) in percent over seeds; seeds = number of privacy results.",
+    "Cells: mean ± std (numpy, ddof=0) in percent over seeds; seeds = number of privacy results; a cell "
+    "that only some of them hold says so: (1 of 3 seeds).",
 ]
 
 

@@ -10,7 +10,10 @@
 # Time nothing else while this runs: the time-matched comparison is only fair on an otherwise idle machine.
 # PARTS picks what runs (default "match ablate curves"); finished runs are skipped, killed ones resume.
 # POINTS is the number of snapshots each curve evaluates (default 12; each costs one 3-network evaluation).
-#   [DATASETS="breastmnist"] [IPCS="2"] [PARTS="match ablate"] [POINTS=8] scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
+# SEEDS (default 0) are the seeds of PTM, of the time-matched runs (each given its own seed's PTM time) and of
+# the ablations; the curves use the first seed only.
+#   [DATASETS="breastmnist"] [IPCS="2"] [PARTS="match ablate"] [POINTS=8] [SEEDS="0 1 2"] \
+#     scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
 set -euo pipefail
 root=${1:-../shared/data}
 out=${2:-mddbench_out}
@@ -20,46 +23,53 @@ parts=${PARTS:-match ablate curves}
 # experts takes ~40 min, and would give other experts than the runs it is compared with)
 common=(--budget quick --data-root "$root" --quiet --expert-cache "${MDDBENCH_EXPERTS:-$out/experts}")
 
-distill_seconds() {  # distill_seconds of the default-hyperparameter ptm record for dataset $1, ipc $2
-  python - "$out/results.sqlite" "$1" "$2" <<'EOF'
+distill_seconds() {  # distill_seconds of the default-hyperparameter ptm record for dataset $1, ipc $2, seed $3
+  python - "$out/results.sqlite" "$1" "$2" "$3" <<'EOF'
 import sys
 from mddbench.budgets import get_budget, record_budget_version
 from mddbench.results import ResultStore
 version = get_budget("quick").version  # an older definition of quick ran other iterations, so other times
+seed = int(sys.argv[4])
 recs = [r for r in ResultStore(sys.argv[1]).records(method="ptm", dataset=sys.argv[2], budget="quick")
-        if r["ipc"] == int(sys.argv[3]) and r["seed"] == 0 and not r.get("overrides") and not r.get("time_budget")
+        if r["ipc"] == int(sys.argv[3]) and r["seed"] == seed and not r.get("overrides") and not r.get("time_budget")
         and record_budget_version(r) == version]
 if not recs:
-    sys.exit(f"no default PTM record of quick version {version} for {sys.argv[2]} ipc {sys.argv[3]} seed 0")
+    sys.exit(f"no default PTM record of quick version {version} for {sys.argv[2]} ipc {sys.argv[3]} seed {seed}")
 print(round(sum(r["distill_seconds"] for r in recs) / len(recs), 1))
 EOF
 }
 
+seeds=(${SEEDS:-0})
 for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
   for ipc in ${IPCS:-2 10}; do
-    mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}"
-    t=$(distill_seconds "$dataset" "$ipc")
-    echo "== $dataset ipc $ipc: PTM distilled in $t s; MTT and FTD get the same time"
-    if [[ " $parts " == *" match "* ]]; then
-      mddbench run --method mtt --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
-        --hp experts=flat --hp iterations=100000 --time-budget "$t"
-      # FTD's quick EMA decay (0.9995^(5000/100)) fixed, since the iteration count is open-ended here
-      mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" \
-        --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$t"
-    fi
-    if [[ " $parts " == *" ablate "* ]]; then
-      for ablation in "overlap=false" "retrain=false" "overlap_loss=false" "schedule=random backend_p=0.0" \
-                      "schedule=random backend_p=1.0"; do
-        hp=()
-        for kv in $ablation; do hp+=(--hp "$kv"); done
-        mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$out" "${common[@]}" "${hp[@]}"
-      done
-    fi
+    for seed in "${seeds[@]}"; do
+      mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --seed "$seed" --out "$out" "${common[@]}"
+      t=$(distill_seconds "$dataset" "$ipc" "$seed")
+      echo "== $dataset ipc $ipc seed $seed: PTM distilled in $t s; MTT and FTD get the same time"
+      if [[ " $parts " == *" match "* ]]; then
+        mddbench run --method mtt --dataset "$dataset" --ipc "$ipc" --seed "$seed" --out "$out" "${common[@]}" \
+          --hp experts=flat --hp iterations=100000 --time-budget "$t"
+        # FTD's quick EMA decay (0.9995^(5000/100)) fixed, since the iteration count is open-ended here
+        mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --seed "$seed" --out "$out" "${common[@]}" \
+          --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$t"
+      fi
+      if [[ " $parts " == *" ablate "* ]]; then
+        for ablation in "overlap=false" "retrain=false" "overlap_loss=false" "schedule=random backend_p=0.0" \
+                        "schedule=random backend_p=1.0"; do
+          hp=()
+          for kv in $ablation; do hp+=(--hp "$kv"); done
+          mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --seed "$seed" --out "$out" "${common[@]}" \
+            "${hp[@]}"
+        done
+      fi
+    done
     [[ " $parts " == *" curves "* ]] || continue
-    # accuracy against time (Figure 3a): separate runs that keep snapshots
-    mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --out "$curves" "${common[@]}" --snapshot-every 10
+    t=$(distill_seconds "$dataset" "$ipc" "${seeds[0]}")
+    # accuracy against time (Figure 3a), the first seed: separate runs that keep snapshots
+    mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --seed "${seeds[0]}" --out "$curves" "${common[@]}" \
+      --snapshot-every 10
     long=$(python -c "print(6 * $t)")
-    mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --out "$curves" "${common[@]}" \
+    mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --seed "${seeds[0]}" --out "$curves" "${common[@]}" \
       --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$long" --snapshot-every 10
     for run in "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_*; do
       # a curve resumes by itself: points already in curve.json at these settings are not evaluated again

@@ -17,7 +17,8 @@ from mddbench.errors import ArtifactError, ConfigError, DataError
 from mddbench.evaluate import EvalConfig
 from mddbench.membership import attack_metrics, tpr_at_fpr
 from mddbench.memorisation import flat, near_copies, standardized
-from mddbench.privacy import PRIVACY_VERSION, PrivacyConfig, audit, load_for_audit, set_distance_attack
+from mddbench.privacy import (PRIVACY_VERSION, PrivacyConfig, audit, load_for_audit, set_distance_attack,
+                              summary_lines)
 from mddbench.privacy_figure import nearest_figure
 from mddbench.privacy_leaderboard import privacy_table, write_privacy_leaderboard
 from mddbench.privacy_store import PrivacyStore
@@ -49,7 +50,8 @@ def sets(data: RealData) -> dict[str, SyntheticSet]:
     g = torch.Generator().manual_seed(0)
     x, y = data.x["train"], data.y["train"]
     return {"copies": SyntheticSet(x, y), "noisy": SyntheticSet(x + 0.2 * torch.randn(x.shape, generator=g), y),
-            "noise": SyntheticSet(torch.randn(x.shape, generator=g), y)}
+            "noise": SyntheticSet(torch.randn(x.shape, generator=g), y),
+            "rescaled": SyntheticSet(1e6 * x - 3e5, y)}  # the patients, at another brightness and contrast
 
 
 def save_set(path: Path, synset: SyntheticSet, data: RealData, **meta) -> Path:
@@ -114,25 +116,33 @@ def test_near_copies_in_pixel_space(few):
 
 
 def test_standardized_pixel_space_sees_copies_at_another_scale(few):
-    """A set that stores its patients at another brightness and contrast (HaBa's renderer reaches 1e7) is a
-    set of copies: raw pixel distance calls it far from every patient, the standardized space calls it copies,
-    and neither calls fresh held-out patients or noise copies."""
-    train, heldout = flat(few.x["train"]), flat(torch.cat([few.x["val"], few.x["test"]]))
+    """A set that stores its patients at another brightness and contrast is a set of copies: raw pixel
+    distance calls it far from every patient, the standardized space calls it copies, and neither calls
+    fresh held-out patients or noise copies."""
+    train, heldout = few.x["train"], torch.cat([few.x["val"], few.x["test"]])
     rescaled = 1e6 * train[::2] - 3e5
-    raw = near_copies(rescaled, train, heldout)
+    raw = near_copies(flat(rescaled), flat(train), flat(heldout))
     assert raw["near_copy_share"] == 0.0 and raw["distance_ratio"] > 1e5
     z = near_copies(*(standardized(x) for x in (rescaled, train, heldout)))
     assert z["near_copy_share"] == 1.0 and z["distance"]["median"] < 1e-3
     assert z["nearest_train_index"] == list(range(0, len(train), 2))
-    noise = near_copies(*(standardized(x) for x in (flat(sets(few)["noise"].images), train, heldout)))
+    noise = near_copies(*(standardized(x) for x in (sets(few)["noise"].images, train, heldout)))
     held = near_copies(*(standardized(x) for x in (heldout, train, heldout)))
     assert noise["near_copy_share"] == 0.0 and held["distance_ratio"] == pytest.approx(1.0)
-    # by hand: a standardized row has mean 0 and RMS 1, and the distance of two is sqrt(2 (1 - r))
-    a = standardized(np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]]))
-    b = standardized(np.array([[4.0, 2.0, 3.0, 1.0]]))
+
+
+def test_standardized_rows_by_hand_and_per_channel():
+    # one channel: mean 0, RMS 1, a constant row is zeros, and two rows lie at sqrt(2 (1 - r))
+    a = standardized(torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]]))
+    b = standardized(torch.tensor([[4.0, 2.0, 3.0, 1.0]]))
     assert a[0] == pytest.approx([-1.3416408, -0.4472136, 0.4472136, 1.3416408]) and list(a[1]) == [0.0] * 4
     r = np.corrcoef([1, 2, 3, 4], [4, 2, 3, 1])[0, 1]  # -0.6
     assert np.sqrt(((a[0] - b[0]) ** 2).mean()) == pytest.approx(np.sqrt(2 * (1 - r)), rel=1e-6)
+    # an RGB image with each channel at its own brightness and contrast is the image itself
+    x = torch.randn(3, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    tinted = x * torch.tensor([2.0, 0.5, 30.0]).view(1, 3, 1, 1) + torch.tensor([1.0, -4.0, 7.0]).view(1, 3, 1, 1)
+    assert np.abs(standardized(tinted) - standardized(x)).max() < 1e-5
+    assert np.abs(standardized(x.flatten(1)) - standardized(x)).max() > 0.01  # not per image: per channel
 
 
 def test_set_distance_attack_sees_copies_not_noise(few):
@@ -176,6 +186,13 @@ def test_3d_audit_and_middle_slice_figure(tmp_path):
 def audited(few):
     cache: dict = {}
     return {name: audit(s, few, TINY, seed=0, reference_cache=cache) for name, s in sets(few).items()}
+
+
+@pytest.mark.slow
+def test_the_audit_sees_copies_at_another_scale_in_the_standardized_space(audited):
+    mem = audited["rescaled"]["memorisation"]
+    assert mem["pixel"]["near_copy_share"] == 0.0 and mem["pixel_standardized"]["near_copy_share"] == 1.0
+    assert audited["noise"]["memorisation"]["pixel_standardized"]["near_copy_share"] == 0.0
 
 
 @pytest.mark.slow
@@ -235,6 +252,7 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path, monkeypatch
     assert record["budget_version"] == evaluated["budget_version"] == 2  # the audited set's definition
     assert record["artifact_sha256"] == evaluated["artifact_sha256"] is not None  # this very set was audited
     assert record["memorisation"]["pixel_standardized"]["near_copy_share"] == 1.0  # random's images are patients
+    assert any(line.strip().startswith("standardized pixel 100.0 %") for line in summary_lines(record))
     assert [p.suffix for p in (out / "privacy").iterdir()] == [".png"]
     assert list(out.rglob("*.safetensors")) == [artifact_path(evaluated, out)]  # nothing trained on patients is saved
     assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
@@ -293,8 +311,8 @@ def test_privacy_table_pools_seeds():
     df = privacy_table([rec(0, 0.5, 0.6), later])
     row = df[df["method"] == "dsa"].iloc[0]
     assert row["seeds"] == 2 and row["near copies, pixel"] == "75.00 ± 25.00"
-    assert row["near copies, standardized pixel"] == "25.00 ± 0.00 (n=1)"
-    assert row["distance ratio, standardized pixel"] == "12.50 ± 0.00 (n=1)"
+    assert row["near copies, standardized pixel"] == "25.00 ± 0.00 (1 of 2 seeds)"
+    assert row["distance ratio, standardized pixel"] == "12.50 ± 0.00 (1 of 2 seeds)"
     assert privacy_table([rec(0, 0.5, 0.6)]).iloc[0]["near copies, standardized pixel"] == "-"
     assert row["loss attack AUC"] == "55.00 ± 5.00"
     ref = df[df["method"] == "real (reference)"].iloc[0]

@@ -339,6 +339,34 @@ def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_ex
     assert not (tmp_path / "other" / "results.sqlite").exists()  # nothing was written
 
 
+def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, capsys):
+    """Rerunning a published job elsewhere makes another set: the merge keeps the published record, and an
+    audit of the rerun's set that links to it is named, so that no one reads it as the published set's."""
+    from mddbench.merge import audits_of_other_files
+    from mddbench.privacy_store import PrivacyStore
+    from mddbench.results import record_id
+
+    published = PrivacyStore(tmp_path / "published" / "results.sqlite")
+    published.add({**_record("j1"), "artifact_sha256": "a" * 64})
+    published.add({**_record("j2"), "artifact_sha256": "c" * 64})
+    rerun = PrivacyStore(tmp_path / "rerun" / "results.sqlite")
+    rerun.add({**_record("j1", 0.75), "artifact_sha256": "b" * 64})  # same job, another set and score
+
+    def linked(audit_id: str, job: str, sha: str | None) -> dict:
+        return {**_audit(audit_id, job), "eval_record_id": record_id(job, "convnet"), "artifact_sha256": sha}
+
+    rerun.add_privacy(linked("p1", "j1", "b" * 64))  # the rerun's set
+    rerun.add_privacy(linked("p2", "j2", "c" * 64))  # the published set itself
+    rerun.add_privacy(linked("p3", "j1", None))  # made before audits named their file: cannot be checked
+    into = tmp_path / "merged"
+    assert main(["merge", str(tmp_path / "published"), str(tmp_path / "rerun"), "--into", str(into)]) == 0
+    out = capsys.readouterr().out
+    assert [(a["id"], r["job_id"]) for a, r in audits_of_other_files(into)] == [("p1", "j1")]
+    assert "privacy result p1 (random, demo, ipc 1, seed 0) audited another file" in out and "p2 (" not in out
+    kept = PrivacyStore(into / "results.sqlite", create=False).records(job_id="j1")[0]
+    assert kept["metrics"]["test_acc"]["mean"] == 0.5  # the published record stays
+
+
 def test_sweep_through_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
     out = tmp_path / "out"

@@ -256,11 +256,12 @@ def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: st
     """Every row of one column (default runs and variants, ``real`` included) against every other: the
     row's mean and seed means, and Welch's two-sided p over seed means (``significance.welch_p``) with
     each other row; rows by mean, best first. The numbers behind a table's marks, for sentences that
-    compare two rows the marks do not (nan: a row with one seed cannot be tested)."""
+    compare two rows the marks do not (nan: a row with one seed cannot be tested). Rows as the variants
+    table has them: time-matched runs of one method share a row whatever each seed's time budget."""
     records = [r for r in _scope(records, metric, budget, protocol)
                if r["eval_model"] == eval_model and r["dataset"] == dataset and r["ipc"] in (ipc, "full")]
     col = (dataset, ipc, eval_model)
-    stats = {row: pool(recs, metric) for (row, c), recs in _cells(records)[1].items() if c == col}
+    stats = {row: pool(recs, metric) for (row, c), recs in _cells(records, _row_key_any_time)[1].items() if c == col}
     if not stats:
         raise ConfigError(f"no {metric} records for {dataset} ipc {ipc} on {eval_model}")
     rows = sorted(stats, key=lambda row: (-stats[row].mean, _row_order(row)))

@@ -146,10 +146,13 @@ def test_pairwise_table_gives_every_two_rows_their_welch_p():
     records = (seeded("mtt", [[0.01, 0.01], [0.02, 0.02], [0.03, 0.03]])
                + seeded("dc", [[0.04, 0.04], [0.05, 0.05], [0.06, 0.06]])
                + [dict(r, overrides={"lr": 1}) for r in seeded("dc", [[0.09], [0.09]])]
+               + [dict(r, time_budget=t, job_id=f"{r['job_id']}t") for r, t in
+                  zip(seeded("mtt", [[0.07], [0.08]]), (60.0, 70.5))]  # time-matched: one row, two budgets
                + [rec("random", "breastmnist", 2, [0.01]), rec("real", "breastmnist", "full", [0.9, 0.8]),
                   rec("dc", "breastmnist", 10, [0.99])])
     table = pairwise_table(records, "breastmnist", 2)
-    assert list(table.index) == ["real", "dc [lr=1]", "dc", "mtt", "random"]  # best mean first; variants own rows
+    assert list(table.index) == ["real", "dc [lr=1]", "mtt [time budget]", "dc", "mtt", "random"]  # best mean first
+    assert table.loc["mtt [time budget]", "seed means"] == "7.0 8.0"  # pooled across the seeds' own budgets
     assert table.loc["dc", "mean"] == 5.0 and table.loc["dc", "seeds"] == 3 and table.loc["dc", "seed means"] == "4.0 5.0 6.0"
     assert table.loc["dc", "p vs mtt"] == pytest.approx(0.021, abs=1e-3) == table.loc["mtt", "p vs dc"]
     assert table.loc["dc", "p vs dc [lr=1]"] == pytest.approx(0.020, abs=1e-3)  # t = 4 / (1 / sqrt 3), 2 df

@@ -261,7 +261,8 @@ def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: st
     records = [r for r in _scope(records, metric, budget, protocol)
                if r["eval_model"] == eval_model and r["dataset"] == dataset and r["ipc"] in (ipc, "full")]
     col = (dataset, ipc, eval_model)
-    stats = {row: pool(recs, metric) for (row, c), recs in _cells(records, _row_key_any_time)[1].items() if c == col}
+    cells = _cells(records, _row_key_any_time)[1]
+    stats = {row: pool(recs, metric) for (row, c), recs in cells.items() if c == col}
     if not stats:
         raise ConfigError(f"no {metric} records for {dataset} ipc {ipc} on {eval_model}")
     rows = sorted(stats, key=lambda row: (-stats[row].mean, _row_order(row)))

@@ -4,8 +4,8 @@ Two questions, answered against the very data the set was made from (its checksu
 
 - *Memorisation* (:mod:`mddbench.memorisation`): how many synthetic images are near copies of a
   real training image, in pixel space (after the dataset's normalisation), in pixel space with every
-  image standardized (copies up to brightness and contrast) and in the embedding of a network trained
-  on the real training split.
+  channel of every image standardized (copies up to brightness and contrast) and in the embedding of a
+  network trained on the real training split.
 - *Membership inference* (:mod:`mddbench.membership`): the loss attack against the networks the
   evaluation protocol trains on the set (same seeds, so the same networks as the set's evaluation
   records), telling real training members from test non-members; the same attack against the

@@ -4,9 +4,8 @@ One row per (dataset, ipc, method): each figure is the mean ± std (numpy, ddof=
 results, in percent, with n the number of seeds. A result's loss-attack figure is the mean over the
 networks it attacked. A figure that only some of a row's results hold (the standardized pixel space
 arrived after the first audits; an attack that gave no number) is pooled over those and says how
-many: ``(1 of 3 seeds)``. The `real` row is
-the reference attack on the network trained on the whole train split (one per dataset and seed, shared
-by every set of that seed).
+many: ``(1 of 3 seeds)``. The `real` row is the reference attack on the network trained on the whole
+train split (one per dataset and seed, shared by every set of that seed).
 """
 from __future__ import annotations
 

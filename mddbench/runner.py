@@ -360,8 +360,8 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
 
 def environment(device: str | None = None) -> dict[str, Any]:
     """What a result ran on, beyond the code version: interpreter, libraries, the device's name, and the
-    CPU's model and the vector instructions PyTorch's CPU kernels use (``cpu_capability``): a seeded run
-    is repeatable on one machine, but CPUs with other kernels round differently and end in other sets."""
+    CPU's model and ATen's CPU kernel level (``cpu_capability``): a seeded run repeats itself on one
+    machine, while a CPU whose kernels round differently may end in another set."""
     import platform
 
     import numpy
@@ -374,17 +374,13 @@ def environment(device: str | None = None) -> dict[str, Any]:
             "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def _cpu_model() -> str:
+def _cpu_model() -> str | None:
+    """The CPU's model name where Linux says it (None elsewhere: ``device_name`` has what Python knows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
     except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
+        return None
 
 
 def file_digest(path: str | Path) -> str:

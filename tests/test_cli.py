@@ -89,7 +89,10 @@ def test_run_random_on_demo(random_run):
     assert record["record_schema"] == 2 and not Path(record["artifact"]).is_absolute()  # moves with --out
     assert record["environment"]["torch"] == torch.__version__ and record["environment"]["python"]
     assert record["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels ran
-    assert record["environment"]["cpu"]
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    assert record["environment"]["cpu"] == (names[0] if names else None)
     run_dir = artifact_path(record, random_run).parent
     assert run_dir.parent == random_run / "runs"
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}

@@ -239,7 +239,8 @@ def cmd_merge(args) -> None:
     for audit, record in audits_of_other_files(args.into):
         print(f"note: privacy result {audit['id']} ({audit['method']}, {audit['dataset']}, ipc {audit['ipc']}, "
               f"seed {audit['seed']}) audited another file than its evaluation record {record['id']} names "
-              f"(a rerun of the job): its figures are that rerun's set's, not the recorded set's")
+              f"(a rerun of the job): its figures are that rerun's set's, which another machine may have made "
+              f"differently")
 
 
 def cmd_curve(args) -> None:

@@ -1,5 +1,7 @@
 """The figure a reviewer looks at before a set leaves the hospital: every synthetic image beside its
-nearest real training image (pixel space), with their distance; 3D volumes as middle axial slices."""
+nearest real training image, with their distance; 3D volumes as middle axial slices. The pairs come from
+the pixel space of the audit that finds more near copies (raw or standardized: a set stored at another
+brightness or contrast is a copy only in the second), so the figure shows what the table warns of."""
 from __future__ import annotations
 
 import math
@@ -16,15 +18,25 @@ from .data import RealData  # noqa: E402
 from .show import displayable  # noqa: E402
 
 PAIRS_PER_ROW = 4
+SPACES = {"pixel": "RMS distance in std units", "pixel_standardized": "RMS distance of per-channel z-scored images"}
+
+
+def figure_space(memorisation: dict[str, Any]) -> str:
+    """The pixel space whose nearest neighbours the figure pairs: the one with the larger near-copy share
+    (raw pixels on a tie, and for audits made before the standardized space existed)."""
+    spaces = [s for s in SPACES if s in memorisation]
+    return max(spaces, key=lambda s: memorisation[s]["near_copy_share"])  # max keeps the first on a tie
 
 
 def nearest_figure(images: torch.Tensor, labels: torch.Tensor, data: RealData, record: dict[str, Any],
                    output: str | Path, max_pairs: int = 64) -> Path:
     """PNG of (synthetic, nearest train image) pairs; near copies' distances in red."""
-    pixel = record["memorisation"]["pixel"]
+    space = figure_space(record["memorisation"])
+    pixel = record["memorisation"][space]
     idx, dist = pixel["nearest_train_index"], pixel["distance"]["per_image"]
     n = min(len(images), max_pairs)
-    norm = {"normalisation": {"mean": list(data.mean), "std": list(data.std)}}
+    # raw pixels: shown as the data's normalisation maps them; standardized: each image scaled to its own range
+    norm = {"normalisation": {"mean": list(data.mean), "std": list(data.std)}} if space == "pixel" else {}
     syn = displayable(images[:n], norm).numpy()
     real = displayable(data.x["train"][torch.as_tensor(idx[:n])], norm).numpy()
     cols = min(n, PAIRS_PER_ROW)
@@ -46,7 +58,7 @@ def nearest_figure(images: torch.Tensor, labels: torch.Tensor, data: RealData, r
     slices = " - middle axial slices" if images.ndim == 5 else ""
     fig.suptitle(f"{record.get('method', '?')} on {record.get('dataset', '?')}, ipc {record.get('ipc', '?')}: "
                  f"{shown} synthetic images beside their nearest training image{slices}\n"
-                 f"d = RMS distance in std units; red: near copy (d <= {pixel['threshold']:.3f}, the 5th percentile "
+                 f"d = {SPACES[space]}; red: near copy (d <= {pixel['threshold']:.3f}, the 5th percentile "
                  f"of held-out images' d); near copies {100 * pixel['near_copy_share']:.1f} %", fontsize=7)
     fig.tight_layout()
     out = Path(output)

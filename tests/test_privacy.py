@@ -19,7 +19,7 @@ from mddbench.membership import attack_metrics, tpr_at_fpr
 from mddbench.memorisation import flat, near_copies, standardized
 from mddbench.privacy import (PRIVACY_VERSION, PrivacyConfig, audit, load_for_audit, set_distance_attack,
                               summary_lines)
-from mddbench.privacy_figure import nearest_figure
+from mddbench.privacy_figure import figure_space, nearest_figure
 from mddbench.privacy_leaderboard import privacy_table, write_privacy_leaderboard
 from mddbench.privacy_store import PrivacyStore
 from mddbench.results import ResultStore, artifact_path
@@ -193,6 +193,26 @@ def test_the_audit_sees_copies_at_another_scale_in_the_standardized_space(audite
     mem = audited["rescaled"]["memorisation"]
     assert mem["pixel"]["near_copy_share"] == 0.0 and mem["pixel_standardized"]["near_copy_share"] == 1.0
     assert audited["noise"]["memorisation"]["pixel_standardized"]["near_copy_share"] == 0.0
+
+
+def test_the_figure_pairs_images_in_the_space_that_finds_more_copies():
+    share = lambda *shares: dict(zip(("pixel", "pixel_standardized"), ({"near_copy_share": s} for s in shares)))
+    assert figure_space(share(0.0, 1.0)) == "pixel_standardized"
+    assert figure_space(share(0.25, 0.1)) == "pixel"
+    assert figure_space(share(0.5, 0.5)) == "pixel"  # a tie keeps raw pixels
+    assert figure_space({"pixel": {"near_copy_share": 0.0}, "embedding": {"near_copy_share": 1.0}}) == "pixel"
+
+
+@pytest.mark.slow
+def test_the_figure_of_a_rescaled_copy_pairs_each_image_with_its_patient(audited, few, tmp_path):
+    record = audited["rescaled"]
+    assert figure_space(record["memorisation"]) == "pixel_standardized"
+    idx = record["memorisation"]["pixel_standardized"]["nearest_train_index"]
+    assert idx == list(range(len(few.y["train"])))  # raw pixels pair them with other patients
+    assert record["memorisation"]["pixel"]["nearest_train_index"] != idx
+    out = nearest_figure(sets(few)["rescaled"].images, few.y["train"], few,
+                         {**record, "method": "rescaled", "dataset": "demo", "ipc": 20}, tmp_path / "pairs.png")
+    assert out.stat().st_size > 0
 
 
 @pytest.mark.slow

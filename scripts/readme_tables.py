@@ -5,8 +5,11 @@
 
 A block is ``<!-- NAME: copied from leaderboards/FILE ... -->`` ... ``<!-- end of NAME -->``. Its table
 (the run of lines starting with ``|``) is replaced by FILE's table lines; the prose around it in the block
-is the README's own and stays. Run it after ``mddbench leaderboard``, so the README never carries a
-number typed by hand (tests/test_published.py checks the copies).
+is the README's own and stays. A block whose comment says ``columns=PREFIX[,PREFIX...]`` copies the first
+column and the columns whose header starts with one of the prefixes (``columns=breastmnist``: that
+dataset's cells of a table that holds several), leaving out rows with nothing in them; verdict marks are
+per column, so a column reads the same alone. Run it after ``mddbench leaderboard``, so the README never
+carries a number typed by hand (tests/test_published.py checks the copies).
 """
 from __future__ import annotations
 
@@ -20,8 +23,29 @@ BLOCK = re.compile(r"(<!-- (?P<name>[^:>]+): copied from leaderboards/(?P<source
                    r"(<!-- end of (?P=name) -->)", re.S)
 
 
-def table_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("|")]
+COLUMNS = re.compile(r"\bcolumns=(\S+)")
+
+
+def table_lines(text: str, columns: str | None = None) -> list[str]:
+    """The table of ``text``; with ``columns`` (comma-separated header prefixes), only the first column and
+    those columns, without rows whose kept cells are all empty."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    if not columns or not lines:
+        return lines
+    prefixes = tuple(columns.split(","))
+    cells = [line.strip().strip("|").split("|") for line in lines]
+    keep = [0] + [i for i, head in enumerate(cells[0]) if i and head.strip().startswith(prefixes)]
+    if len(keep) == 1:
+        raise SystemExit(f"no column of the table starts with {columns!r}: its columns are "
+                         + ", ".join(h.strip() for h in cells[0][1:]))
+    rows = [row for n, row in enumerate(cells) if n < 2 or any(row[i].strip() for i in keep[1:])]
+    return ["|" + "|".join(row[i] for i in keep) + "|" for row in rows]
+
+
+def block_columns(comment: str) -> str | None:
+    """The ``columns=`` of a block's opening comment, if it has one."""
+    m = COLUMNS.search(comment)
+    return m.group(1) if m else None
 
 
 def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
@@ -35,7 +59,7 @@ def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
                              f"run `mddbench leaderboard` first, or fix the block's name")
         lines = m["body"].split("\n")
         rows = [i for i, line in enumerate(lines) if line.startswith("|")]
-        new = table_lines(source.read_text())
+        new = table_lines(source.read_text(), block_columns(m.group(1)))
         if rows:
             if any(not lines[i].startswith("|") for i in range(rows[0], rows[-1] + 1)):
                 raise SystemExit(f"README block {m['name']!r} holds prose between table lines; "

@@ -46,10 +46,10 @@ def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
     ("retina ipc10 balanced variants table", "variants_quick_v4_balanced_acc.md")])
 def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     readme = (ROOT / "README.md").read_text()
-    copied = re.search(rf"<!-- {block}: copied from leaderboards/{source}.*?-->(.*?)<!-- end of {block} -->",
-                       readme, re.S).group(1)
-    table_lines = load_script("readme_tables").table_lines
-    assert table_lines(copied) == table_lines((BOARDS / source).read_text())
+    m = re.search(rf"(<!-- {block}: copied from leaderboards/{source}.*?-->)(.*?)<!-- end of {block} -->", readme, re.S)
+    script = load_script("readme_tables")
+    assert script.table_lines(m.group(2)) == script.table_lines((BOARDS / source).read_text(),
+                                                                script.block_columns(m.group(1)))
 
 
 def load_script(name: str):
@@ -77,6 +77,19 @@ def test_readme_tables_replaces_the_table_and_keeps_the_prose(tmp_path):
     assert load_script("readme_tables").refresh(new, tmp_path)[1] == []  # a second run changes nothing
     with pytest.raises(SystemExit, match="does not exist"):
         load_script("readme_tables").refresh(readme.replace("t.md", "gone.md"), tmp_path)
+
+
+def test_a_block_can_copy_some_columns_of_a_table(tmp_path):
+    (tmp_path / "t.md").write_text("| method | a ipc1 | b ipc1 | a ipc2 |\n|:--|:--|:--|:--|\n"
+                                   "| dm | 1 | 2 | 3 |\n| mtt |  | 5 |  |\n")
+    readme = ("<!-- t table: copied from leaderboards/t.md columns=a by the command below -->\n"
+              "| old |\n<!-- end of t table -->\n")
+    new, changed = load_script("readme_tables").refresh(readme, tmp_path)
+    assert changed == ["t table"]
+    assert new.splitlines()[1:-1] == ["| method | a ipc1 | a ipc2 |", "|:--|:--|:--|", "| dm | 1 | 3 |"]
+    assert "| b ipc1 |" in load_script("readme_tables").refresh(readme.replace("=a", "=b"), tmp_path)[0]
+    with pytest.raises(SystemExit, match="no column of the table starts with 'c'"):
+        load_script("readme_tables").refresh(readme.replace("=a", "=c"), tmp_path)
 
 
 def test_majority_shares():

@@ -177,10 +177,12 @@ def cmd_privacy(args) -> None:
                                 args.figure or Path(args.out) / "privacy" / name)
         print(f"  figure: {figure}")
         if store is not None:
-            new = store.add_privacy(record)[1]
+            if args.again:  # the user asked for a fresh audit: it takes the place of the stored one
+                stored = "replaced the audit stored under its id" if store.replace_privacy(record) else "recorded"
+            else:
+                stored = "recorded" if store.add_privacy(record)[1] else "already stored"
             link = record["eval_record_id"] or "none stored: the budget's evaluation recipe was attacked"
-            print(f"  {'recorded' if new else 'already stored'} in {store.path} (table privacy; evaluation record: "
-                  f"{link})")
+            print(f"  {stored} in {store.path} (table privacy; evaluation record: {link})")
 
 
 def cmd_leaderboard(args) -> None:
@@ -399,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-epochs", type=option(int, AT_LEAST_1), help="epochs of the `real` reference network (default: the budget's)")
     p.add_argument("--figure", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
     p.add_argument("--no-record", action="store_true", help="print only; do not store the results")
-    p.add_argument("--again", action="store_true", help="audit even when the same audit is already stored")
+    p.add_argument("--again", action="store_true",
+                   help="audit even when the same audit is already stored, and store the new audit in its place "
+                        "(e.g. to add a measurement made since; published audits in leaderboards/ are untouched)")
     _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_privacy, budget=None)
 

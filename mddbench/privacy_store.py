@@ -3,7 +3,8 @@
 A privacy result links to the evaluation record whose networks it attacked by ``eval_record_id``
 (that record's own id; null for a set with no stored evaluation of its run) and is identified by
 its own ``id`` (the run, the audit's seed and its whole configuration, version included): storing
-it again is a no-op. The evaluation ``records`` table is untouched, so
+it again is a no-op, and only :meth:`PrivacyStore.replace_privacy` (``mddbench privacy --again``)
+overwrites it, with a fresh audit of the same set, e.g. one that holds a measurement added since. The evaluation ``records`` table is untouched, so
 its readers and validators never see these rows; ``leaderboards/privacy.jsonl`` (beside
 ``records.jsonl``) is the table's export, from which the privacy leaderboard regenerates.
 """
@@ -68,6 +69,21 @@ class PrivacyStore(ResultStore):
                  str(record["ipc"]), record["seed"], record["budget"], record["privacy_version"],
                  str(record.get("created", "")), text))
             return record["id"], cur.rowcount == 1
+
+    def replace_privacy(self, record: dict[str, Any]) -> bool:
+        """Store ``record``, overwriting the result stored under its id; whether one was there."""
+        validate_privacy(record)
+        existed = self.has_privacy(record["id"])
+        text = json.dumps(_no_value_as_null(record), sort_keys=True, allow_nan=False)
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO privacy (id, eval_record_id, job_id, method, dataset, ipc, seed, budget, privacy_version,"
+                " created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " eval_record_id = excluded.eval_record_id, created = excluded.created, record = excluded.record",
+                (record["id"], record["eval_record_id"], record["job_id"], record["method"], record["dataset"],
+                 str(record["ipc"]), record["seed"], record["budget"], record["privacy_version"],
+                 str(record.get("created", "")), text))
+        return existed
 
     def has_privacy(self, privacy_id: str) -> bool:
         with self._connect() as conn:

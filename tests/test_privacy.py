@@ -277,6 +277,13 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path, monkeypatch
     assert list(out.rglob("*.safetensors")) == [artifact_path(evaluated, out)]  # nothing trained on patients is saved
     assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet"]) == 0  # skipped
     assert len(PrivacyStore(out).privacy_records()) == 1 and len(ResultStore(out)) == 1
+    old = {k: v for k, v in record.items() if k != "memorisation"}  # an audit made before a measurement existed
+    old["memorisation"] = {k: v for k, v in record["memorisation"].items() if k != "pixel_standardized"}
+    assert PrivacyStore(out).replace_privacy(old) and PrivacyStore(out).privacy_records() == [old]
+    assert main(["privacy", str(artifact_path(evaluated, out)), "--out", str(out), "--real-epochs", "1", "--quiet",
+                 "--again"]) == 0  # audited afresh, and stored in the old audit's place
+    (fresh,) = PrivacyStore(out).privacy_records()
+    assert fresh["id"] == record["id"] and fresh["memorisation"]["pixel_standardized"]["near_copy_share"] == 1.0
     lb = tmp_path / "lb"
     assert main(["leaderboard", "--results", str(out), "--to", str(lb)]) == 0
     table = (lb / "privacy_smoke-custom_v2.csv").read_text()

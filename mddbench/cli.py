@@ -231,10 +231,12 @@ def cmd_merge(args) -> None:
     from .merge import audits_of_other_files, merge_into, merge_target
 
     summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
-    for source, added, same, differing, audited in summary:
+    for source, added, same, differing, audited, audits_differing in summary:
         print(f"{source}: {added} added, {same} already there"
               + (f", {differing} differ from the record already there (kept the store's)" if differing else "")
-              + (f", {audited} privacy result(s) added" if audited else ""))
+              + (f", {audited} privacy result(s) added" if audited else "")
+              + (f", {audits_differing} privacy result(s) differ from the audit already there under their id "
+                 f"(kept the store's)" if audits_differing else ""))
     total, audits = sum(s[1] for s in summary), sum(s[4] for s in summary)
     print(f"{total} record(s)" + (f" and {audits} privacy result(s)" if audits else "") +
           f" added to {merge_target(args.into)}")
@@ -403,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true", help="print only; do not store the results")
     p.add_argument("--again", action="store_true",
                    help="audit even when the same audit is already stored, and store the new audit in its place "
-                        "(e.g. to add a measurement made since; published audits in leaderboards/ are untouched)")
+                        "in OUT's store (e.g. to add a measurement made since; `mddbench merge` into a store that "
+                        "holds it already keeps that store's)")
     _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_privacy, budget=None)
 

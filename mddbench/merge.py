@@ -90,15 +90,19 @@ def read_privacy_source(path: Path) -> list[dict[str, Any]]:
     return _validated([json.loads(text) for (text,) in texts], path, "privacy result", validate_privacy)
 
 
-def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int]]:
+def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int, int]]:
     """Add every source's new records and privacy results to the store at ``into``; per source:
-    (name, records added, already there, differing, privacy results added)."""
+    (name, records added, already there, differing, privacy results added, privacy results differing from
+    the one already there under their id: an audit made again, ``mddbench privacy --again``; the store's
+    is kept)."""
     # all read and valid before any write
     read = [(src, read_source(Path(src)), read_privacy_source(Path(src))) for src in sources]
     target = merge_target(into)
     target.parent.mkdir(parents=True, exist_ok=True)
     store = PrivacyStore(target)
     have = {r["id"]: r for r in store.records()}
+    measured = lambda audit: [_no_value_as_null(audit[k]) for k in ("memorisation", "membership")]  # noqa: E731
+    have_audits = {a["id"]: measured(a) for a in store.privacy_records()}
     summary = []
     for src, records, audits in read:
         added = same = differing = 0
@@ -110,8 +114,14 @@ def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, in
                 continue
             added += store.add_new(record)
             have[rid] = {**record, "metrics": _no_value_as_null(record["metrics"])}
-        audited = sum(store.add_privacy(audit)[1] for audit in audits)
-        summary.append((str(src), added, same, differing, audited))
+        audited = audits_differing = 0
+        for audit in audits:
+            if audit["id"] in have_audits:
+                audits_differing += have_audits[audit["id"]] != measured(audit)
+                continue
+            audited += store.add_privacy(audit)[1]
+            have_audits[audit["id"]] = measured(audit)
+        summary.append((str(src), added, same, differing, audited, audits_differing))
     return summary
 
 

@@ -243,7 +243,9 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
     config = config_for(meta, get_budget(budget_name), eval_model, n_models, epochs, real_epochs,
                         evaluated=evaluated)
     seed = own_seed if seed is None else seed
-    if known is not None and known(privacy_id(meta.get("job_id") or "external", config, seed)):
+    # a set no run of ours made is named by its file, as its evaluation record is (runner.evaluate_artifact)
+    meta = {**meta, "job_id": meta.get("job_id") or f"external-{digest[:16]}"}
+    if known is not None and known(privacy_id(meta["job_id"], config, seed)):
         return None, synset, data
     result = audit(synset, data, config, seed, device, reference_cache)
     label = evaluated["budget"] if evaluated is not None and not custom else budget_name

@@ -18,7 +18,8 @@ from .data import RealData  # noqa: E402
 from .show import displayable  # noqa: E402
 
 PAIRS_PER_ROW = 4
-SPACES = {"pixel": "RMS distance in std units", "pixel_standardized": "RMS distance of per-channel z-scored images"}
+SPACES = {"pixel": "RMS distance in std units",
+          "pixel_standardized": "RMS distance of per-channel z-scored images (each shown scaled to its own range)"}
 
 
 def figure_space(memorisation: dict[str, Any]) -> str:
@@ -28,12 +29,18 @@ def figure_space(memorisation: dict[str, Any]) -> str:
     return max(spaces, key=lambda s: memorisation[s]["near_copy_share"])  # max keeps the first on a tie
 
 
+def figure_pairs(record: dict[str, Any]) -> tuple[str, list[int], list[float]]:
+    """(space, nearest training image of every synthetic image, their distance) that the figure draws."""
+    space = figure_space(record["memorisation"])
+    found = record["memorisation"][space]
+    return space, found["nearest_train_index"], found["distance"]["per_image"]
+
+
 def nearest_figure(images: torch.Tensor, labels: torch.Tensor, data: RealData, record: dict[str, Any],
                    output: str | Path, max_pairs: int = 64) -> Path:
     """PNG of (synthetic, nearest train image) pairs; near copies' distances in red."""
-    space = figure_space(record["memorisation"])
+    space, idx, dist = figure_pairs(record)
     pixel = record["memorisation"][space]
-    idx, dist = pixel["nearest_train_index"], pixel["distance"]["per_image"]
     n = min(len(images), max_pairs)
     # raw pixels: shown as the data's normalisation maps them; standardized: each image scaled to its own range
     norm = {"normalisation": {"mean": list(data.mean), "std": list(data.std)}} if space == "pixel" else {}

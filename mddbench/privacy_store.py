@@ -58,32 +58,29 @@ class PrivacyStore(ResultStore):
             conn.executescript(_SCHEMA)
 
     def add_privacy(self, record: dict[str, Any]) -> tuple[str, bool]:
-        """Store ``record``; (its id, whether it was new)."""
-        validate_privacy(record)
-        text = json.dumps(_no_value_as_null(record), sort_keys=True, allow_nan=False)
-        with self._connect() as conn:
-            cur = conn.execute(
-                "INSERT INTO privacy (id, eval_record_id, job_id, method, dataset, ipc, seed, budget, privacy_version,"
-                " created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (record["id"], record["eval_record_id"], record["job_id"], record["method"], record["dataset"],
-                 str(record["ipc"]), record["seed"], record["budget"], record["privacy_version"],
-                 str(record.get("created", "")), text))
-            return record["id"], cur.rowcount == 1
+        """Store ``record``; (its id, whether it was new). A result already stored under its id is kept."""
+        return record["id"], self._insert(record, replace=False)[1]
 
     def replace_privacy(self, record: dict[str, Any]) -> bool:
         """Store ``record``, overwriting the result stored under its id; whether one was there."""
+        return self._insert(record, replace=True)[0]
+
+    def _insert(self, record: dict[str, Any], replace: bool) -> tuple[bool, bool]:
+        """(whether a result had ``record``'s id before, whether ``record`` is now the one stored)."""
         validate_privacy(record)
-        existed = self.has_privacy(record["id"])
         text = json.dumps(_no_value_as_null(record), sort_keys=True, allow_nan=False)
+        columns = ("id", "eval_record_id", "job_id", "method", "dataset", "ipc", "seed", "budget", "privacy_version",
+                   "created", "record")
+        values = (record["id"], record["eval_record_id"], record["job_id"], record["method"], record["dataset"],
+                  str(record["ipc"]), record["seed"], record["budget"], record["privacy_version"],
+                  str(record.get("created", "")), text)
+        conflict = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns[1:])) if replace \
+            else "DO NOTHING"
         with self._connect() as conn:
-            conn.execute(
-                "INSERT INTO privacy (id, eval_record_id, job_id, method, dataset, ipc, seed, budget, privacy_version,"
-                " created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " eval_record_id = excluded.eval_record_id, created = excluded.created, record = excluded.record",
-                (record["id"], record["eval_record_id"], record["job_id"], record["method"], record["dataset"],
-                 str(record["ipc"]), record["seed"], record["budget"], record["privacy_version"],
-                 str(record.get("created", "")), text))
-        return existed
+            existed = conn.execute("SELECT 1 FROM privacy WHERE id = ?", (record["id"],)).fetchone() is not None
+            conn.execute(f"INSERT INTO privacy ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                         f"ON CONFLICT (id) {conflict}", values)
+        return existed, replace or not existed
 
     def has_privacy(self, privacy_id: str) -> bool:
         with self._connect() as conn:

@@ -5,8 +5,8 @@
 
 A block is ``<!-- NAME: copied from leaderboards/FILE ... -->`` ... ``<!-- end of NAME -->``. Its table
 (the run of lines starting with ``|``) is replaced by FILE's table lines; the prose around it in the block
-is the README's own and stays. A block whose comment says ``columns=PREFIX[,PREFIX...]`` copies the first
-column and the columns whose header starts with one of the prefixes (``columns=breastmnist``: that
+is the README's own and stays. A block whose comment says ``columns=NAME[,NAME...]`` copies the first
+column and the columns whose header's first word is one of the names (``columns=breastmnist``: that
 dataset's cells of a table that holds several), leaving out rows with nothing in them; verdict marks are
 per column, so a column reads the same alone. Run it after ``mddbench leaderboard``, so the README never
 carries a number typed by hand (tests/test_published.py checks the copies).
@@ -23,20 +23,26 @@ BLOCK = re.compile(r"(<!-- (?P<name>[^:>]+): copied from leaderboards/(?P<source
                    r"(<!-- end of (?P=name) -->)", re.S)
 
 
-COLUMNS = re.compile(r"\bcolumns=(\S+)")
+COLUMNS = re.compile(r"\bcolumns=([\w.,-]+)")
+CELL_SEPARATOR = re.compile(r"(?<!\\)\|")  # a pipe, not an escaped one inside a cell
 
 
 def table_lines(text: str, columns: str | None = None) -> list[str]:
-    """The table of ``text``; with ``columns`` (comma-separated header prefixes), only the first column and
-    those columns, without rows whose kept cells are all empty."""
+    """The table of ``text``; with ``columns`` (comma-separated first words of headers: dataset names),
+    only the first column and the columns whose header's first word is one of them, without rows whose
+    kept cells are all empty."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
-    if not columns or not lines:
+    if columns is None or not lines:
         return lines
-    prefixes = tuple(columns.split(","))
-    cells = [line.strip().strip("|").split("|") for line in lines]
-    keep = [0] + [i for i, head in enumerate(cells[0]) if i and head.strip().startswith(prefixes)]
+    names = {name for name in columns.split(",") if name}
+    if not names:
+        raise SystemExit(f"columns={columns!r} names no column")
+    cells = [CELL_SEPARATOR.split(line.strip())[1:-1] for line in lines]
+    if any(len(row) != len(cells[0]) for row in cells):
+        raise SystemExit(f"a table row has another number of cells than its header:\n{lines[0]}")
+    keep = [0] + [i for i, head in enumerate(cells[0]) if i and head.split()[:1] and head.split()[0] in names]
     if len(keep) == 1:
-        raise SystemExit(f"no column of the table starts with {columns!r}: its columns are "
+        raise SystemExit(f"no column's header starts with {', '.join(sorted(names))}: its columns are "
                          + ", ".join(h.strip() for h in cells[0][1:]))
     rows = [row for n, row in enumerate(cells) if n < 2 or any(row[i].strip() for i in keep[1:])]
     return ["|" + "|".join(row[i] for i in keep) + "|" for row in rows]

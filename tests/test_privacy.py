@@ -17,9 +17,9 @@ from mddbench.errors import ArtifactError, ConfigError, DataError
 from mddbench.evaluate import EvalConfig
 from mddbench.membership import attack_metrics, tpr_at_fpr
 from mddbench.memorisation import flat, near_copies, standardized
-from mddbench.privacy import (PRIVACY_VERSION, PrivacyConfig, audit, load_for_audit, set_distance_attack,
-                              summary_lines)
-from mddbench.privacy_figure import figure_space, nearest_figure
+from mddbench.privacy import (PRIVACY_VERSION, PrivacyConfig, audit, audit_artifact, load_for_audit,
+                              set_distance_attack, summary_lines)
+from mddbench.privacy_figure import figure_pairs, figure_space, nearest_figure
 from mddbench.privacy_leaderboard import privacy_table, write_privacy_leaderboard
 from mddbench.privacy_store import PrivacyStore
 from mddbench.results import ResultStore, artifact_path
@@ -206,10 +206,9 @@ def test_the_figure_pairs_images_in_the_space_that_finds_more_copies():
 @pytest.mark.slow
 def test_the_figure_of_a_rescaled_copy_pairs_each_image_with_its_patient(audited, few, tmp_path):
     record = audited["rescaled"]
-    assert figure_space(record["memorisation"]) == "pixel_standardized"
-    idx = record["memorisation"]["pixel_standardized"]["nearest_train_index"]
-    assert idx == list(range(len(few.y["train"])))  # raw pixels pair them with other patients
-    assert record["memorisation"]["pixel"]["nearest_train_index"] != idx
+    space, idx, dist = figure_pairs(record)
+    assert space == "pixel_standardized" and idx == list(range(len(few.y["train"]))) and max(dist) < 1e-3
+    assert record["memorisation"]["pixel"]["nearest_train_index"] != idx  # raw pixels pair them with other patients
     out = nearest_figure(sets(few)["rescaled"].images, few.y["train"], few,
                          {**record, "method": "rescaled", "dataset": "demo", "ipc": 20}, tmp_path / "pairs.png")
     assert out.stat().st_size > 0
@@ -292,6 +291,15 @@ def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path, monkeypatch
     assert main(["leaderboard", "--records", str(lb / "records.jsonl"), "--to", str(again)]) == 0
     assert (again / "privacy_smoke-custom_v2.csv").read_text() == table
     assert ResultStore(out).records() == [evaluated]  # the evaluation records are untouched
+
+
+def test_sets_no_run_of_ours_made_are_told_apart_by_their_file(tmp_path, demo):
+    asked = []
+    paths = [save_set(tmp_path / f"{i}.safetensors", SyntheticSet(demo.x["train"][i:i + 4], demo.y["train"][i:i + 4]),
+                      demo, job_id=None) for i in (0, 4)]
+    for path in (*paths, paths[0]):  # `known` says "stored": the audit stops before any work
+        assert audit_artifact(path, known=lambda pid: asked.append(pid) or True)[0] is None
+    assert asked[0] != asked[1] and asked[0] == asked[2]  # used to be one id for every external set of a seed
 
 
 @pytest.mark.slow

@@ -88,8 +88,15 @@ def test_a_block_can_copy_some_columns_of_a_table(tmp_path):
     assert changed == ["t table"]
     assert new.splitlines()[1:-1] == ["| method | a ipc1 | a ipc2 |", "|:--|:--|:--|", "| dm | 1 | 3 |"]
     assert "| b ipc1 |" in load_script("readme_tables").refresh(readme.replace("=a", "=b"), tmp_path)[0]
-    with pytest.raises(SystemExit, match="no column of the table starts with 'c'"):
+    with pytest.raises(SystemExit, match="no column's header starts with c"):
         load_script("readme_tables").refresh(readme.replace("=a", "=c"), tmp_path)
+    table = load_script("readme_tables").table_lines
+    wide = "| m | a ipc1 | ab ipc1 | a ipc2 |\n|:--|:--|:--|:--|\n| dm | 1 \\| x | 2 | 3 |\n"
+    assert table(wide, "a") == ["| m | a ipc1 | a ipc2 |", "|:--|:--|:--|", "| dm | 1 \\| x | 3 |"]  # not ab's
+    with pytest.raises(SystemExit, match="names no column"):
+        table(wide, ",")
+    with pytest.raises(SystemExit, match="another number of cells"):
+        table(wide + "| mtt | 1 |\n", "a")
 
 
 def test_majority_shares():

@@ -8,7 +8,8 @@ A block is ``<!-- NAME: copied from leaderboards/FILE ... -->`` ... ``<!-- end o
 is the README's own and stays. A block whose comment says ``columns=NAME[,NAME...]`` copies the first
 column and the columns whose header's first word is one of the names (``columns=breastmnist``: that
 dataset's cells of a table that holds several), leaving out rows with nothing in them; verdict marks are
-per column, so a column reads the same alone. Run it after ``mddbench leaderboard``, so the README never
+per column, so a column reads the same alone. ``rows=NAME[,NAME...]`` keeps the rows whose first cell's
+first word is one of the names (the privacy tables, whose first column is the dataset). Run it after ``mddbench leaderboard``, so the README never
 carries a number typed by hand (tests/test_published.py checks the copies).
 """
 from __future__ import annotations
@@ -23,35 +24,49 @@ BLOCK = re.compile(r"(<!-- (?P<name>[^:>]+): copied from leaderboards/(?P<source
                    r"(<!-- end of (?P=name) -->)", re.S)
 
 
-COLUMNS = re.compile(r"\bcolumns=([\w.,-]+)")
+SELECTION = re.compile(r"\b(columns|rows)=([\w.,-]+)")
 CELL_SEPARATOR = re.compile(r"(?<!\\)\|")  # a pipe, not an escaped one inside a cell
 
 
-def table_lines(text: str, columns: str | None = None) -> list[str]:
-    """The table of ``text``; with ``columns`` (comma-separated first words of headers: dataset names),
-    only the first column and the columns whose header's first word is one of them, without rows whose
-    kept cells are all empty."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    if columns is None or not lines:
-        return lines
-    names = {name for name in columns.split(",") if name}
+def _names(value: str, what: str) -> set[str]:
+    names = {name for name in value.split(",") if name}
     if not names:
-        raise SystemExit(f"columns={columns!r} names no column")
+        raise SystemExit(f"{what}={value!r} names nothing")
+    return names
+
+
+def _first_word(cell: str) -> str:
+    words = cell.split()
+    return words[0] if words else ""
+
+
+def table_lines(text: str, columns: str | None = None, rows: str | None = None) -> list[str]:
+    """The table of ``text``. ``columns`` (comma-separated names, e.g. datasets): only the first column and
+    those whose header's first word is one of them, without rows whose kept cells are all empty. ``rows``:
+    only the rows whose first cell's first word is one of them (a table with a dataset column)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    if (columns is None and rows is None) or not lines:
+        return lines
     cells = [CELL_SEPARATOR.split(line.strip())[1:-1] for line in lines]
     if any(len(row) != len(cells[0]) for row in cells):
         raise SystemExit(f"a table row has another number of cells than its header:\n{lines[0]}")
-    keep = [0] + [i for i, head in enumerate(cells[0]) if i and head.split()[:1] and head.split()[0] in names]
-    if len(keep) == 1:
-        raise SystemExit(f"no column's header starts with {', '.join(sorted(names))}: its columns are "
-                         + ", ".join(h.strip() for h in cells[0][1:]))
-    rows = [row for n, row in enumerate(cells) if n < 2 or any(row[i].strip() for i in keep[1:])]
-    return ["|" + "|".join(row[i] for i in keep) + "|" for row in rows]
+    keep = list(range(len(cells[0])))
+    if columns is not None:
+        names = _names(columns, "columns")
+        keep = [0] + [i for i, head in enumerate(cells[0]) if i and _first_word(head) in names]
+        if len(keep) == 1:
+            raise SystemExit(f"no column's header starts with {', '.join(sorted(names))}: its columns are "
+                             + ", ".join(h.strip() for h in cells[0][1:]))
+        cells = cells[:2] + [row for row in cells[2:] if any(row[i].strip() for i in keep[1:])]
+    if rows is not None:
+        names = _names(rows, "rows")
+        cells = cells[:2] + [row for row in cells[2:] if _first_word(row[0]) in names]
+    return ["|" + "|".join(row[i] for i in keep) + "|" for row in cells]
 
 
-def block_columns(comment: str) -> str | None:
-    """The ``columns=`` of a block's opening comment, if it has one."""
-    m = COLUMNS.search(comment)
-    return m.group(1) if m else None
+def block_selection(comment: str) -> dict[str, str]:
+    """The ``columns=`` and ``rows=`` of a block's opening comment (keyword arguments of table_lines)."""
+    return {key: value for key, value in SELECTION.findall(comment)}
 
 
 def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
@@ -65,7 +80,7 @@ def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
                              f"run `mddbench leaderboard` first, or fix the block's name")
         lines = m["body"].split("\n")
         rows = [i for i, line in enumerate(lines) if line.startswith("|")]
-        new = table_lines(source.read_text(), block_columns(m.group(1)))
+        new = table_lines(source.read_text(), **block_selection(m.group(1)))
         if rows:
             if any(not lines[i].startswith("|") for i in range(rows[0], rows[-1] + 1)):
                 raise SystemExit(f"README block {m['name']!r} holds prose between table lines; "

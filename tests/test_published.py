@@ -50,7 +50,7 @@ def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     m = re.search(rf"(<!-- {block}: copied from leaderboards/{source}.*?-->)(.*?)<!-- end of {block} -->", readme, re.S)
     script = load_script("readme_tables")
     assert script.table_lines(m.group(2)) == script.table_lines((BOARDS / source).read_text(),
-                                                                script.block_columns(m.group(1)))
+                                                                **script.block_selection(m.group(1)))
 
 
 def load_script(name: str):
@@ -94,8 +94,11 @@ def test_a_block_can_copy_some_columns_of_a_table(tmp_path):
     table = load_script("readme_tables").table_lines
     wide = "| m | a ipc1 | ab ipc1 | a ipc2 |\n|:--|:--|:--|:--|\n| dm | 1 \\| x | 2 | 3 |\n"
     assert table(wide, "a") == ["| m | a ipc1 | a ipc2 |", "|:--|:--|:--|", "| dm | 1 \\| x | 3 |"]  # not ab's
-    with pytest.raises(SystemExit, match="names no column"):
+    with pytest.raises(SystemExit, match="names nothing"):
         table(wide, ",")
+    by_row = "| dataset | x |\n|:--|:--|\n| a | 1 |\n| ab | 2 |\n| a | 3 |\n"
+    assert table(by_row, rows="a") == ["| dataset | x |", "|:--|:--|", "| a | 1 |", "| a | 3 |"]
+    assert table(by_row, rows="ab,a") == by_row.splitlines()
     with pytest.raises(SystemExit, match="another number of cells"):
         table(wide + "| mtt | 1 |\n", "a")
 

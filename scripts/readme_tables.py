@@ -9,8 +9,9 @@ is the README's own and stays. A block whose comment says ``columns=NAME[,NAME..
 column and the columns whose header's first word is one of the names (``columns=breastmnist``: that
 dataset's cells of a table that holds several), leaving out rows with nothing in them; verdict marks are
 per column, so a column reads the same alone. ``rows=NAME[,NAME...]`` keeps the rows whose first cell's
-first word is one of the names (the privacy tables, whose first column is the dataset). Run it after ``mddbench leaderboard``, so the README never
-carries a number typed by hand (tests/test_published.py checks the copies).
+first word is one of the names (the privacy tables, whose first column is the dataset). Run it after
+``mddbench leaderboard``, so the README never carries a number typed by hand (tests/test_published.py
+checks the copies).
 """
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ A privacy result links to the evaluation record whose networks it attacked by ``
 its own ``id`` (the run, the audit's seed and its whole configuration, version included): storing
 it again is a no-op, and only :meth:`PrivacyStore.replace_privacy` (``mddbench privacy --again``)
 overwrites it, with a fresh audit of the same set, e.g. one that holds a measurement added since. The
-evaluation ``records`` table is untouched, so its readers and validators never see these rows; ``leaderboards/privacy.jsonl`` (beside
-``records.jsonl``) is the table's export, from which the privacy leaderboard regenerates.
+evaluation ``records`` table is untouched, so its readers and validators never see these rows;
+``leaderboards/privacy.jsonl`` (beside ``records.jsonl``) is the table's export, from which the privacy
+leaderboard regenerates.
 """
 from __future__ import annotations
 

@@ -32,6 +32,8 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 NEAR_COPY_QUANTILE = 0.05
+# the spaces an audit measures near copies in: record key -> what a table or a terminal line calls it
+SPACE_LABELS = {"pixel": "pixel", "pixel_standardized": "standardized pixel", "embedding": "embedding"}
 
 
 def flat(x: torch.Tensor) -> np.ndarray:

@@ -37,7 +37,7 @@ from .errors import ArtifactError, ConfigError, UnknownNameError
 from .evaluate import EvalConfig, model_streams, train_networks
 from .ids import identity_digest
 from .membership import attack_metrics, loss_scores
-from .memorisation import NEAR_COPY_QUANTILE, flat, near_copies, nearest, standardized
+from .memorisation import NEAR_COPY_QUANTILE, SPACE_LABELS, flat, near_copies, nearest, standardized
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
@@ -266,8 +266,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
 
     def near(space: str) -> str:
         m = mem[space]
-        label = {"pixel_standardized": "standardized pixel"}.get(space, space)
-        return (f"{label} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; median d synthetic "
+        return (f"{SPACE_LABELS[space]} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; median d synthetic "
                 f"{m['distance']['median']:.4g}, held-out {m['heldout_distance']['median']:.4g}: "
                 f"ratio {m['distance_ratio']:.3f})")
 

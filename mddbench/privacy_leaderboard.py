@@ -21,17 +21,22 @@ import pandas as pd
 
 from .budgets import budget_label
 from .leaderboard import REAL, _col_order, _row_key, _row_label, _row_order, format_pm, to_markdown
+from .memorisation import SPACE_LABELS
 
 Record = dict[str, Any]
 
+
+def _space(space: str, figure: str) -> Callable[[Record], float | None]:
+    return lambda r: r["memorisation"].get(space, {}).get(figure)
+
+
+_STD = SPACE_LABELS["pixel_standardized"]
 COLUMNS: dict[str, Callable[[Record], float | None]] = {
-    "near copies, pixel": lambda r: r["memorisation"]["pixel"]["near_copy_share"],
-    "near copies, embedding": lambda r: r["memorisation"]["embedding"]["near_copy_share"],
-    "distance ratio, pixel": lambda r: r["memorisation"]["pixel"]["distance_ratio"],
-    "near copies, standardized pixel":
-        lambda r: r["memorisation"].get("pixel_standardized", {}).get("near_copy_share"),
-    "distance ratio, standardized pixel":
-        lambda r: r["memorisation"].get("pixel_standardized", {}).get("distance_ratio"),
+    f"near copies, {SPACE_LABELS['pixel']}": _space("pixel", "near_copy_share"),
+    f"near copies, {SPACE_LABELS['embedding']}": _space("embedding", "near_copy_share"),
+    f"distance ratio, {SPACE_LABELS['pixel']}": _space("pixel", "distance_ratio"),
+    f"near copies, {_STD}": _space("pixel_standardized", "near_copy_share"),
+    f"distance ratio, {_STD}": _space("pixel_standardized", "distance_ratio"),
     "loss attack AUC": lambda r: r["membership"]["target"]["auc"]["mean"],
     "loss TPR@1% FPR": lambda r: r["membership"]["target"]["tpr_at_1pct_fpr"]["mean"],
     "loss TPR@0.1% FPR": lambda r: r["membership"]["target"]["tpr_at_0.1pct_fpr"]["mean"],

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -476,7 +478,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption or time limit, ``kill``, ``timeout``), stopped the way Ctrl-C stops:
+    jobs in flight checkpoint, the sweep passes it on to its workers, the next run resumes."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if on_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     configure_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -492,10 +513,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mddbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nmddbench: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nmddbench: {how}; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

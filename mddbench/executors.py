@@ -53,6 +53,10 @@ def die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the sweep died before prctl took effect
         os._exit(1)
+    # A worker's SIGINT is its sweep's interrupt() passed on (or a terminal's Ctrl-C). A sweep started in the
+    # background (`cmd &` in a script, nohup) begins with SIGINT ignored and its workers inherit that, so
+    # without this they would run their jobs to the end while the stopped sweep waits for them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         while os.getppid() == parent:

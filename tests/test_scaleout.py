@@ -260,6 +260,29 @@ def test_an_interrupt_sent_to_the_sweep_alone_stops_its_workers_too(tmp_path):
         assert ResultStore(tmp_path / "results.sqlite").records() == []  # stopped, not finished
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_sigterm_stops_a_background_sweep_and_its_workers_as_an_interrupt_does(tmp_path):
+    """A scheduler's preemption, `kill` and `timeout` send SIGTERM. A sweep started in the background begins
+    with SIGINT ignored, and so do its workers: SIGTERM must still stop the jobs in flight, say how to resume
+    and leave no worker running, instead of Python's default (the sweep gone at once, its jobs lost)."""
+    args = ["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2", "--budget", "smoke",
+            "--eval-epochs", "20000", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
+    cmd = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+           "sys.argv = ['mddbench', *sys.argv[1:]]; runpy.run_module('mddbench', run_name='__main__')", *args]
+    with _sweep_with_workers(cmd, tmp_path, running=2) as (proc, workers):
+        time.sleep(2)
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the sweep was still waiting for its workers' jobs 45 s after SIGTERM")
+        assert proc.returncode == 143 and "stopped by SIGTERM; run the same command again to resume" in err, err
+        assert "leaked" not in err, err
+        assert not _still_alive(workers, 10), "worker processes outlived the stopped sweep"
+        assert ResultStore(tmp_path / "results.sqlite").records() == []
+
+
 # -------------------------------------------------------------------------------------- merge
 def _record(job_id: str, acc: float = 0.5, model: str = "convnet") -> dict:
     metric = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}

@@ -484,7 +484,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -493,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
-        if on_main_thread and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -45,6 +45,10 @@ def worker_threads(slots: int) -> int:
     return max(1, usable_cores() // max(1, slots))
 
 
+def stop_as_interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def die_with_parent(parent: int) -> None:
     """Worker initializer: end this process as soon as ``parent`` (the sweep) is gone."""
     try:
@@ -53,10 +57,10 @@ def die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the sweep died before prctl took effect
         os._exit(1)
-    # A worker's SIGINT is its sweep's interrupt() passed on (or a terminal's Ctrl-C). A sweep started in the
-    # background (`cmd &` in a script, nohup) begins with SIGINT ignored and its workers inherit that, so
-    # without this they would run their jobs to the end while the stopped sweep waits for them.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM stops a worker's job as Ctrl-C does: it is how the sweep's interrupt() reaches its workers, and
+    # what `timeout` and a scheduler send to the whole process group. (SIGINT would not do for interrupt(): a
+    # sweep started in the background, `cmd &` in a script, begins with SIGINT ignored, and so do its workers.)
+    signal.signal(signal.SIGTERM, stop_as_interrupted)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -105,15 +109,15 @@ class LocalExecutor:
             return Result(work.key, False, f"its worker process died ({exc!r}); rerun the same sweep to retry it")
 
     def interrupt(self) -> None:
-        """Pass the sweep's interrupt on to its workers. Ctrl-C reaches the whole process group, but a SIGINT
-        sent to the sweep alone (``timeout``, ``kill -INT``) does not, and close() would wait for every
-        running job to finish; interrupted, each worker stops its job where Ctrl-C would."""
+        """Pass the sweep's interrupt on to its workers. Ctrl-C reaches the whole process group, but a signal
+        sent to the sweep alone (``kill``, ``kill -INT``) does not, and close() would wait for every running
+        job to finish; sent SIGTERM, each worker stops its job where Ctrl-C would."""
         if self.pool is None:
             return
         workers = getattr(self.pool, "_processes", None) or {}  # CPython's pid -> Process of the pool
         for pid in list(workers):
             try:
-                os.kill(pid, signal.SIGINT)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:  # ended meanwhile
                 pass
 

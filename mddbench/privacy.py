@@ -266,7 +266,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
 
     def near(space: str) -> str:
         m = mem[space]
-        return (f"{SPACE_LABELS[space]} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; median d synthetic "
+        return (f"{SPACE_LABELS[space]} {pct(m['near_copy_share'])} (near copy: d <= {m['threshold']:.4g}; "
+                f"median d synthetic "
                 f"{m['distance']['median']:.4g}, held-out {m['heldout_distance']['median']:.4g}: "
                 f"ratio {m['distance_ratio']:.3f})")
 

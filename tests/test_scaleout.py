@@ -262,17 +262,19 @@ def test_an_interrupt_sent_to_the_sweep_alone_stops_its_workers_too(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
-def test_sigterm_stops_a_background_sweep_and_its_workers_as_an_interrupt_does(tmp_path):
-    """A scheduler's preemption, `kill` and `timeout` send SIGTERM. A sweep started in the background begins
-    with SIGINT ignored, and so do its workers: SIGTERM must still stop the jobs in flight, say how to resume
-    and leave no worker running, instead of Python's default (the sweep gone at once, its jobs lost)."""
+@pytest.mark.parametrize("to_group", [False, True], ids=["sweep alone", "process group"])
+def test_sigterm_stops_a_background_sweep_and_its_workers_as_an_interrupt_does(tmp_path, to_group):
+    """`kill` sends SIGTERM to the sweep alone; `timeout` and a scheduler's preemption send it to the whole
+    process group, workers included. A sweep started in the background begins with SIGINT ignored, and so do
+    its workers: either way SIGTERM must stop the jobs in flight, say how to resume and leave no worker
+    running, instead of Python's default (every process gone at once, the pool broken, its jobs lost)."""
     args = ["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2", "--budget", "smoke",
             "--eval-epochs", "20000", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
     cmd = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
            "sys.argv = ['mddbench', *sys.argv[1:]]; runpy.run_module('mddbench', run_name='__main__')", *args]
     with _sweep_with_workers(cmd, tmp_path, running=2) as (proc, workers):
         time.sleep(2)
-        os.kill(proc.pid, signal.SIGTERM)
+        (os.killpg if to_group else os.kill)(proc.pid, signal.SIGTERM)
         try:
             _, err = proc.communicate(timeout=45)
         except subprocess.TimeoutExpired:

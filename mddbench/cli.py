@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .allocator import configure_allocator
 from .budgets import BUDGETS
-from .errors import ConfigError, MddError
+from .errors import ConfigError, MddError, Terminated, raise_terminated
 from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
 
 DEFAULT_OUT = "mddbench_out"
@@ -478,18 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's preemption or time limit, ``kill``, ``timeout``), stopped the way Ctrl-C stops:
-    jobs in flight checkpoint, the sweep passes it on to its workers, the next run resumes."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if on_main_thread else None
     try:
         return _main(argv)
     finally:

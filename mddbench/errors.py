@@ -38,3 +38,13 @@ class CorruptRunState(MddError):
         self.path, self.what, self.partial = path, what, partial
         super().__init__(f"{path}: {what}. Delete it (rm '{path}') and rerun the same command: that piece starts "
                          "again from its beginning with the same seed, so only its time is lost")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption or time limit, ``kill``, ``timeout``), stopped the way Ctrl-C stops:
+    jobs in flight checkpoint, a sweep passes it on to its workers, the next run resumes."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler of the CLI and of a sweep's worker processes."""
+    raise Terminated()

@@ -20,6 +20,7 @@ from multiprocessing import get_context
 
 import torch
 
+from .errors import raise_terminated
 from .sweep import ExpertBuild, Result, Work, execute, usable_cores
 
 PR_SET_PDEATHSIG = 1
@@ -45,10 +46,6 @@ def worker_threads(slots: int) -> int:
     return max(1, usable_cores() // max(1, slots))
 
 
-def stop_as_interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def die_with_parent(parent: int) -> None:
     """Worker initializer: end this process as soon as ``parent`` (the sweep) is gone."""
     try:
@@ -60,7 +57,7 @@ def die_with_parent(parent: int) -> None:
     # SIGTERM stops a worker's job as Ctrl-C does: it is how the sweep's interrupt() reaches its workers, and
     # what `timeout` and a scheduler send to the whole process group. (SIGINT would not do for interrupt(): a
     # sweep started in the background, `cmd &` in a script, begins with SIGINT ignored, and so do its workers.)
-    signal.signal(signal.SIGTERM, stop_as_interrupted)
+    signal.signal(signal.SIGTERM, raise_terminated)
 
     def watch() -> None:
         while os.getppid() == parent:

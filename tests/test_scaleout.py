@@ -236,53 +236,43 @@ def test_pool_workers_die_with_a_killed_sweep(tmp_path):
         assert not _still_alive(workers, 20), "worker processes outlived their sweep"
 
 
+_STOPS = {  # how the sweep is stopped -> (signal, to its process group?, SIGINT as the sweep starts, rc, message)
+    # `kill -INT` signals the sweep only, not its process group as Ctrl-C does. A sweep a user starts at a
+    # terminal has Python's own interrupt handling; one a non-interactive shell starts in the background
+    # (`... &` in a script, nohup) begins with SIGINT ignored, as POSIX asks, and so do its workers.
+    "SIGINT to the sweep alone": (signal.SIGINT, False, "signal.default_int_handler", 130,
+                                  "run the same command again to resume"),
+    # `kill` sends SIGTERM to the sweep alone; `timeout` and a scheduler's preemption to the whole group.
+    "SIGTERM to the sweep alone": (signal.SIGTERM, False, "signal.SIG_IGN", 143,
+                                   "stopped by SIGTERM; run the same command again to resume"),
+    "SIGTERM to the process group": (signal.SIGTERM, True, "signal.SIG_IGN", 143,
+                                     "stopped by SIGTERM; run the same command again to resume"),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
-def test_an_interrupt_sent_to_the_sweep_alone_stops_its_workers_too(tmp_path):
-    """`timeout` and `kill -INT` signal the sweep only, not its process group as Ctrl-C does; the sweep must
-    not sit waiting for its workers' long jobs (minutes each here) but stop them and say how to resume."""
+@pytest.mark.parametrize("how", list(_STOPS))
+def test_a_stopped_sweep_stops_its_workers_jobs_and_says_how_to_resume(tmp_path, how):
+    """However it is stopped, the sweep must not sit waiting for its workers' long jobs (minutes each here),
+    nor die at once leaving the pool broken and its jobs lost (Python's default for SIGTERM): it stops the
+    jobs in flight, says how to resume and leaves no worker running."""
+    sig, to_group, sigint, rc, message = _STOPS[how]
     args = ["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2", "--budget", "smoke",
             "--eval-epochs", "20000", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
-    # A job that a non-interactive shell starts in the background (`pytest ... &` in a script, nohup) begins with
-    # SIGINT ignored, as POSIX asks, and Python keeps it ignored: the sweep would rightly sit through kill -INT.
-    # The sweep here is the one a user starts at a terminal, so it gets Python's own interrupt handling back.
-    cmd = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    cmd = [sys.executable, "-c", f"import runpy, signal, sys; signal.signal(signal.SIGINT, {sigint}); "
            "sys.argv = ['mddbench', *sys.argv[1:]]; runpy.run_module('mddbench', run_name='__main__')", *args]
     with _sweep_with_workers(cmd, tmp_path, running=2) as (proc, workers):  # both jobs running
         time.sleep(2)  # well inside the jobs' evaluation
-        os.kill(proc.pid, signal.SIGINT)
+        (os.killpg if to_group else os.kill)(proc.pid, sig)
         try:
             _, err = proc.communicate(timeout=45)
         except subprocess.TimeoutExpired:
-            pytest.fail("the interrupted sweep was still waiting for its workers' jobs after 45 s")
-        assert proc.returncode == 130 and "run the same command again to resume" in err, err
-        assert not _still_alive(workers, 10), "worker processes outlived their interrupted sweep"
-        assert ResultStore(tmp_path / "results.sqlite").records() == []  # stopped, not finished
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
-@pytest.mark.parametrize("to_group", [False, True], ids=["sweep alone", "process group"])
-def test_sigterm_stops_a_background_sweep_and_its_workers_as_an_interrupt_does(tmp_path, to_group):
-    """`kill` sends SIGTERM to the sweep alone; `timeout` and a scheduler's preemption send it to the whole
-    process group, workers included. A sweep started in the background begins with SIGINT ignored, and so do
-    its workers: either way SIGTERM must stop the jobs in flight, say how to resume and leave no worker
-    running, instead of Python's default (every process gone at once, the pool broken, its jobs lost)."""
-    args = ["sweep", "--methods", "random", "--datasets", "demo", "--ipc", "1", "2", "--budget", "smoke",
-            "--eval-epochs", "20000", "--jobs", "2", "--out", str(tmp_path), "--quiet"]
-    cmd = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-           "sys.argv = ['mddbench', *sys.argv[1:]]; runpy.run_module('mddbench', run_name='__main__')", *args]
-    with _sweep_with_workers(cmd, tmp_path, running=2) as (proc, workers):
-        time.sleep(2)
-        (os.killpg if to_group else os.kill)(proc.pid, signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=45)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the sweep was still waiting for its workers' jobs 45 s after SIGTERM")
-        assert proc.returncode == 143 and "stopped by SIGTERM; run the same command again to resume" in err, err
+            pytest.fail(f"the sweep was still waiting for its workers' jobs 45 s after {how}")
+        assert proc.returncode == rc and message in err, err
         assert "leaked" not in err, err
         assert not _still_alive(workers, 10), "worker processes outlived the stopped sweep"
-        assert ResultStore(tmp_path / "results.sqlite").records() == []
+        assert ResultStore(tmp_path / "results.sqlite").records() == []  # stopped, not finished
 
 
 # -------------------------------------------------------------------------------------- merge

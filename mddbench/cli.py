@@ -188,6 +188,7 @@ def cmd_privacy(args) -> None:
 
 
 def cmd_leaderboard(args) -> None:
+    from .failures import failures_of
     from .privacy_store import privacy_for_leaderboard
     from .publish import publish, read_records
     from .results import ResultStore
@@ -197,8 +198,9 @@ def cmd_leaderboard(args) -> None:
     else:
         store = ResultStore(Path(args.results) / "results.sqlite", create=False)
         source, records = str(store.path), store.records()
-    paths = publish(records, Path(args.to), source, privacy_for_leaderboard(Path(args.results) / "results.sqlite",
-                                                                            args.records))
+    store_path = Path(args.results) / "results.sqlite"
+    paths = publish(records, Path(args.to), source, privacy_for_leaderboard(store_path, args.records),
+                    failures_of(store_path, args.records))
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
@@ -233,12 +235,13 @@ def cmd_merge(args) -> None:
     from .merge import audits_of_other_files, merge_into, merge_target
 
     summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
-    for source, added, same, differing, audited, audits_differing in summary:
+    for source, added, same, differing, audited, audits_differing, failed in summary:
         print(f"{source}: {added} added, {same} already there"
               + (f", {differing} differ from the record already there (kept the store's)" if differing else "")
               + (f", {audited} privacy result(s) added" if audited else "")
               + (f", {audits_differing} privacy result(s) differ from the audit already there under their id "
-                 f"(kept the store's)" if audits_differing else ""))
+                 f"(kept the store's)" if audits_differing else "")
+              + (f", {failed} failure(s) added" if failed else ""))
     total, audits = sum(s[1] for s in summary), sum(s[4] for s in summary)
     print(f"{total} record(s)" + (f" and {audits} privacy result(s)" if audits else "") +
           f" added to {merge_target(args.into)}")

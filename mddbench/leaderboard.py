@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -45,7 +45,8 @@ class Stat:
     """A pooled cell, in points; ``diverged`` models have no score and are not in ``n``.
 
     ``seeds``: the mean of each seed's models (the unit the interval and the tests use);
-    ``never_updated``: how many of ``records`` say their set never changed (``updates == 0``).
+    ``never_updated``: how many of ``records`` say their set never changed (``updates == 0``);
+    ``lost``: seeds of the cell whose distillation diverged, so they have no record (:mod:`mddbench.failures`).
     """
     mean: float
     std: float
@@ -54,6 +55,7 @@ class Stat:
     seeds: tuple[float, ...] = ()
     never_updated: int = 0
     records: int = 0
+    lost: int = 0
 
     @property
     def interval(self) -> tuple[float, float] | None:
@@ -100,25 +102,33 @@ def _never_updated(stat: Stat) -> str:
     return f", {stat.never_updated} of {stat.records} seeds never updated"
 
 
+def _lost(stat: Stat, seeds: int) -> str:
+    return f", {stat.lost} of {seeds + stat.lost} seeds diverged in distillation" if stat.lost else ""
+
+
 def _cell(stat: Stat | None, bold: bool = False, tie: bool = False, interval: bool = False) -> str:
-    """``"57.63 ± 1.00 (n=10)"``; models whose training diverged are counted, never averaged in.
+    """``"57.63 ± 1.00 (n=10)"``; models whose training diverged are counted, never averaged in, and so
+    are seeds whose distillation diverged (``"..., 1 of 3 seeds diverged in distillation"``).
 
     ``interval``: ``"57.63 ± 1.00 [55.1, 60.2] (n=10, 2 seeds)"`` with the 95 % t-interval over seed means;
     ``tie`` prefixes ``≈`` (the column's best is not significantly better than this cell).
     """
     if stat is None:
         return ""
+    if stat.records == 0:
+        return f"distillation diverged ({stat.lost} of {stat.lost} seeds)"
+    lost = _lost(stat, stat.records)
     if stat.n == 0:
-        return f"diverged ({stat.diverged}/{stat.diverged}){_never_updated(stat)}"
+        return f"diverged ({stat.diverged}/{stat.diverged}){lost}{_never_updated(stat)}"
     pm = format_pm(stat.mean, stat.std)
     pm = f"**{pm}**" if bold else f"{TIE} {pm}" if tie else pm
     diverged = f", {stat.diverged} diverged" if stat.diverged else ""
     if not interval:
-        return f"{pm} (n={stat.n}{diverged}{_never_updated(stat)})"
+        return f"{pm} (n={stat.n}{diverged}{lost}{_never_updated(stat)})"
     ci = stat.interval
     ci = f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""
     seeds = f", {len(stat.seeds)} seed{'s' if len(stat.seeds) != 1 else ''}"
-    return f"{pm}{ci} (n={stat.n}{seeds}{diverged}{_never_updated(stat)})"
+    return f"{pm}{ci} (n={stat.n}{seeds}{diverged}{lost}{_never_updated(stat)})"
 
 
 # --- ordering -------------------------------------------------------------------------------
@@ -228,21 +238,34 @@ def _cells(records: list[Record], row_of: Callable[[Record], RowKey] = _row_key
     return cols, cells
 
 
+def _with_lost(stat: Stat | None, lost: list[Record]) -> Stat | None:
+    seeds = {f["seed"] for f in lost}
+    if not seeds:
+        return stat
+    return replace(stat, lost=len(seeds)) if stat else Stat(math.nan, math.nan, 0, lost=len(seeds))
+
+
 def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
            row_of: Callable[[Record], RowKey] = _row_key,
-           note_of: Callable[[list[Record]], str] = lambda recs: "") -> pd.DataFrame:
+           note_of: Callable[[list[Record]], str] = lambda recs: "", lost: Sequence[Record] = ()) -> pd.DataFrame:
     """Rows = (method, label type, variant), columns = (dataset, ipc, eval model); ipc "full" spreads.
 
     ``note_of`` appends to a cell what its records share beyond the row (the variants table: time budgets).
     ``bold`` renders for markdown: intervals, and the column's verdict (bold, or ``≈`` on tied cells).
+    ``lost``: failures (:func:`mddbench.failures.lost`) of the same scope; each cell says how many of its
+    seeds they took, and a row or column only they hold appears too.
     """
     cols, cells = _cells(records, row_of)
-    stats = {k: pool(v, metric) for k, v in cells.items()}
-    # contenders for a column's verdict: never a reference row, nor a cell that lost models to divergence
-    contenders = {k: s for k, s in stats.items() if not is_reference(k[0][0]) and not s.diverged and s.n}
+    lost_cols, lost_cells = _cells(list(lost), row_of)
+    cols = sorted(set(cols) | set(lost_cols), key=_col_order)
+    stats = {k: _with_lost(pool(cells[k], metric) if cells.get(k) else None, lost_cells.get(k, []))
+             for k in set(cells) | set(lost_cells)}
+    # contenders for a column's verdict: never a reference row, nor a cell that lost models or seeds to divergence
+    contenders = {k: s for k, s in stats.items()
+                  if not is_reference(k[0][0]) and not s.diverged and not s.lost and s.n}
     verdicts = {c: verdict({row: round(s.mean, 2) for (row, col), s in contenders.items() if col == c},
                            {row: s.seeds for (row, col), s in contenders.items() if col == c}) for c in cols}
-    rows = sorted({row_of(r) for r in records}, key=_row_order)
+    rows = sorted({row_of(r) for r in [*records, *lost]}, key=_row_order)
     data = [[_cell(stats.get((row, c)), bold and verdicts[c].significant and verdicts[c].best == row,
                    bold and row in verdicts[c].tied, interval=bold)
              + note_of(cells.get((row, c), [])) for c in cols] for row in rows]
@@ -274,21 +297,29 @@ def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: st
                         columns=["mean", "seeds", "seed means"] + [f"p vs {x}" for x in labels])
 
 
+def _lost_in_scope(lost: Iterable[Record], records: Sequence[Record]) -> list[Record]:
+    """The failures of the budgets and protocols ``records`` (already scoped) hold."""
+    scopes = {(budget_label(r), r["protocol"]) for r in records}
+    return [f for f in lost if (budget_label(f), f["protocol"]) in scopes]
+
+
 def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
                budget: str | None = None, protocol: str | None = None, bold: bool = False,
-               balanced_beside: bool = False) -> pd.DataFrame:
+               balanced_beside: bool = False, lost: Iterable[Record] = ()) -> pd.DataFrame:
     """The paper's layout: rows = methods, columns = "<dataset> ipc<k>", cells "mean ± std (n=N)".
 
     ``bold`` renders for markdown: the 95 % interval over seeds in each cell, the column's best in
     ``**...**`` where it is significantly best (``real`` excluded), ``≈`` on tied cells otherwise.
     ``balanced_beside``: after each column of a dataset whose test majority class exceeds half the test
     split, the same column in balanced accuracy ("... bal. acc").
+    ``lost``: failures (:func:`mddbench.failures.lost`); the cells say which seeds they took.
     """
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
-    table = _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold)
+    lost = [f for f in _lost_in_scope(lost, records) if f["eval_model"] == eval_model]
+    table = _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold, lost=lost)
     if not balanced_beside or metric == "balanced_acc" or not any(majority_dominated(r["dataset"]) for r in records):
         return table
-    balanced = _pivot(records, "balanced_acc", lambda c: f"{c[0]} {_ipc_label(c[1])} bal. acc", bold)
+    balanced = _pivot(records, "balanced_acc", lambda c: f"{c[0]} {_ipc_label(c[1])} bal. acc", bold, lost=lost)
     columns = []
     for acc, bal in zip(table.columns, balanced.columns):
         columns.append(table[acc])
@@ -298,26 +329,32 @@ def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: 
 
 
 def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
-                   budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
+                   budget: str | None = None, protocol: str | None = None, bold: bool = False,
+                   lost: Iterable[Record] = ()) -> pd.DataFrame:
     """Variant runs (ablations, time budgets) beside the default runs of the same methods, in the
     (dataset, ipc) cells where variants exist. A time-budgeted row names each cell's budget in the cell."""
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
-    cells = {(r["dataset"], r["ipc"]) for r in records if variant(r)}
-    methods = {r["method"] for r in records if variant(r)}
-    records = [r for r in records if (r["dataset"], r["ipc"]) in cells and (variant(r) or r["method"] in methods
-                                                                             or r["method"] == "random")]
-    return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold, _row_key_any_time, _time_budgets)
+    lost = [f for f in _lost_in_scope(lost, records) if f["eval_model"] == eval_model]
+    cells = {(r["dataset"], r["ipc"]) for r in [*records, *lost] if variant(r)}
+    methods = {r["method"] for r in [*records, *lost] if variant(r)}
+    shown = lambda r: (r["dataset"], r["ipc"]) in cells and (variant(r) or r["method"] in methods  # noqa: E731
+                                                              or r["method"] == "random")
+    return _pivot([r for r in records if shown(r)], metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold,
+                  _row_key_any_time, _time_budgets, [f for f in lost if shown(f)])
 
 
 def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str = "test_acc",
-                     budget: str | None = None, protocol: str | None = None, bold: bool = False) -> pd.DataFrame:
+                     budget: str | None = None, protocol: str | None = None, bold: bool = False,
+                     lost: Iterable[Record] = ()) -> pd.DataFrame:
     """Rows = methods, columns = "<dataset> <eval model>" at one ipc (all ipcs, labelled, if None)."""
     records = _scope(records, metric, budget, protocol)
+    lost = _lost_in_scope(lost, records)
     if ipc is None:
-        return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])} {c[2]}", bold)
+        return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])} {c[2]}", bold, lost=lost)
     datasets = {r["dataset"] for r in records if r["ipc"] == ipc}
-    records = [r for r in records if r["dataset"] in datasets and r["ipc"] in (ipc, "full")]
-    return _pivot(records, metric, lambda c: f"{c[0]} {c[2]}", bold)
+    shown = lambda r: r["dataset"] in datasets and r["ipc"] in (ipc, "full")  # noqa: E731
+    return _pivot([r for r in records if shown(r)], metric, lambda c: f"{c[0]} {c[2]}", bold,
+                  lost=[f for f in lost if shown(f)])
 
 
 def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
@@ -426,7 +463,7 @@ def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) ->
             "Cells: mean ± std (numpy, ddof=0) in points over the per-model values of all seeds pooled; "
             f"[lo, hi] = {LEVEL * 100:.0f} % confidence interval of the mean, a t-interval over the seed means (each "
             "seed's mean over its models; none for one seed); n = number of trained evaluation models.",
-            f"Verdict per column (`real` and cells that lost models to divergence do not compete): the best "
+            f"Verdict per column (`real` and cells that lost models or seeds to divergence do not compete): the best "
             f"mean is **bold** only where it beats every other cell under Welch's two-sided t-test over seed "
             f"means at p < {ALPHA:g}; otherwise {TIE} marks a tie: the best and every cell not significantly "
             "below it (a cell with one seed, or alone in its column, cannot be tested and ties). "
@@ -434,6 +471,9 @@ def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) ->
             "\"never updated\": the record says its set never changed from its initialisation (updates = 0, "
             "e.g. a loss gate that never opened), so the cell scores the initial set; records older than the "
             "`updates` field say nothing.",
+            "\"k of m seeds diverged in distillation\": k of the cell's m seeds stopped with a non-finite synthetic "
+            "set, so they have no record (their failures are in `failures.jsonl`); the cell's numbers are over the "
+            "other seeds only, which flatters it, and it does not compete.",
             "`real` (the full training set) is repeated in every ipc column of its dataset and eval model; "
             "\"(soft labels)\" marks methods evaluated with learned soft labels."]
 
@@ -459,10 +499,13 @@ def _budget_note(budgets: list[str]) -> str:
 
 def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str],
                        paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
-                       privacy: Iterable[Record] = ()) -> list[Path]:
+                       privacy: Iterable[Record] = (), failures: Iterable[Record] = ()) -> list[Path]:
     """Write every leaderboard (CSV + markdown) for ``records`` (and ``privacy`` results, if any)
-    into ``out_dir``; return the paths."""
+    into ``out_dir``, the cells marking the seeds ``failures`` took; return the paths."""
+    from .failures import lost as still_lost
+
     records = sorted(records, key=_record_order)
+    lost_all = still_lost(failures, records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -472,16 +515,18 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
         recs = _scope(records, "test_acc", budget, protocol)
         version = record_budget_version(recs[0])
         suffix = f"{protocol}_{budget}" if several_protocols else budget
+        lost = [f for f in lost_all if (f["protocol"], budget_label(f)) == (protocol, budget)]
         main = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
         for dims, kind, title in ((2, "", ""), (3, "_3d", " (3D volumes)")):  # 3D sets get a table of their own
             used = [r for r in main if (r.get("dims") or 2) == dims]
             if not used:
                 continue
+            lost_here = [f for f in lost if not variant(f) and (f.get("dims") or 2) == dims]
             for metric, stem in (("test_acc", f"main_{suffix}{kind}"),
                                  ("balanced_acc", f"main_{suffix}{kind}_balanced_acc")):
                 beside = metric == "test_acc"
-                paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside),
-                                      main_table(used, metric, bold=True, balanced_beside=beside),
+                paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside, lost=lost_here),
+                                      main_table(used, metric, bold=True, balanced_beside=beside, lost=lost_here),
                                       f"Main leaderboard{title}: {METRIC_LABELS[metric]} (%), ConvNet",
                                       _cell_notes(protocol, budget, "evaluated on ConvNet", version)
                                       + (_balanced_note(used) if beside else []), used)
@@ -489,8 +534,8 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
         if any(variant(r) for r in varied):
             for metric, stem in (("test_acc", f"variants_{suffix}"),
                                  ("balanced_acc", f"variants_{suffix}_balanced_acc")):
-                paths += _write_table(out, stem, variants_table(varied, metric),
-                                      variants_table(varied, metric, bold=True),
+                paths += _write_table(out, stem, variants_table(varied, metric, lost=lost),
+                                      variants_table(varied, metric, bold=True, lost=lost),
                                       f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
                                       _cell_notes(protocol, budget, "rows in [brackets] are runs with the "
                                                   "hyperparameter overrides or distillation time budget shown",
@@ -501,8 +546,9 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
         if cross:
             used = [r for r in recs if (r["dataset"], r["ipc"]) in cross
                     or (r["ipc"] == "full" and r["dataset"] in {d for d, _ in cross})]
-            paths += _write_table(out, f"cross_arch_{suffix}", cross_arch_table(used, None),
-                                  cross_arch_table(used, None, bold=True),
+            lost_here = [f for f in lost if not variant(f) and (f["dataset"], f["ipc"]) in cross]
+            paths += _write_table(out, f"cross_arch_{suffix}", cross_arch_table(used, None, lost=lost_here),
+                                  cross_arch_table(used, None, bold=True, lost=lost_here),
                                   "Cross-architecture leaderboard: test accuracy (%)",
                                   _cell_notes(protocol, budget, "each synthetic set evaluated on several networks",
                                               version),

@@ -8,7 +8,9 @@ validated before anything is written: a bad source leaves the store untouched.
 
 Privacy audits come along: a store's ``privacy`` table, or the ``privacy.jsonl`` beside a ``.jsonl``
 export (as ``mddbench leaderboard`` writes them), is added to the store's own (by id: idempotent too),
-so the merged store can publish both without losing an audit.
+so the merged store can publish both without losing an audit. Failures (:mod:`mddbench.failures`: the
+seeds whose distillation diverged) come along the same way, a store's ``failures`` table or the
+``failures.jsonl`` beside an export, so the merged tables still say which seeds were lost.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .failures import EXPORT_FILENAME as FAILURES_FILE, FailureTable, read_failures_jsonl, validate_failure
 from .privacy_store import EXPORT_FILENAME, PrivacyStore, read_privacy_jsonl, validate_privacy
 from .results import DEFAULT_FILENAME, _no_value_as_null, record_id, validate
 
@@ -90,21 +93,37 @@ def read_privacy_source(path: Path) -> list[dict[str, Any]]:
     return _validated([json.loads(text) for (text,) in texts], path, "privacy result", validate_privacy)
 
 
-def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int, int]]:
-    """Add every source's new records and privacy results to the store at ``into``; per source:
+def read_failures_source(path: Path) -> list[dict[str, Any]]:
+    """The failures a source holds: its store's ``failures`` table, or the ``failures.jsonl`` beside a
+    ``.jsonl`` export (none: an empty list), validated; never writes to it."""
+    if path.is_dir():
+        path = path / DEFAULT_FILENAME
+    if path.suffix == ".jsonl":
+        sibling = path.with_name(FAILURES_FILE)
+        return read_failures_jsonl(sibling) if sibling.is_file() and sibling.resolve() != path.resolve() else []
+    with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
+        tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        texts = conn.execute("SELECT record FROM failures ORDER BY id").fetchall() if "failures" in tables else []
+    return _validated([json.loads(text) for (text,) in texts], path, "failure", validate_failure)
+
+
+def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int, int, int]]:
+    """Add every source's new records, privacy results and failures to the store at ``into``; per source:
     (name, records added, already there, differing, privacy results added, privacy results differing from
     the one already there under their id: an audit made again, ``mddbench privacy --again``; the store's
-    is kept)."""
+    is kept; failures added)."""
     # all read and valid before any write
-    read = [(src, read_source(Path(src)), read_privacy_source(Path(src))) for src in sources]
+    read = [(src, read_source(Path(src)), read_privacy_source(Path(src)), read_failures_source(Path(src)))
+            for src in sources]
     target = merge_target(into)
     target.parent.mkdir(parents=True, exist_ok=True)
     store = PrivacyStore(target)
+    failure_table = FailureTable(store)
     have = {r["id"]: r for r in store.records()}
     measured = lambda audit: [_no_value_as_null(audit[k]) for k in ("memorisation", "membership")]  # noqa: E731
     have_audits = {a["id"]: measured(a) for a in store.privacy_records()}
     summary = []
-    for src, records, audits in read:
+    for src, records, audits, failures in read:
         added = same = differing = 0
         for record in records:
             rid = record_id(record["job_id"], record["eval_model"])
@@ -121,7 +140,8 @@ def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, in
                 continue
             audited += store.add_privacy(audit)[1]
             have_audits[audit["id"]] = measured(audit)
-        summary.append((str(src), added, same, differing, audited, audits_differing))
+        failed = sum(failure_table.add_new(f) for f in failures)
+        summary.append((str(src), added, same, differing, audited, audits_differing, failed))
     return summary
 
 

@@ -76,18 +76,20 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def publish(records: list[Record], to: str | os.PathLike[str], source: str,
-            privacy: list[Record] = ()) -> list[Path]:
-    """Write ``to/records.jsonl`` (and ``privacy.jsonl``) and every table; refuses, writing nothing,
-    when a result the folder holds would be dropped."""
+            privacy: list[Record] = (), failures: list[Record] = ()) -> list[Path]:
+    """Write ``to/records.jsonl`` (and ``privacy.jsonl``, ``failures.jsonl``) and every table; refuses,
+    writing nothing, when a result the folder holds would be dropped."""
+    from .failures import EXPORT_FILENAME as FAILURES_FILE, read_failures_jsonl
     from .leaderboard import write_leaderboards
     from .privacy_store import EXPORT_FILENAME, read_privacy_jsonl
 
-    to, privacy = Path(to), list(privacy)
+    to, privacy, failures = Path(to), list(privacy), list(failures)
     if not records:
         raise ConfigError(f"{source} holds no records; nothing to tabulate (run `mddbench run ...` first)")
     if to.exists() and not to.is_dir():
         raise ConfigError(f"--to {to} is a file; name a folder for the leaderboards")
-    exports = [(to / RECORDS_FILE, records, read_records), (to / EXPORT_FILENAME, privacy, read_privacy_jsonl)]
+    exports = [(to / RECORDS_FILE, records, read_records), (to / EXPORT_FILENAME, privacy, read_privacy_jsonl),
+               (to / FAILURES_FILE, failures, read_failures_jsonl)]
     for held, results, reader in exports:
         check_no_loss(results, held, reader, source)
     to.mkdir(parents=True, exist_ok=True)
@@ -96,4 +98,4 @@ def publish(records: list[Record], to: str | os.PathLike[str], source: str,
         if results or held.exists():
             _write_if_changed(held, jsonl(results))
             written.append(held)
-    return [*written, *write_leaderboards(records, to, privacy=privacy)]
+    return [*written, *write_leaderboards(records, to, privacy=privacy, failures=failures)]

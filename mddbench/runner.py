@@ -26,8 +26,9 @@ from . import __version__
 from .atomic import set_aside, write_json
 from .budgets import Budget, canonical_budget, get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
-from .errors import ArtifactError, ConfigError, CorruptRunState
+from .errors import ArtifactError, ConfigError, CorruptRunState, DistillationDiverged
 from .evaluate import EvalConfig, EvalResult, evaluate
+from .failures import FailureTable, failure_record
 from .ids import identity_digest
 from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from .loop import peak_memory_mb
@@ -479,6 +480,17 @@ def check_run_folder(p: Prepared) -> None:
             raise ConfigError(stale_message(f"{run_dir} (its set or checkpoints)", p.job.budget, diff))
 
 
+def failure_of(p: Prepared, message: str) -> dict[str, Any]:
+    """The failure a diverged distillation of ``p`` leaves in the store instead of records."""
+    job = p.job
+    return failure_record(
+        job_id=job.job_id, method=job.method, label_type=p.method.label_type, dataset=p.spec.name, dims=p.spec.dims,
+        ipc=job.ipc, seed=job.seed, eval_models=job.eval_models, protocol=eval_config(p, job.eval_models[0]).protocol,
+        budget=job.budget_label, budget_version=p.budget.version, overrides=dict(job.hparams),
+        time_budget=job.time_budget, message=message, version=__version__, git_commit=git_commit(),
+        device=str(p.device))
+
+
 def run_job(job: Job) -> list[dict[str, Any]]:
     """Distill, evaluate with every requested network, record; returns the records.
 
@@ -495,7 +507,12 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     if not todo:
         return records
     store.check_writable()
-    synset = distill(p)
+    try:
+        synset = distill(p)
+    except DistillationDiverged as exc:  # no record: the failure says the seed was lost (mddbench.failures)
+        exc.failure = failure_of(p, str(exc))
+        FailureTable(store).add(exc.failure)
+        raise
     artifact = job.run_dir / ARTIFACT
     for model in todo:
         cfg = eval_config(p, model)

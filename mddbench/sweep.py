@@ -29,6 +29,7 @@ from .budgets import get_budget
 from .data import get_spec, load_dataset
 from .errors import ConfigError, MddError
 from .experts import ExpertProvider, ExpertRecipe
+from .failures import FailureTable
 from .registry import METHODS, load_plugins
 from .results import ResultStore
 from .runner import Job, resolve_device, run_job, stale_message, stale_record
@@ -133,6 +134,7 @@ class Result:
     message: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, bytes] | None = None  # (remote executors) the files it made, by path under their root
+    failure: dict[str, Any] | None = None  # a job whose distillation diverged: what the store keeps of it
 
 
 def execute(work: Work, device: str, threads: int) -> Result:
@@ -147,7 +149,7 @@ def execute(work: Work, device: str, threads: int) -> Result:
             return Result(work.key, True)
         return Result(work.key, True, records=run_job(replace(work.job, device=device, progress=False)))
     except MddError as exc:
-        return Result(work.key, False, str(exc))
+        return Result(work.key, False, str(exc), failure=getattr(exc, "failure", None))
     except Exception:  # a crashing job must not take the sweep down; its traceback is kept
         return Result(work.key, False, traceback.format_exc(limit=5))
 
@@ -217,6 +219,8 @@ def schedule(p: Plan, executor: Executor, store: ResultStore, progress: bool = T
                 result = executor.collect(future, work)
                 for record in result.records:
                     store.add(record)
+                if result.failure is not None:  # run_job stored it where it ran: on another machine, maybe
+                    FailureTable(store).add(result.failure)
                 if result.ok:
                     done.add(work.key)
                 else:

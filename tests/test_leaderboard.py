@@ -234,6 +234,45 @@ def test_diverged_models_are_shown_never_averaged_and_never_bold():
     assert rows.loc["mtt", "diverged"] == 1 and rows.loc["ftd", "diverged"] == 2 and rows.loc["ftd", "test_acc_n"] == 0
 
 
+def _failure(record: dict, seed: int, job_id: str | None = None, **fields) -> dict:
+    """The failure a diverged seed of ``record``'s cell leaves (mddbench.failures.failure_record's fields)."""
+    job = job_id or f"failed{next(_counter)}"
+    return {"id": job, "job_id": job, "method": record["method"], "label_type": record["label_type"],
+            "dataset": record["dataset"], "dims": 2, "ipc": record["ipc"], "seed": seed, "eval_models": ["convnet"],
+            "protocol": "v1", "budget": record["budget"], "budget_version": 1, "overrides": {}, "time_budget": None,
+            "reason": "distillation diverged", "message": "mtt diverged at iteration 3", **fields}
+
+
+def test_a_seed_lost_to_a_diverged_distillation_is_named_in_its_cell_and_the_cell_does_not_compete(tmp_path):
+    from mddbench.failures import lost
+
+    mtt = [rec("mtt", "pneumoniamnist", 10, [0.90, 0.92], seed=s) for s in (0, 1)]
+    dm = [rec("dm", "pneumoniamnist", 10, [0.80 + 0.01 * s, 0.82], seed=s) for s in (0, 1, 2)]
+    rnd = [rec("random", "pneumoniamnist", 10, [0.50 + 0.01 * s, 0.52], seed=s) for s in (0, 1, 2)]
+    records = mtt + dm + rnd
+    ftd = rec("ftd", "pneumoniamnist", 10, [0.5])  # a method every seed of which diverged: a row of its own
+    dc = [rec("dc", "pneumoniamnist", 10, [0.70 + 0.01 * s, 0.70], seed=s) for s in (0, 1, 2)]
+    failures = [_failure(mtt[0], 2), _failure(ftd, 0), _failure(ftd, 1),
+                _failure(dc[0], 0, job_id=dc[0]["job_id"])]  # dc seed 0 failed once, and succeeded when rerun
+    records += dc
+    table = main_table(records, budget="quick", bold=True, lost=lost(failures, records))
+    col = "pneumoniamnist ipc10"
+    # the best mean (mtt, 91.0 over its two surviving seeds) is no contender: dm is significantly best
+    assert table.loc["mtt", col] == "91.00 ± 1.00 [91.0, 91.0] (n=4, 2 seeds, 1 of 3 seeds diverged in distillation)"
+    assert table.loc["dm", col].startswith("**81.50 ± ")
+    assert table.loc["ftd", col] == "distillation diverged (2 of 2 seeds)"
+    assert "diverged" not in table.loc["dc", col] and table.loc["dc", col].endswith("(n=6, 3 seeds)")
+    plain = main_table(records, budget="quick", lost=lost(failures, records))
+    assert plain.loc["mtt", col] == "91.00 ± 1.00 (n=4, 1 of 3 seeds diverged in distillation)"
+    # without the failures the survivors' mean would win the column: the failures are what stops it
+    assert main_table(records, budget="quick", bold=True).loc["mtt", col].startswith("**91.00")
+    # a failure of another budget never marks this one's cells
+    other = _failure({**mtt[0], "budget": "smoke"}, 2)
+    assert "diverged" not in main_table(records, budget="quick", lost=lost([other], records)).loc["mtt", col]
+    write_leaderboards(records, tmp_path, failures=failures)
+    assert "1 of 3 seeds diverged in distillation" in (tmp_path / "main_quick.md").read_text()
+
+
 def test_reported_vs_reproduced(records):
     paper = pd.read_csv(PAPER_RESULTS)
     df = reported_vs_reproduced(quick(records))

@@ -307,7 +307,7 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
     store.add(_record("j1", 0.5))
     export = tmp_path / "records.jsonl"
     export.write_text(json.dumps(_record("j1", 0.75)) + "\n" + json.dumps(_record("j2")) + "\n")
-    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0, 0)]
+    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0, 0, 0)]
     assert store.records(job_id="j1")[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
 
     bad = tmp_path / "bad.jsonl"
@@ -346,10 +346,10 @@ def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_ex
     assert "2 record(s) and 2 privacy result(s) added" in capsys.readouterr().out
     merged = PrivacyStore(into / "results.sqlite", create=False)
     assert [r["id"] for r in merged.privacy_records()] == ["p1", "p2"]
-    assert [s[4:] for s in merge_into(into, [tmp_path / "a", published / "records.jsonl"])] == [(0, 0), (0, 0)]
+    assert [s[4:6] for s in merge_into(into, [tmp_path / "a", published / "records.jsonl"])] == [(0, 0), (0, 0)]
     again = PrivacyStore(tmp_path / "again" / "results.sqlite")
     again.add_privacy({**_audit("p1", "j1"), "memorisation": {"pixel": {"near_copy_share": 0.5}}})  # audited anew
-    assert [s[4:] for s in merge_into(into, [tmp_path / "again"])] == [(0, 1)]
+    assert [s[4:6] for s in merge_into(into, [tmp_path / "again"])] == [(0, 1)]
     assert merged.privacy_records()[0]["memorisation"] == {}  # the store's audit is kept
 
     (published / "privacy.jsonl").write_text(json.dumps({"id": "p3"}) + "\n")  # not a privacy result

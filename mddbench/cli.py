@@ -200,7 +200,7 @@ def cmd_leaderboard(args) -> None:
         source, records = str(store.path), store.records()
     store_path = Path(args.results) / "results.sqlite"
     paths = publish(records, Path(args.to), source, privacy_for_leaderboard(store_path, args.records),
-                    failures_of(store_path, args.records))
+                    failures_of(args.records or store_path))
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
@@ -242,9 +242,11 @@ def cmd_merge(args) -> None:
               + (f", {audits_differing} privacy result(s) differ from the audit already there under their id "
                  f"(kept the store's)" if audits_differing else "")
               + (f", {failed} failure(s) added" if failed else ""))
-    total, audits = sum(s[1] for s in summary), sum(s[4] for s in summary)
-    print(f"{total} record(s)" + (f" and {audits} privacy result(s)" if audits else "") +
-          f" added to {merge_target(args.into)}")
+    total, audits, failures = (sum(s[i] for s in summary) for i in (1, 4, 6))
+    parts = [f"{total} record(s)"] + [f"{n} {what}" for n, what in ((audits, "privacy result(s)"),
+                                                                   (failures, "failure(s)")) if n]
+    print(f"{', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1 else parts[0],
+          f"added to {merge_target(args.into)}")
     for audit, record in audits_of_other_files(args.into):
         print(f"note: privacy result {audit['id']} ({audit['method']}, {audit['dataset']}, ipc {audit['ipc']}, "
               f"seed {audit['seed']}) audited another file than its evaluation record {record['id']} names "

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic import write_text
 from .errors import ConfigError
-from .results import ResultStore, jsonl_text
+from .results import DEFAULT_FILENAME, ResultStore, export_beside, jsonl_text
 
 EXPORT_FILENAME = "failures.jsonl"
 REQUIRED = ("id", "job_id", "method", "dataset", "ipc", "eval_models", "protocol", "budget", "seed", "reason")
@@ -63,41 +65,55 @@ def failure_record(*, job_id: str, method: str, label_type: str, dataset: str, d
 
 
 class FailureTable:
-    """The ``failures`` table of a results store."""
+    """The ``failures`` table of a results store; it is made by the first failure, so reading a store that
+    has none (older stores, read-only ones) writes nothing."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
-        with store._connect() as conn:
-            conn.executescript(_SCHEMA)
 
     def add(self, failure: Failure) -> None:
-        """Store ``failure``; one stored for the same job before is replaced (the newest attempt counts)."""
+        """Store ``failure``; one stored for the same job before is replaced (a rerun's newest attempt counts)."""
+        self._insert(failure, "OR REPLACE")
+
+    def add_new(self, failure: Failure) -> bool:
+        """Store ``failure`` unless one of its id is there (merging keeps the store's, as it does records);
+        whether it was new."""
+        return self._insert(failure, "OR IGNORE")
+
+    def _insert(self, failure: Failure, conflict: str) -> bool:
         validate_failure(failure)
         text = json.dumps(failure, sort_keys=True, allow_nan=False)
         with self.store._connect() as conn:
-            conn.execute("INSERT OR REPLACE INTO failures (id, method, dataset, ipc, budget, seed, created, record)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (failure["id"], failure["method"], failure["dataset"], str(failure["ipc"]),
-                          failure["budget"], failure["seed"], str(failure.get("created", "")), text))
-
-    def add_new(self, failure: Failure) -> bool:
-        """Store ``failure`` unless one of its id is there (merging); whether it was new."""
-        validate_failure(failure)
-        with self.store._connect() as conn:
-            if conn.execute("SELECT 1 FROM failures WHERE id = ?", (failure["id"],)).fetchone():
-                return False
-        self.add(failure)
-        return True
+            conn.executescript(_SCHEMA)
+            cur = conn.execute(f"INSERT {conflict} INTO failures (id, method, dataset, ipc, budget, seed, created, "
+                               "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (failure["id"], failure["method"], failure["dataset"], str(failure["ipc"]),
+                                failure["budget"], failure["seed"], str(failure.get("created", "")), text))
+            return cur.rowcount == 1
 
     def all(self) -> list[Failure]:
-        with self.store._connect() as conn:
-            rows = conn.execute("SELECT record FROM failures ORDER BY id").fetchall()
-        return [json.loads(text) for (text,) in rows]
+        return read_store_failures(self.store.path)
 
     def export(self, path: str | os.PathLike[str]) -> int:
         failures = self.all()
         write_text(Path(path), jsonl_text(failures))
         return len(failures)
+
+
+def read_store_failures(path: str | os.PathLike[str]) -> list[Failure]:
+    """The failures of a store file, validated; opened read-only, and none where it has no such table."""
+    with closing(sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)) as conn:
+        tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        texts = conn.execute("SELECT record FROM failures ORDER BY id").fetchall() if "failures" in tables else []
+    failures = []
+    for i, (text,) in enumerate(texts, 1):
+        try:
+            failure = json.loads(text)
+            validate_failure(failure)
+        except (json.JSONDecodeError, ConfigError) as exc:
+            raise ConfigError(f"{path}: failure {i} is not a failure ({exc})") from exc
+        failures.append(failure)
+    return failures
 
 
 def read_failures_jsonl(path: str | os.PathLike[str]) -> list[Failure]:
@@ -115,20 +131,22 @@ def read_failures_jsonl(path: str | os.PathLike[str]) -> list[Failure]:
     return failures
 
 
-def failures_of(store_path: Path, records_file: str | os.PathLike[str] | None = None) -> list[Failure]:
-    """The failures a leaderboard reads: beside a ``--records`` file (its sibling ``failures.jsonl``), or
-    from the store; none where there is neither."""
-    if records_file:
-        sibling = Path(records_file).with_name(EXPORT_FILENAME)
-        return read_failures_jsonl(sibling) if sibling.is_file() and sibling.resolve() != Path(records_file).resolve() \
-            else []
-    if not Path(store_path).is_file():
-        return []
-    return FailureTable(ResultStore(store_path, create=False)).all()
+def failures_of(source: str | os.PathLike[str]) -> list[Failure]:
+    """The failures that go with a source of records: a store (its file or folder) or a ``.jsonl`` export
+    (the ``failures.jsonl`` beside it); none where there are none."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / DEFAULT_FILENAME
+    if path.suffix == ".jsonl":
+        sibling = export_beside(path, EXPORT_FILENAME)
+        return read_failures_jsonl(sibling) if sibling else []
+    return read_store_failures(path) if path.is_file() else []
 
 
 def lost(failures: Iterable[Failure], records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The failures that still count (no evaluation record of their job exists), one per evaluation
-    network, shaped as the records a table places (``eval_model`` instead of ``eval_models``)."""
-    done = {r["job_id"] for r in records}
-    return [{**f, "eval_model": model} for f in failures if f["job_id"] not in done for model in f["eval_models"]]
+    """The failures that still count, one per evaluation network that has no record of the failed job
+    (a rerun that succeeded supersedes a failure), shaped as the records a table places (``eval_model``
+    instead of ``eval_models``)."""
+    done = {(r["job_id"], r["eval_model"]) for r in records}
+    return [{**f, "eval_model": model} for f in failures for model in f["eval_models"]
+            if (f["job_id"], model) not in done]

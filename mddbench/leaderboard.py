@@ -46,7 +46,8 @@ class Stat:
 
     ``seeds``: the mean of each seed's models (the unit the interval and the tests use);
     ``never_updated``: how many of ``records`` say their set never changed (``updates == 0``);
-    ``lost``: seeds of the cell whose distillation diverged, so they have no record (:mod:`mddbench.failures`).
+    ``lost``: runs of the cell (a seed, at a time budget) whose distillation diverged, so they have no record
+    (:mod:`mddbench.failures`), of ``runs`` in all; ``lost_of`` says it, e.g. "1 of 3 seeds".
     """
     mean: float
     std: float
@@ -56,6 +57,7 @@ class Stat:
     never_updated: int = 0
     records: int = 0
     lost: int = 0
+    lost_of: str = ""
 
     @property
     def interval(self) -> tuple[float, float] | None:
@@ -102,8 +104,22 @@ def _never_updated(stat: Stat) -> str:
     return f", {stat.never_updated} of {stat.records} seeds never updated"
 
 
-def _lost(stat: Stat, seeds: int) -> str:
-    return f", {stat.lost} of {seeds + stat.lost} seeds diverged in distillation" if stat.lost else ""
+def _runs(cell: Iterable[Record]) -> set[tuple[Any, Any]]:
+    """A cell's runs: its seeds, each at its time budget (a variants cell may hold several)."""
+    return {(r.get("seed"), r.get("time_budget")) for r in cell}
+
+
+def cell_stat(cell: Sequence[Record], metric: str = "test_acc") -> Stat:
+    """:func:`pool` over a cell's records, with the runs its failures (entries without metrics:
+    :func:`mddbench.failures.lost`) took counted in ``lost``."""
+    recs = [r for r in cell if "metrics" in r]
+    failed = [r for r in cell if "metrics" not in r]
+    if not failed:
+        return pool(recs, metric)
+    runs, lost = _runs(cell), _runs(failed)
+    unit = "seeds" if len({budget for _, budget in runs}) == 1 else "runs"
+    stat = pool(recs, metric) if recs else Stat(math.nan, math.nan, 0)
+    return replace(stat, lost=len(lost), lost_of=f"{len(lost)} of {len(runs)} {unit}")
 
 
 def _cell(stat: Stat | None, bold: bool = False, tie: bool = False, interval: bool = False) -> str:
@@ -116,8 +132,8 @@ def _cell(stat: Stat | None, bold: bool = False, tie: bool = False, interval: bo
     if stat is None:
         return ""
     if stat.records == 0:
-        return f"distillation diverged ({stat.lost} of {stat.lost} seeds)"
-    lost = _lost(stat, stat.records)
+        return f"distillation diverged ({stat.lost_of})"
+    lost = f", {stat.lost_of} diverged in distillation" if stat.lost else ""
     if stat.n == 0:
         return f"diverged ({stat.diverged}/{stat.diverged}){lost}{_never_updated(stat)}"
     pm = format_pm(stat.mean, stat.std)
@@ -238,13 +254,6 @@ def _cells(records: list[Record], row_of: Callable[[Record], RowKey] = _row_key
     return cols, cells
 
 
-def _with_lost(stat: Stat | None, lost: list[Record]) -> Stat | None:
-    seeds = {f["seed"] for f in lost}
-    if not seeds:
-        return stat
-    return replace(stat, lost=len(seeds)) if stat else Stat(math.nan, math.nan, 0, lost=len(seeds))
-
-
 def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
            row_of: Callable[[Record], RowKey] = _row_key,
            note_of: Callable[[list[Record]], str] = lambda recs: "", lost: Sequence[Record] = ()) -> pd.DataFrame:
@@ -255,11 +264,8 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
     ``lost``: failures (:func:`mddbench.failures.lost`) of the same scope; each cell says how many of its
     seeds they took, and a row or column only they hold appears too.
     """
-    cols, cells = _cells(records, row_of)
-    lost_cols, lost_cells = _cells(list(lost), row_of)
-    cols = sorted(set(cols) | set(lost_cols), key=_col_order)
-    stats = {k: _with_lost(pool(cells[k], metric) if cells.get(k) else None, lost_cells.get(k, []))
-             for k in set(cells) | set(lost_cells)}
+    cols, cells = _cells([*records, *lost], row_of)
+    stats = {k: cell_stat(v, metric) for k, v in cells.items()}
     # contenders for a column's verdict: never a reference row, nor a cell that lost models or seeds to divergence
     contenders = {k: s for k, s in stats.items()
                   if not is_reference(k[0][0]) and not s.diverged and not s.lost and s.n}
@@ -274,27 +280,32 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
 
 
 def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: str = "test_acc",
-                   eval_model: str = "convnet", budget: str | None = None, protocol: str | None = None
-                   ) -> pd.DataFrame:
+                   eval_model: str = "convnet", budget: str | None = None, protocol: str | None = None,
+                   lost: Iterable[Record] = ()) -> pd.DataFrame:
     """Every row of one column (default runs and variants, ``real`` included) against every other: the
     row's mean and seed means, and Welch's two-sided p over seed means (``significance.welch_p``) with
     each other row; rows by mean, best first. The numbers behind a table's marks, for sentences that
     compare two rows the marks do not (nan: a row with one seed cannot be tested). Rows as the variants
-    table has them: time-matched runs of one method share a row whatever each seed's time budget."""
+    table has them: time-matched runs of one method share a row whatever each seed's time budget.
+    ``lost`` (failures, :func:`mddbench.failures.lost`): the "lost" column says how many of a row's runs
+    diverged in distillation, so that its mean is over the others only; a row they took whole is left out."""
     records = [r for r in _scope(records, metric, budget, protocol)
                if r["eval_model"] == eval_model and r["dataset"] == dataset and r["ipc"] in (ipc, "full")]
+    lost = [f for f in _lost_in_scope(lost, records)
+            if f["eval_model"] == eval_model and f["dataset"] == dataset and f["ipc"] in (ipc, "full")]
     col = (dataset, ipc, eval_model)
-    cells = _cells(records, _row_key_any_time)[1]
-    stats = {row: pool(recs, metric) for (row, c), recs in cells.items() if c == col}
+    cells = _cells([*records, *lost], _row_key_any_time)[1]
+    stats = {row: cell_stat(recs, metric) for (row, c), recs in cells.items() if c == col}
+    stats = {row: stat for row, stat in stats.items() if stat.records}
     if not stats:
         raise ConfigError(f"no {metric} records for {dataset} ipc {ipc} on {eval_model}")
     rows = sorted(stats, key=lambda row: (-stats[row].mean, _row_order(row)))
     labels = [_row_label(row) for row in rows]
-    data = [[round(stats[a].mean, 2), len(stats[a].seeds), " ".join(f"{x:.1f}" for x in stats[a].seeds)]
+    data = [[round(stats[a].mean, 2), len(stats[a].seeds), stats[a].lost, " ".join(f"{x:.1f}" for x in stats[a].seeds)]
             + [math.nan if a == b else round(welch_p(stats[a].seeds, stats[b].seeds), 3) for b in rows]
             for a in rows]
     return pd.DataFrame(data, index=pd.Index(labels, name="method"),
-                        columns=["mean", "seeds", "seed means"] + [f"p vs {x}" for x in labels])
+                        columns=["mean", "seeds", "lost", "seed means"] + [f"p vs {x}" for x in labels])
 
 
 def _lost_in_scope(lost: Iterable[Record], records: Sequence[Record]) -> list[Record]:
@@ -358,16 +369,16 @@ def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str
 
 
 def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
-                           metric: str = "test_acc") -> pd.DataFrame:
+                           metric: str = "test_acc", lost: Iterable[Record] = ()) -> pd.DataFrame:
     """Every (dataset, ipc, method, eval model) the paper reports, beside ours, then what only we ran.
 
     Our records are grouped by budget, protocol and label type (one row each); the difference is
-    ours minus the paper's mean, in points.
+    ours minus the paper's mean, in points. ``lost`` (failures): ours says how many seeds diverged.
     """
     if metric not in METRIC_NAMES:
         raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
     ours: dict[tuple[str, str, str, str], dict[tuple[str, str, str], list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for r in (r for r in records if not variant(r)):  # ablations and time-matched runs are not the method
+    for r in (r for r in [*records, *lost] if not variant(r)):  # ablations and time-matched runs are not the method
         ours[(r["dataset"], str(r["ipc"]), r["method"], r["eval_model"])][
             (budget_label(r), r["protocol"], r.get("label_type") or "hard")].append(r)
 
@@ -380,7 +391,7 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
             return [{**base, "label_type": "", "reproduced": "not run", "difference": "", "budget": "", "protocol": ""}]
         out = []
         for (budget, protocol, label_type), recs in sorted(groups.items()):
-            s = pool(recs, metric)
+            s = cell_stat(recs, metric)
             diff = "" if reported is None or not s.n else f"{s.mean - reported:+.2f}"
             out.append({**base, "label_type": label_type, "reproduced": _cell(s), "difference": diff,
                         "budget": budget, "protocol": protocol})
@@ -542,7 +553,7 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
                                                   version),
                                       [r for r in varied if variant(r)])
         recs = [r for r in recs if not variant(r)]
-        cross = {(r["dataset"], r["ipc"]) for r in recs if r["eval_model"] != "convnet"}
+        cross = {(r["dataset"], r["ipc"]) for r in [*recs, *lost] if r["eval_model"] != "convnet" and not variant(r)}
         if cross:
             used = [r for r in recs if (r["dataset"], r["ipc"]) in cross
                     or (r["ipc"] == "full" and r["dataset"] in {d for d, _ in cross})]
@@ -553,7 +564,7 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
                                   _cell_notes(protocol, budget, "each synthetic set evaluated on several networks",
                                               version),
                                   used)
-    rvr = reported_vs_reproduced(records, paper_csv)
+    rvr = reported_vs_reproduced(records, paper_csv, lost=lost_all)
     notes = ["The paper's reported test accuracy (mean ± std in points; the paper writes std as a fraction) "
              "beside ours (mean ± std over pooled per-model values, n models), and ours minus reported.",
              _budget_note(sorted({budget_label(r) for r in records})),

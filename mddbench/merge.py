@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .failures import EXPORT_FILENAME as FAILURES_FILE, FailureTable, read_failures_jsonl, validate_failure
+from .failures import FailureTable, failures_of
 from .privacy_store import EXPORT_FILENAME, PrivacyStore, read_privacy_jsonl, validate_privacy
-from .results import DEFAULT_FILENAME, _no_value_as_null, record_id, validate
+from .results import DEFAULT_FILENAME, _no_value_as_null, export_beside, record_id, validate
 
 
 def merge_target(into: str | Path) -> Path:
@@ -85,26 +85,12 @@ def read_privacy_source(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
         path = path / DEFAULT_FILENAME
     if path.suffix == ".jsonl":
-        sibling = path.with_name(EXPORT_FILENAME)
-        return read_privacy_jsonl(sibling) if sibling.is_file() and sibling.resolve() != path.resolve() else []
+        sibling = export_beside(path, EXPORT_FILENAME)
+        return read_privacy_jsonl(sibling) if sibling else []
     with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
         tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         texts = conn.execute("SELECT record FROM privacy ORDER BY id").fetchall() if "privacy" in tables else []
     return _validated([json.loads(text) for (text,) in texts], path, "privacy result", validate_privacy)
-
-
-def read_failures_source(path: Path) -> list[dict[str, Any]]:
-    """The failures a source holds: its store's ``failures`` table, or the ``failures.jsonl`` beside a
-    ``.jsonl`` export (none: an empty list), validated; never writes to it."""
-    if path.is_dir():
-        path = path / DEFAULT_FILENAME
-    if path.suffix == ".jsonl":
-        sibling = path.with_name(FAILURES_FILE)
-        return read_failures_jsonl(sibling) if sibling.is_file() and sibling.resolve() != path.resolve() else []
-    with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
-        tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        texts = conn.execute("SELECT record FROM failures ORDER BY id").fetchall() if "failures" in tables else []
-    return _validated([json.loads(text) for (text,) in texts], path, "failure", validate_failure)
 
 
 def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int, int, int]]:
@@ -113,7 +99,7 @@ def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, in
     the one already there under their id: an audit made again, ``mddbench privacy --again``; the store's
     is kept; failures added)."""
     # all read and valid before any write
-    read = [(src, read_source(Path(src)), read_privacy_source(Path(src)), read_failures_source(Path(src)))
+    read = [(src, read_source(Path(src)), read_privacy_source(Path(src)), failures_of(src))
             for src in sources]
     target = merge_target(into)
     target.parent.mkdir(parents=True, exist_ok=True)

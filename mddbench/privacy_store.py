@@ -18,7 +18,7 @@ from typing import Any
 
 from .atomic import write_text
 from .errors import ConfigError
-from .results import ResultStore, _no_value_as_null, jsonl_text
+from .results import ResultStore, _no_value_as_null, export_beside, jsonl_text
 
 EXPORT_FILENAME = "privacy.jsonl"
 REQUIRED = ("id", "privacy_version", "job_id", "eval_record_id", "method", "dataset", "ipc", "seed", "budget",
@@ -123,8 +123,8 @@ def privacy_for_leaderboard(store_path: Path, records_file: str | None) -> list[
     """The privacy results a leaderboard renders: beside a ``--records`` file (its sibling
     ``privacy.jsonl``), or from the store (``mddbench.publish`` exports them beside ``records.jsonl``)."""
     if records_file:
-        sibling = Path(records_file).with_name(EXPORT_FILENAME)
-        return read_privacy_jsonl(sibling) if sibling.is_file() else []
+        sibling = export_beside(records_file, EXPORT_FILENAME)
+        return read_privacy_jsonl(sibling) if sibling else []
     if not store_path.is_file():
         return []
     return PrivacyStore(store_path, create=False).privacy_records()

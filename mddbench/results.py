@@ -263,6 +263,13 @@ class ResultStore:
         return added
 
 
+def export_beside(path: str | os.PathLike[str], filename: str) -> Path | None:
+    """The export named ``filename`` in the folder of the export ``path`` (``privacy.jsonl`` or
+    ``failures.jsonl`` beside a ``records.jsonl``, as ``mddbench leaderboard`` writes them), if there is one."""
+    sibling = Path(path).with_name(filename)
+    return sibling if sibling.is_file() and sibling.resolve() != Path(path).resolve() else None
+
+
 def jsonl_text(records) -> str:
     """The export format: one JSON object per line, keys sorted (records in the order given)."""
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)

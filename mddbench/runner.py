@@ -480,15 +480,15 @@ def check_run_folder(p: Prepared) -> None:
             raise ConfigError(stale_message(f"{run_dir} (its set or checkpoints)", p.job.budget, diff))
 
 
-def failure_of(p: Prepared, message: str) -> dict[str, Any]:
-    """The failure a diverged distillation of ``p`` leaves in the store instead of records."""
+def failure_of(p: Prepared, eval_models: list[str], message: str) -> dict[str, Any]:
+    """The failure a diverged distillation of ``p`` leaves in the store instead of the records of ``eval_models``."""
     job = p.job
     return failure_record(
         job_id=job.job_id, method=job.method, label_type=p.method.label_type, dataset=p.spec.name, dims=p.spec.dims,
-        ipc=job.ipc, seed=job.seed, eval_models=job.eval_models, protocol=eval_config(p, job.eval_models[0]).protocol,
+        ipc=job.ipc, seed=job.seed, eval_models=eval_models, protocol=eval_config(p, eval_models[0]).protocol,
         budget=job.budget_label, budget_version=p.budget.version, overrides=dict(job.hparams),
-        time_budget=job.time_budget, message=message, version=__version__, git_commit=git_commit(),
-        device=str(p.device))
+        time_budget=job.time_budget, message=message, hparams=as_json(p.hp), version=__version__,
+        git_commit=git_commit(), device=str(p.device))
 
 
 def run_job(job: Job) -> list[dict[str, Any]]:
@@ -510,8 +510,11 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     try:
         synset = distill(p)
     except DistillationDiverged as exc:  # no record: the failure says the seed was lost (mddbench.failures)
-        exc.failure = failure_of(p, str(exc))
-        FailureTable(store).add(exc.failure)
+        exc.failure = failure_of(p, todo, str(exc))
+        try:
+            FailureTable(store).add(exc.failure)
+        except (OSError, sqlite3.Error) as store_exc:  # the divergence is what the user must hear of
+            log.warning("mddbench: could not store the failure in %s (%s)", store.path, store_exc)
         raise
     artifact = job.run_dir / ARTIFACT
     for model in todo:

@@ -8,8 +8,10 @@ values they used, scored on the **val** split only (test is never read here).
 
 Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
 overrides), val balanced accuracy and val accuracy as mean +- std over every evaluation network of every
-seed, the number of seeds and networks. Rows are sorted by val balanced accuracy (the
-metric to choose on where one class dominates the split), best first; the best row is the choice.
+seed, the number of seeds and networks, and how many seeds diverged in distillation (failures: a value whose
+runs diverge is no choice however well its other seeds score). Rows are sorted by val balanced accuracy (the
+metric to choose on where one class dominates the split), best first, the rows that lost seeds after the
+rest; the first row is the choice.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mddbench import publish  # noqa: E402
 from mddbench.budgets import record_budget_version  # noqa: E402
+from mddbench.failures import failures_of, lost  # noqa: E402
 from mddbench.results import ResultStore  # noqa: E402
 
 
@@ -49,23 +52,28 @@ def same(value: object, wanted: str) -> bool:
 
 
 def rows(records: list[dict], by: list[str] | None = None,
-         where: dict[str, str] | None = None) -> list[tuple[str, dict]]:
+         where: dict[str, str] | None = None, failures: list[dict] = ()) -> list[tuple[str, dict]]:
+    """Records grouped by the values they used; ``failures`` (failures of the same cell, which hold the
+    hyperparameters their runs resolved) join their group and count as its diverged seeds."""
     groups: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
+    for r in [*records, *failures]:
         if not all(same(used(r, k), v) for k, v in (where or {}).items()):
             continue
         keys = by or sorted(r.get("overrides") or {})
         groups[", ".join(f"{k}={used(r, k)}" for k in keys) or "defaults"].append(r)
     out = []
-    for label, recs in groups.items():
+    for label, group in groups.items():
+        recs = [r for r in group if "metrics" in r]
         stats = {}
         for metric in ("val_balanced_acc", "val_acc"):
             values = [v for r in recs for v in (r["metrics"].get(metric) or {}).get("per_model", []) if v is not None]
             stats[metric] = (100 * np.mean(values), 100 * np.std(values)) if values else (float("nan"), float("nan"))
         stats["seeds"] = len({r["seed"] for r in recs})
         stats["networks"] = sum(r["metrics"]["val_acc"]["n"] for r in recs)
+        stats["diverged"] = len({r["seed"] for r in group if "metrics" not in r})
         out.append((label, stats))
-    return sorted(out, key=lambda x: -np.nan_to_num(x[1]["val_balanced_acc"][0], nan=-1))
+    # a group that lost seeds sorts after every group that did not: its mean is over its survivors only
+    return sorted(out, key=lambda x: (x[1]["diverged"] > 0, -np.nan_to_num(x[1]["val_balanced_acc"][0], nan=-1)))
 
 
 def read_records(path: str) -> list[dict]:
@@ -89,17 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     where = dict(w.split("=", 1) for w in args.where if "=" in w)
     if len(where) != len(args.where):
         ap.error("--where takes KEY=VALUE pairs")
-    records = [r for r in read_records(args.store)
-               if r["method"] == args.method and r["dataset"] == args.dataset and r["ipc"] == args.ipc
-               and (args.seeds is None or r["seed"] in args.seeds)]
+    every = read_records(args.store)
+    mine = lambda r: (r["method"] == args.method and r["dataset"] == args.dataset and r["ipc"] == args.ipc  # noqa: E731
+                      and (args.seeds is None or r["seed"] in args.seeds))
+    records = [r for r in every if mine(r)]
+    failed = [f for f in lost(failures_of(args.store), every) if f["eval_model"] == "convnet" and mine(f)]
     if not records:
         print(f"no {args.method} records for {args.dataset} ipc {args.ipc} in {args.store}", file=sys.stderr)
         return 1
-    print(f"| {', '.join(args.by) if args.by else 'overrides'} | val balanced acc | val acc | seeds | networks |")
-    print("|---|---|---|---|---|")
-    for label, s in rows(records, args.by, where):
+    print(f"| {', '.join(args.by) if args.by else 'overrides'} | val balanced acc | val acc | seeds | networks "
+          "| diverged seeds |")
+    print("|---|---|---|---|---|---|")
+    for label, s in rows(records, args.by, where, failed):
         print(f"| {label} | {s['val_balanced_acc'][0]:.2f} ± {s['val_balanced_acc'][1]:.2f} | "
-              f"{s['val_acc'][0]:.2f} ± {s['val_acc'][1]:.2f} | {s['seeds']} | {s['networks']} |")
+              f"{s['val_acc'][0]:.2f} ± {s['val_acc'][1]:.2f} | {s['seeds']} | {s['networks']} | {s['diverged']} |")
     return 0
 
 

@@ -74,5 +74,51 @@ def test_a_diverged_seed_is_stored_named_in_its_cell_exported_and_merged(plugin,
 
     merged = tmp_path / "merged"
     assert main(["merge", str(published / "records.jsonl"), "--into", str(merged)]) == 0
-    assert "2 added, 0 already there, 1 failure(s) added" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 added, 0 already there, 1 failure(s) added" in printed and "2 record(s) and 1 failure(s) added" in printed
     assert [f["seed"] for f in FailureTable(ResultStore(merged / "results.sqlite")).all()] == [1]
+
+
+def test_the_sweep_stores_a_failure_that_comes_back_from_another_machine(tmp_path):
+    """A remote executor's run_job wrote the failure to that machine's store; the sweep keeps what came back."""
+    from concurrent.futures import Future
+
+    from mddbench.runner import Job
+    from mddbench.sweep import Plan, Result, Work, schedule
+
+    job = Job(method="dm", dataset="demo", ipc=1, seed=2, budget="smoke", out=str(tmp_path))
+    failure = {"id": job.job_id, "job_id": job.job_id, "method": "dm", "dataset": "demo", "ipc": 1, "seed": 2,
+               "eval_models": ["convnet"], "protocol": "v1", "budget": "smoke", "reason": "distillation diverged"}
+
+    class Elsewhere:
+        slots = 1
+
+        def provide(self, key, build):
+            pass
+
+        def submit(self, work):
+            future = Future()
+            future.set_result(Result(work.key, False, "dm diverged at iteration 3", failure=failure))
+            return future
+
+        def collect(self, future, work):
+            return future.result()
+
+        def close(self):
+            pass
+
+    store = ResultStore(tmp_path / "results.sqlite")
+    [outcome] = schedule(Plan([Work(job.job_id, job=job)]), Elsewhere(), store, progress=False)
+    assert not outcome.ok and FailureTable(store).all() == [failure]
+
+
+def test_reading_a_store_made_before_failures_writes_nothing_to_it(tmp_path):
+    import sqlite3
+
+    from mddbench.failures import failures_of
+
+    store = ResultStore(tmp_path / "results.sqlite")
+    before = (tmp_path / "results.sqlite").read_bytes()
+    assert failures_of(tmp_path) == [] and FailureTable(store).all() == []
+    tables = {t for (t,) in sqlite3.connect(store.path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "failures" not in tables and (tmp_path / "results.sqlite").read_bytes() == before

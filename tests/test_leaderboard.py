@@ -273,6 +273,19 @@ def test_a_seed_lost_to_a_diverged_distillation_is_named_in_its_cell_and_the_cel
     assert "1 of 3 seeds diverged in distillation" in (tmp_path / "main_quick.md").read_text()
 
 
+def test_a_time_matched_run_lost_to_divergence_counts_as_one_run_of_its_cell():
+    from mddbench.failures import lost
+    from mddbench.leaderboard import variants_table
+
+    matched = [dict(rec("mtt", "breastmnist", 2, [0.6], seed=s), time_budget=t) for s in (0, 1) for t in (60.0, 120.0)]
+    default = [rec("mtt", "breastmnist", 2, [0.5], seed=s) for s in (0, 1)]
+    failure = _failure(dict(matched[0], time_budget=30.0), 2, time_budget=30.0)
+    records = matched + default
+    table = variants_table(records, budget="quick", lost=lost([failure], records))
+    cell = table.loc["mtt [time budget]", "breastmnist ipc2"]
+    assert cell == "60.00 ± 0.00 (n=4, 1 of 5 runs diverged in distillation) [30 s, 60 s, 120 s]"
+
+
 def test_reported_vs_reproduced(records):
     paper = pd.read_csv(PAPER_RESULTS)
     df = reported_vs_reproduced(quick(records))

@@ -82,3 +82,11 @@ def test_the_published_records_jsonl_is_read_directly(val_table, tmp_path, capsy
     assert val_table.main([str(path), "--method", "ptm", "--dataset", "retinamnist", "--ipc", "10",
                            "--by", "lr_teacher", "--seeds", "0", "1"]) == 0
     assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["| lr_teacher=0.001"]
+
+
+def test_a_value_whose_seed_diverged_is_counted_and_ranked_after_the_values_that_did_not(val_table):
+    records = [record(10.0, 0, [0.60, 0.60], [0.5]), record(10.0, 1, [0.62, 0.62], [0.5]),
+               record(1.0, 0, [0.40, 0.40], [0.5]), record(1.0, 1, [0.42, 0.42], [0.5])]
+    failure = {"seed": 2, "overrides": {"beta2": 10.0}, "hparams": {"beta2": 10.0}}  # its third seed diverged
+    ranked = val_table.rows(records, ["beta2"], failures=[failure])
+    assert [(label, s["diverged"], s["seeds"]) for label, s in ranked] == [("beta2=1.0", 0, 2), ("beta2=10.0", 1, 2)]

@@ -32,6 +32,12 @@ from .synset import SyntheticSet
 _log = logging.getLogger(__name__)
 
 
+STEP_SIZE = "syn_lr"  # the metric of a learned student step size (the trajectory methods log it)
+IMAGE_ADVICE = "Lower the image learning rate (--hp lr_img=...) or the number of unrolled steps."
+STEP_SIZE_ADVICE = ("The learned step size is among them: lower its learning rate (--hp lr_lr=...), or the "
+                    "image learning rate (--hp lr_img=...).")
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA allocator peak on a GPU, the process's max RSS on the CPU."""
     if device.type == "cuda":
@@ -234,7 +240,7 @@ def distill_loop(task, iterations: int, state: dict[str, Any], step: Callable[[i
                     where = f"; the last good synthetic set (iteration {it}) is in {last_good.save(run_dir / 'last_good.safetensors')}"
                 raise DistillationDiverged(
                     f"{name} diverged at iteration {it}: {', '.join(bad) or 'synthetic set'} not finite{where}. "
-                    "Lower the image learning rate (--hp lr_img=...) or the number of unrolled steps.")
+                    + (STEP_SIZE_ADVICE if STEP_SIZE in bad else IMAGE_ADVICE))
             last_good = now
             if "stepped" in metrics:
                 updates = (updates or 0) + int(metrics["stepped"])

@@ -86,3 +86,17 @@ def test_runs_on_3d_and_112px(method, dataset, shape, tmp_path, expert_cache):
         assert synset.labels.bincount(minlength=3).min() >= 1
     else:  # learned label logits may move to another class (DATM's do); they stay finite, over the 3 classes
         assert synset.labels.shape == (len(synset.images), 3) and torch.isfinite(synset.labels).all()
+
+
+@pytest.mark.parametrize("metrics, advice", [({"loss": float("nan")}, "--hp lr_img="),
+                                             ({"loss": float("nan"), "syn_lr": float("inf")}, "--hp lr_lr=")])
+def test_a_divergence_names_the_rate_to_lower(metrics, advice, tmp_path):
+    """A learned step size that is no longer finite points at its own learning rate, not only lr_img."""
+    from mddbench.loop import distill_loop
+
+    _, task = make_task("dm", run_dir=tmp_path / "run")
+    images = torch.zeros(2, 1, 28, 28)
+    with pytest.raises(DistillationDiverged, match="diverged at iteration 0") as info:
+        distill_loop(task, 3, {"images": images}, lambda it: dict(metrics),
+                     lambda: SyntheticSet(images, torch.tensor([0, 1])), name="fake")
+    assert advice in str(info.value) and ("syn_lr" in metrics) == ("--hp lr_lr=" in str(info.value))

@@ -478,7 +478,7 @@ def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) ->
             f"mean is **bold** only where it beats every other cell under Welch's two-sided t-test over seed "
             f"means at p < {ALPHA:g}; otherwise {TIE} marks a tie: the best and every cell not significantly "
             "below it (a cell with one seed, or alone in its column, cannot be tested and ties). "
-            "No mark: significantly below the best.",
+            "No mark: significantly below the best, or, in a cell that names a divergence, not ranked.",
             "\"never updated\": the record says its set never changed from its initialisation (updates = 0, "
             "e.g. a loss gate that never opened), so the cell scores the initial set; records older than the "
             "`updates` field say nothing.",

@@ -47,7 +47,7 @@ def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
     ("retina ipc10 balanced table", "main_quick_v4_balanced_acc.md"),
     ("retina ipc10 privacy table", "privacy_quick_v4.md"), ("retina ipc10 variants table", "variants_quick_v4.md"),
     ("retina ipc10 balanced variants table", "variants_quick_v4_balanced_acc.md"),
-    ("breast table", "main_quick_v4.md"), ("breast privacy table", "privacy_quick_v4.md"),
+    ("breast table", "main_quick_v4.md"), ("breast privacy table", "privacy_quick_v4.md"), ("pneumonia privacy table", "privacy_quick_v4.md"),
     ("pneumonia table", "main_quick_v4.md"), ("pneumonia variants table", "variants_quick_v4.md")])
 def test_readme_tables_are_copies_of_the_leaderboards(block, source):
     readme = (ROOT / "README.md").read_text()

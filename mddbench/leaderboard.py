@@ -308,10 +308,14 @@ def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: st
                         columns=["mean", "seeds", "lost", "seed means"] + [f"p vs {x}" for x in labels])
 
 
-def _lost_in_scope(lost: Iterable[Record], records: Sequence[Record]) -> list[Record]:
-    """The failures of the budgets and protocols ``records`` (already scoped) hold."""
-    scopes = {(budget_label(r), r["protocol"]) for r in records}
-    return [f for f in lost if (budget_label(f), f["protocol"]) in scopes]
+def _lost_in_scope(lost: Iterable[Record], records: Sequence[Record], budget: str | None = None,
+                   protocol: str | None = None) -> list[Record]:
+    """The failures of the budgets and protocols ``records`` (already scoped) hold; with no records (a scope
+    every job of which diverged), those of ``budget`` and ``protocol``, or of the one scope they all share."""
+    if records:
+        scopes = {(budget_label(r), r["protocol"]) for r in records}
+        return [f for f in lost if (budget_label(f), f["protocol"]) in scopes]
+    return _scope(lost, "test_acc", budget, protocol)
 
 
 def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
@@ -326,9 +330,10 @@ def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: 
     ``lost``: failures (:func:`mddbench.failures.lost`); the cells say which seeds they took.
     """
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
-    lost = [f for f in _lost_in_scope(lost, records) if f["eval_model"] == eval_model]
+    lost = [f for f in _lost_in_scope(lost, records, budget, protocol) if f["eval_model"] == eval_model]
     table = _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])}", bold, lost=lost)
-    if not balanced_beside or metric == "balanced_acc" or not any(majority_dominated(r["dataset"]) for r in records):
+    if (not balanced_beside or metric == "balanced_acc"
+            or not any(majority_dominated(r["dataset"]) for r in [*records, *lost])):
         return table
     balanced = _pivot(records, "balanced_acc", lambda c: f"{c[0]} {_ipc_label(c[1])} bal. acc", bold, lost=lost)
     columns = []
@@ -345,7 +350,7 @@ def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_mod
     """Variant runs (ablations, time budgets) beside the default runs of the same methods, in the
     (dataset, ipc) cells where variants exist. A time-budgeted row names each cell's budget in the cell."""
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
-    lost = [f for f in _lost_in_scope(lost, records) if f["eval_model"] == eval_model]
+    lost = [f for f in _lost_in_scope(lost, records, budget, protocol) if f["eval_model"] == eval_model]
     cells = {(r["dataset"], r["ipc"]) for r in [*records, *lost] if variant(r)}
     methods = {r["method"] for r in [*records, *lost] if variant(r)}
     shown = lambda r: (r["dataset"], r["ipc"]) in cells and (variant(r) or r["method"] in methods  # noqa: E731
@@ -359,10 +364,10 @@ def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str
                      lost: Iterable[Record] = ()) -> pd.DataFrame:
     """Rows = methods, columns = "<dataset> <eval model>" at one ipc (all ipcs, labelled, if None)."""
     records = _scope(records, metric, budget, protocol)
-    lost = _lost_in_scope(lost, records)
+    lost = _lost_in_scope(lost, records, budget, protocol)
     if ipc is None:
         return _pivot(records, metric, lambda c: f"{c[0]} {_ipc_label(c[1])} {c[2]}", bold, lost=lost)
-    datasets = {r["dataset"] for r in records if r["ipc"] == ipc}
+    datasets = {r["dataset"] for r in [*records, *lost] if r["ipc"] == ipc}
     shown = lambda r: r["dataset"] in datasets and r["ipc"] in (ipc, "full")  # noqa: E731
     return _pivot([r for r in records if shown(r)], metric, lambda c: f"{c[0]} {c[2]}", bold,
                   lost=[f for f in lost if shown(f)])
@@ -520,33 +525,39 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    scopes = sorted({(r["protocol"], budget_label(r)) for r in records})
+    # a scope or a 3D table that only failures hold (every job diverged) is written too, its cells saying so
+    scopes = sorted({(r["protocol"], budget_label(r)) for r in [*records, *lost_all]})
     several_protocols = len({p for p, _ in scopes}) > 1
     for protocol, budget in scopes:
         recs = _scope(records, "test_acc", budget, protocol)
-        version = record_budget_version(recs[0])
-        suffix = f"{protocol}_{budget}" if several_protocols else budget
         lost = [f for f in lost_all if (f["protocol"], budget_label(f)) == (protocol, budget)]
+        version = record_budget_version((recs or lost)[0])
+        suffix = f"{protocol}_{budget}" if several_protocols else budget
         main = [r for r in recs if r["eval_model"] == "convnet" and not variant(r)]
         for dims, kind, title in ((2, "", ""), (3, "_3d", " (3D volumes)")):  # 3D sets get a table of their own
             used = [r for r in main if (r.get("dims") or 2) == dims]
-            if not used:
+            lost_here = [f for f in lost if not variant(f) and f["eval_model"] == "convnet"
+                         and (f.get("dims") or 2) == dims]
+            if not used and not lost_here:
                 continue
-            lost_here = [f for f in lost if not variant(f) and (f.get("dims") or 2) == dims]
             for metric, stem in (("test_acc", f"main_{suffix}{kind}"),
                                  ("balanced_acc", f"main_{suffix}{kind}_balanced_acc")):
                 beside = metric == "test_acc"
-                paths += _write_table(out, stem, main_table(used, metric, balanced_beside=beside, lost=lost_here),
-                                      main_table(used, metric, bold=True, balanced_beside=beside, lost=lost_here),
+                paths += _write_table(out, stem, main_table(used, metric, budget=budget, protocol=protocol,
+                                                            balanced_beside=beside, lost=lost_here),
+                                      main_table(used, metric, budget=budget, protocol=protocol, bold=True,
+                                                 balanced_beside=beside, lost=lost_here),
                                       f"Main leaderboard{title}: {METRIC_LABELS[metric]} (%), ConvNet",
                                       _cell_notes(protocol, budget, "evaluated on ConvNet", version)
-                                      + (_balanced_note(used) if beside else []), used)
+                                      + (_balanced_note([*used, *lost_here]) if beside else []), used)
         varied = [r for r in recs if r["eval_model"] == "convnet"]
-        if any(variant(r) for r in varied):
+        if any(variant(r) for r in [*varied, *(f for f in lost if f["eval_model"] == "convnet")]):
             for metric, stem in (("test_acc", f"variants_{suffix}"),
                                  ("balanced_acc", f"variants_{suffix}_balanced_acc")):
-                paths += _write_table(out, stem, variants_table(varied, metric, lost=lost),
-                                      variants_table(varied, metric, bold=True, lost=lost),
+                paths += _write_table(out, stem, variants_table(varied, metric, budget=budget, protocol=protocol,
+                                                                lost=lost),
+                                      variants_table(varied, metric, budget=budget, protocol=protocol, bold=True,
+                                                     lost=lost),
                                       f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
                                       _cell_notes(protocol, budget, "rows in [brackets] are runs with the "
                                                   "hyperparameter overrides or distillation time budget shown",
@@ -558,8 +569,10 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
             used = [r for r in recs if (r["dataset"], r["ipc"]) in cross
                     or (r["ipc"] == "full" and r["dataset"] in {d for d, _ in cross})]
             lost_here = [f for f in lost if not variant(f) and (f["dataset"], f["ipc"]) in cross]
-            paths += _write_table(out, f"cross_arch_{suffix}", cross_arch_table(used, None, lost=lost_here),
-                                  cross_arch_table(used, None, bold=True, lost=lost_here),
+            paths += _write_table(out, f"cross_arch_{suffix}",
+                                  cross_arch_table(used, None, budget=budget, protocol=protocol, lost=lost_here),
+                                  cross_arch_table(used, None, budget=budget, protocol=protocol, bold=True,
+                                                   lost=lost_here),
                                   "Cross-architecture leaderboard: test accuracy (%)",
                                   _cell_notes(protocol, budget, "each synthetic set evaluated on several networks",
                                               version),

@@ -273,6 +273,22 @@ def test_a_seed_lost_to_a_diverged_distillation_is_named_in_its_cell_and_the_cel
     assert "1 of 3 seeds diverged in distillation" in (tmp_path / "main_quick.md").read_text()
 
 
+def test_a_table_every_job_of_which_diverged_is_written_and_says_so(tmp_path):
+    """A 3D sweep (or a budget) whose every job diverged leaves only failures: its table is still written, its
+    cells naming the lost seeds, instead of no table and the failures visible only in failures.jsonl."""
+    flat = [rec("dc", "pneumoniamnist", 2, [0.70, 0.72], seed=s) for s in (0, 1)]
+    volume = dict(rec("dc", "adrenalmnist3d", 1, [0.5]), dims=3)
+    failures = [_failure(volume, s, dims=3) for s in (0, 1)]
+    failures.append(_failure(rec("mtt", "pneumoniamnist", 2, [0.5], budget="smoke"), 0))
+    names = {p.name for p in write_leaderboards(flat, tmp_path, failures=failures)}
+    assert {"main_quick.md", "main_quick_3d.md", "main_quick_3d_balanced_acc.md", "main_smoke.md"} <= names
+    three = (tmp_path / "main_quick_3d.md").read_text()
+    assert "| dc       | distillation diverged (2 of 2 seeds) | distillation diverged (2 of 2 seeds) |" in three
+    assert "adrenalmnist3d ipc1 bal. acc" in three and "pneumoniamnist" not in three  # 76.8 % majority: bal. acc
+    assert "distillation diverged (1 of 1 seeds)" in (tmp_path / "main_smoke.md").read_text()
+    assert "diverged" not in (tmp_path / "main_quick.md").read_text().split("| method")[1]
+
+
 def test_a_time_matched_run_lost_to_divergence_counts_as_one_run_of_its_cell():
     from mddbench.failures import lost
     from mddbench.leaderboard import variants_table

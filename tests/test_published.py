@@ -43,7 +43,7 @@ def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
     ("retina table", "main_quick_v3.md"), ("retina balanced table", "main_quick_v3_balanced_acc.md"),
     ("retina privacy table", "privacy_quick_v3.md"), ("main table", "main_quick.md"),
     ("variants table", "variants_quick.md"), ("retina variants table", "variants_quick_v3_balanced_acc.md"),
-    ("3d table", "main_quick_v3_3d.md"), ("retina ipc10 table", "main_quick_v4.md"),
+    ("3d table", "main_quick_v4_3d.md"), ("retina ipc10 table", "main_quick_v4.md"),
     ("retina ipc10 balanced table", "main_quick_v4_balanced_acc.md"),
     ("retina ipc10 privacy table", "privacy_quick_v4.md"), ("retina ipc10 variants table", "variants_quick_v4.md"),
     ("retina ipc10 balanced variants table", "variants_quick_v4_balanced_acc.md"),

@@ -270,7 +270,9 @@ def test_a_seed_lost_to_a_diverged_distillation_is_named_in_its_cell_and_the_cel
     other = _failure({**mtt[0], "budget": "smoke"}, 2)
     assert "diverged" not in main_table(records, budget="quick", lost=lost([other], records)).loc["mtt", col]
     write_leaderboards(records, tmp_path, failures=failures)
-    assert "1 of 3 seeds diverged in distillation" in (tmp_path / "main_quick.md").read_text()
+    md = (tmp_path / "main_quick.md").read_text()
+    assert "1 of 3 seeds diverged in distillation" in md
+    assert " and 3 failures (`failures.jsonl`); " in md  # dc's superseded failure is not counted
 
 
 def test_a_table_every_job_of_which_diverged_is_written_and_says_so(tmp_path):
@@ -287,6 +289,10 @@ def test_a_table_every_job_of_which_diverged_is_written_and_says_so(tmp_path):
     assert "adrenalmnist3d ipc1 bal. acc" in three and "pneumoniamnist" not in three  # 76.8 % majority: bal. acc
     assert "distillation diverged (1 of 1 seeds)" in (tmp_path / "main_smoke.md").read_text()
     assert "diverged" not in (tmp_path / "main_quick.md").read_text().split("| method")[1]
+    # the provenance counts what the cells stand on: no records, but failures (not "from 0 records")
+    assert "from 0 records and 2 failures (`failures.jsonl`); never edited" in three
+    assert "from 0 records and 1 failure (`failures.jsonl`); never edited" in (tmp_path / "main_smoke.md").read_text()
+    assert "from 2 records; never edited" in (tmp_path / "main_quick.md").read_text()
 
 
 def test_a_time_matched_run_lost_to_divergence_counts_as_one_run_of_its_cell():

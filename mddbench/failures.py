@@ -21,7 +21,8 @@ from typing import Any, Iterable
 
 from .atomic import write_text
 from .errors import ConfigError
-from .results import DEFAULT_FILENAME, ResultStore, export_beside, jsonl_text
+from .jsonl import export_beside, jsonl_text, read_jsonl, require_fields
+from .results import DEFAULT_FILENAME, ResultStore
 
 EXPORT_FILENAME = "failures.jsonl"
 REQUIRED = ("id", "job_id", "method", "dataset", "ipc", "eval_models", "protocol", "budget", "seed", "reason")
@@ -44,11 +45,7 @@ Failure = dict[str, Any]
 
 
 def validate_failure(failure: Any) -> None:
-    if not isinstance(failure, dict):
-        raise ConfigError(f"a failure must be a dict, got {type(failure).__name__}")
-    missing = [f for f in REQUIRED if f not in failure]
-    if missing:
-        raise ConfigError(f"failure is missing required field(s): {', '.join(missing)}")
+    require_fields(failure, REQUIRED, "failure")
     if not isinstance(failure["eval_models"], list) or not failure["eval_models"]:
         raise ConfigError("a failure's eval_models must be a non-empty list")
 
@@ -117,18 +114,7 @@ def read_store_failures(path: str | os.PathLike[str]) -> list[Failure]:
 
 
 def read_failures_jsonl(path: str | os.PathLike[str]) -> list[Failure]:
-    failures = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            failure = json.loads(line)
-            validate_failure(failure)
-        except (json.JSONDecodeError, ConfigError) as exc:
-            raise ConfigError(f"{path}:{lineno}: not a failure ({exc}); restore the file "
-                              f"(e.g. `git checkout {path}`) or remove that line") from exc
-        failures.append(failure)
-    return failures
+    return read_jsonl(path, validate_failure, "failure")
 
 
 def failures_of(source: str | os.PathLike[str]) -> list[Failure]:

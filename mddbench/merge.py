@@ -23,7 +23,8 @@ from typing import Any
 from .errors import ConfigError
 from .failures import FailureTable, failures_of
 from .privacy_store import EXPORT_FILENAME, PrivacyStore, read_privacy_jsonl, validate_privacy
-from .results import DEFAULT_FILENAME, _no_value_as_null, export_beside, record_id, validate
+from .jsonl import export_beside, read_jsonl
+from .results import DEFAULT_FILENAME, _no_value_as_null, record_id, validate
 
 
 def merge_target(into: str | Path) -> Path:
@@ -40,16 +41,11 @@ def read_source(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path}: no such file (nothing was merged); name a results.sqlite, a folder holding one, "
                           "or a .jsonl export")
     if path.suffix == ".jsonl":
-        records = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{lineno}: not valid JSON ({exc}); nothing was merged") from exc
-    else:
-        records = _read_store(path)
-    return _validated(records, path, "record", validate)
+        try:
+            return read_jsonl(path, validate, "result record")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; nothing was merged") from exc
+    return _validated(_read_store(path), path, "record", validate)
 
 
 def _validated(records: list[dict[str, Any]], path: Path, what: str, check) -> list[dict[str, Any]]:

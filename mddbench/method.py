@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .augment import DEFAULT_STRATEGY, DSA
-from .budgets import Budget, budget_value, official_share
+from .budgets import Budget, official_share
 from .data import DatasetSpec, RealData
 from .errors import ConfigError
 from .limits import ANY, Limit, check as check_limit

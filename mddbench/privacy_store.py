@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
-from .errors import ConfigError
-from .results import ResultStore, _no_value_as_null, export_beside, jsonl_text
+from .jsonl import export_beside, jsonl_text, read_jsonl, require_fields
+from .results import ResultStore, _no_value_as_null
 
 EXPORT_FILENAME = "privacy.jsonl"
 REQUIRED = ("id", "privacy_version", "job_id", "eval_record_id", "method", "dataset", "ipc", "seed", "budget",
@@ -43,11 +43,7 @@ CREATE INDEX IF NOT EXISTS privacy_eval_record ON privacy (eval_record_id);
 
 
 def validate_privacy(record: Any) -> None:
-    if not isinstance(record, dict):
-        raise ConfigError(f"a privacy result must be a dict, got {type(record).__name__}")
-    missing = [f for f in REQUIRED if f not in record]
-    if missing:
-        raise ConfigError(f"privacy result is missing required field(s): {', '.join(missing)}")
+    require_fields(record, REQUIRED, "privacy result")
 
 
 class PrivacyStore(ResultStore):
@@ -106,17 +102,7 @@ class PrivacyStore(ResultStore):
 
 
 def read_privacy_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    records = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
-        validate_privacy(record)
-        records.append(record)
-    return records
+    return read_jsonl(path, validate_privacy, "privacy result")
 
 
 def privacy_for_leaderboard(store_path: Path, records_file: str | None) -> list[dict[str, Any]]:

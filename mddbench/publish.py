@@ -7,14 +7,14 @@ forward, before anything is written.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic import write_text
 from .errors import ConfigError
-from .results import jsonl_text, record_id, validate
+from .jsonl import jsonl_text, read_jsonl
+from .results import record_id, validate
 
 RECORDS_FILE = "records.jsonl"
 Record = dict[str, Any]
@@ -25,21 +25,7 @@ def read_records(path: str | os.PathLike[str]) -> list[Record]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} is not a file; --records takes a records.jsonl export")
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                validate(record)
-            except (ValueError, ConfigError) as exc:
-                raise ConfigError(f"{path}:{lineno}: not a result record ({exc}); restore the file "
-                                  f"(e.g. `git checkout {path}`) or remove that line") from exc
-            records.append(record)
-    return records
+    return read_jsonl(path, validate, "result record")
 
 
 def identity(record: Record) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from .atomic import write_text
 from .errors import ConfigError
 from .ids import identity_digest
+from .jsonl import jsonl_text, read_jsonl, require_fields
 
 DEFAULT_FILENAME = "results.sqlite"
 REQUIRED_FIELDS = ("job_id", "method", "dataset", "ipc", "eval_model", "protocol", "budget", "seed", "metrics")
@@ -75,11 +76,7 @@ def record_id(job_id: str, eval_model: str) -> str:
 
 def validate(record: dict[str, Any]) -> None:
     """Raise ConfigError naming every missing or malformed field of a result record."""
-    if not isinstance(record, dict):
-        raise ConfigError(f"a result record must be a dict, got {type(record).__name__}")
-    missing = [f for f in REQUIRED_FIELDS if f not in record]
-    if missing:
-        raise ConfigError(f"result record is missing required field(s): {', '.join(missing)}")
+    require_fields(record, REQUIRED_FIELDS, "result record")
     problems: list[str] = []
     ipc = record["ipc"]
     if not (ipc == "full" or (isinstance(ipc, int) and not isinstance(ipc, bool) and ipc > 0)):
@@ -250,29 +247,7 @@ class ResultStore:
 
     def import_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Add every record of a JSONL file (duplicates are skipped); return how many were new."""
-        added = 0
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
-                added += self._add(record)[1]
-        return added
-
-
-def export_beside(path: str | os.PathLike[str], filename: str) -> Path | None:
-    """The export named ``filename`` in the folder of the export ``path`` (``privacy.jsonl`` or
-    ``failures.jsonl`` beside a ``records.jsonl``, as ``mddbench leaderboard`` writes them), if there is one."""
-    sibling = Path(path).with_name(filename)
-    return sibling if sibling.is_file() and sibling.resolve() != Path(path).resolve() else None
-
-
-def jsonl_text(records) -> str:
-    """The export format: one JSON object per line, keys sorted (records in the order given)."""
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        return sum(self._add(record)[1] for record in read_jsonl(path, validate, "result record"))
 
 
 def _now() -> str:

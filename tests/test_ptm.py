@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mddbench.errors import ConfigError
-from mddbench.unroll import Student, TensorSource, match
+from mddbench.unroll import TensorSource, match
 from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 from mddbench.methods.ptm import (class_sigmas, halves, mmd2_unnormalised, overlap_loss, reset_complement,
                                   retraining_iterations, retraining_points, segment_starts, stage_of)

@@ -314,7 +314,7 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
     bad.write_text(json.dumps(_record("j9")) + "\n" + json.dumps({**_record("j10"), "ipc": 0}) + "\n")
     empty = tmp_path / "empty.sqlite"
     empty.write_bytes(b"")
-    for source, words in ((bad, "record 2: invalid result record: ipc"), (empty, "is empty"),
+    for source, words in ((bad, "bad.jsonl:2: not a result record (invalid result record: ipc"), (empty, "is empty"),
                           (tmp_path / "missing.sqlite", "no such file")):
         with pytest.raises(ConfigError) as info:
             merge_into(tmp_path / "out", [export, source])

@@ -19,9 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from .atomic import write_text
 from .errors import ConfigError
-from .jsonl import export_beside, jsonl_text, read_jsonl, require_fields
+from .jsonl import export_beside, read_jsonl, require_fields, write_jsonl
 from .results import DEFAULT_FILENAME, ResultStore
 
 EXPORT_FILENAME = "failures.jsonl"
@@ -92,9 +91,7 @@ class FailureTable:
         return read_store_failures(self.store.path)
 
     def export(self, path: str | os.PathLike[str]) -> int:
-        failures = self.all()
-        write_text(Path(path), jsonl_text(failures))
-        return len(failures)
+        return write_jsonl(path, self.all())
 
 
 def read_store_failures(path: str | os.PathLike[str]) -> list[Failure]:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .atomic import write_text
 from .errors import ConfigError
 
 
@@ -23,6 +24,12 @@ def require_fields(obj: Any, required: Sequence[str], what: str) -> None:
 def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
     """The export format: one JSON object per line, keys sorted (rows in the order given)."""
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> int:
+    """Write ``rows`` as an export at ``path`` (atomically: a kill leaves the old file or the new one); how many."""
+    write_text(Path(path), jsonl_text(rows))
+    return len(rows)
 
 
 def read_jsonl(path: str | os.PathLike[str], validate: Callable[[Any], None], what: str) -> list[dict[str, Any]]:

@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text
-from .jsonl import export_beside, jsonl_text, read_jsonl, require_fields
+from .jsonl import export_beside, read_jsonl, require_fields, write_jsonl
 from .results import ResultStore, _no_value_as_null
 
 EXPORT_FILENAME = "privacy.jsonl"
@@ -92,10 +91,7 @@ class PrivacyStore(ResultStore):
 
     def export_privacy(self, path: str | os.PathLike[str]) -> int:
         """Write every privacy result, one JSON object per line, sorted by id; return how many."""
-        path = Path(path)
-        records = self.privacy_records()
-        write_text(path, jsonl_text(records))
-        return len(records)
+        return write_jsonl(path, self.privacy_records())
 
     def import_privacy(self, path: str | os.PathLike[str]) -> int:
         return sum(self.add_privacy(r)[1] for r in read_privacy_jsonl(path))

@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import write_text
 from .errors import ConfigError
 from .ids import identity_digest
-from .jsonl import jsonl_text, read_jsonl, require_fields
+from .jsonl import read_jsonl, require_fields, write_jsonl
 
 DEFAULT_FILENAME = "results.sqlite"
 REQUIRED_FIELDS = ("job_id", "method", "dataset", "ipc", "eval_model", "protocol", "budget", "seed", "metrics")
@@ -240,10 +239,7 @@ class ResultStore:
 
     def export_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Write every record, one JSON object per line, sorted by id; return how many."""
-        path = Path(path)
-        records = self.records()
-        write_text(path, jsonl_text(records))
-        return len(records)
+        return write_jsonl(path, self.records())
 
     def import_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Add every record of a JSONL file (duplicates are skipped); return how many were new."""

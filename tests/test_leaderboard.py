@@ -399,3 +399,15 @@ def test_variants_get_their_own_rows_and_never_pool_into_the_main_table(tmp_path
     text = (tmp_path / "main_quick.md").read_text()
     assert "overlap" not in text and "75.00 ± 5.00" in text and "40.00 ± 0.00" in text and "60.00" not in text
     assert (tmp_path / "records.csv").read_text().count("overlap=false") == 1
+
+
+def test_provenance_names_the_runs_when_a_run_has_records_on_several_networks(tmp_path):
+    # one DM run evaluated on ConvNet and LeNet is two records of one run; a DC run is one of one
+    dm = rec("dm", "breastmnist", 1, [0.5])
+    records = [dm, dict(rec("dm", "breastmnist", 1, [0.4], eval_model="lenet"), job_id=dm["job_id"]),
+               rec("dc", "breastmnist", 1, [0.6])]
+    write_leaderboards(records, tmp_path)
+    cross = (tmp_path / "cross_arch_quick.md").read_text()
+    assert "from 3 records of 2 runs (one record per run and evaluation network); never edited" in cross
+    # the ConvNet table's records are one per run, so it names no runs
+    assert "from 2 records; never edited" in (tmp_path / "main_quick.md").read_text()

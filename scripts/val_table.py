@@ -9,7 +9,8 @@ values they used, scored on the **val** split only (test is never read here).
 Each row: the values the runs used of the ``--by`` hyperparameters (without ``--by``: of each run's
 overrides), val balanced accuracy and val accuracy as mean +- std over every evaluation network of every
 seed, the number of seeds and networks, and how many seeds diverged in distillation (failures: a value whose
-runs diverge is no choice however well its other seeds score). Rows are sorted by val balanced accuracy (the
+runs diverge is no choice however well its other seeds score). Runs stopped by a time budget (``--time-budget``)
+form rows of their own, marked "[time budget]": their iteration count is the machine's, not a value. Rows are sorted by val balanced accuracy (the
 metric to choose on where one class dominates the split), best first, the rows that lost seeds after the
 rest; the first row is the choice.
 """
@@ -60,7 +61,10 @@ def rows(records: list[dict], by: list[str] | None = None,
         if not all(same(used(r, k), v) for k, v in (where or {}).items()):
             continue
         keys = by or sorted(r.get("overrides") or {})
-        groups[", ".join(f"{k}={used(r, k)}" for k in keys) or "defaults"].append(r)
+        label = ", ".join(f"{k}={used(r, k)}" for k in keys) or "defaults"
+        # a run stopped by a clock ran as many iterations as its machine allowed: never pooled with the runs
+        # of an iteration budget, whatever --by says
+        groups[label + (" [time budget]" if r.get("time_budget") else "")].append(r)
     out = []
     for label, group in groups.items():
         recs = [r for r in group if "metrics" in r]

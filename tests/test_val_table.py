@@ -90,3 +90,16 @@ def test_a_value_whose_seed_diverged_is_counted_and_ranked_after_the_values_that
     failure = {"seed": 2, "overrides": {"beta2": 10.0}, "hparams": {"beta2": 10.0}}  # its third seed diverged
     ranked = val_table.rows(records, ["beta2"], failures=[failure])
     assert [(label, s["diverged"], s["seeds"]) for label, s in ranked] == [("beta2=1.0", 0, 2), ("beta2=10.0", 1, 2)]
+
+
+def test_time_budgeted_runs_never_pool_with_the_runs_of_an_iteration_budget(val_table):
+    """The equal-time runs of MTT share budget_version and lr_teacher with its default runs; grouping by
+    those alone pooled them (the README's ipc-10 step-size table then read 41.36, not its 41.68)."""
+    def run(val_bal, time_budget=None):
+        return {**record(None, 0, val_bal, [0.5]), "hparams": {"lr_teacher": 0.01}, "budget_version": 4,
+                "overrides": {"iterations": "100000"} if time_budget else {}, "time_budget": time_budget}
+
+    labelled = val_table.rows([run([0.4]), run([0.4]), run([0.2], time_budget=700.0)],
+                              ["budget_version", "lr_teacher"])
+    assert [(label, s["networks"], round(s["val_balanced_acc"][0], 6)) for label, s in labelled] == [
+        ("budget_version=4, lr_teacher=0.01", 4, 40.0), ("budget_version=4, lr_teacher=0.01 [time budget]", 2, 20.0)]

@@ -12,7 +12,9 @@
 # POINTS is the number of snapshots each curve evaluates (default 12; each costs one 3-network evaluation).
 # SEEDS (default 0) are the seeds of PTM, of the time-matched runs (each given its own seed's PTM time) and of
 # the ablations; the curves use the first seed only.
-# BUDGET (default quick) is the budget of every run (smoke: a plumbing check on the generated `demo` set).
+# BUDGET (default quick) is the budget of every run (smoke: a plumbing check on the generated `demo` set);
+# SNAPSHOT_EVERY (default 10) the iterations between the curves' snapshots, CURVE_EPOCHS (default 300) the epochs of
+# each of the 3 networks that evaluate a snapshot.
 #   [DATASETS="breastmnist"] [IPCS="2"] [PARTS="match ablate"] [POINTS=8] [SEEDS="0 1 2"] [BUDGET=quick] \
 #     scripts/ptm_evidence.sh [DATA_ROOT] [OUT] [CURVES]
 set -euo pipefail
@@ -70,14 +72,14 @@ for dataset in ${DATASETS:-breastmnist pneumoniamnist}; do
     # accuracy against time (Figure 3a), the first seed: separate runs that keep snapshots; FTD's budget is six
     # times the time of this PTM run, not of a record that may have come from another machine
     mddbench run --method ptm --dataset "$dataset" --ipc "$ipc" --seed "${seeds[0]}" --out "$curves" "${common[@]}" \
-      --snapshot-every 10
+      --snapshot-every "${SNAPSHOT_EVERY:-10}"
     t=$(distill_seconds "$curves" "$dataset" "$ipc" "${seeds[0]}")
     long=$(python -c "print(6 * $t)")
     mddbench run --method ftd --dataset "$dataset" --ipc "$ipc" --seed "${seeds[0]}" --out "$curves" "${common[@]}" \
-      --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$long" --snapshot-every 10
+      --hp iterations=100000 --hp ema_decay=0.975 --time-budget "$long" --snapshot-every "${SNAPSHOT_EVERY:-10}"
     for run in "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_*; do
       # a curve resumes by itself: points already in curve.json at these settings are not evaluated again
-      mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs 300 --points "${POINTS:-12}" --quiet
+      mddbench curve "$run" --data-root "$root" --eval-n-models 3 --eval-epochs "${CURVE_EPOCHS:-300}" --points "${POINTS:-12}" --quiet
     done
     shopt -s nullglob  # the default PTM runs of `match`/`ablate`, where they ran, join the stage figures
     mddbench plot "$curves"/runs/ptm_"$dataset"_ipc"$ipc"_* "$curves"/runs/ftd_"$dataset"_ipc"$ipc"_* \

@@ -138,8 +138,11 @@ class Result:
 
 
 def execute(work: Work, device: str, threads: int) -> Result:
-    """Run one work in this process; a failure becomes a Result, never an exception."""
+    """Run one work in this process with ``threads`` threads; a failure becomes a Result, never an exception.
+    The process's thread count is restored afterwards: a one-slot sweep runs its works in the caller's process,
+    whose later work (a notebook's, a test's) must not inherit the sweep's threads."""
     configure_allocator()  # a worker on another node did not inherit the driver's setting
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         if device.startswith("cuda:") and torch.cuda.is_available():
@@ -152,6 +155,8 @@ def execute(work: Work, device: str, threads: int) -> Result:
         return Result(work.key, False, str(exc), failure=getattr(exc, "failure", None))
     except Exception:  # a crashing job must not take the sweep down; its traceback is kept
         return Result(work.key, False, traceback.format_exc(limit=5))
+    finally:
+        torch.set_num_threads(previous)
 
 
 class Executor(Protocol):

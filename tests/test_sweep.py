@@ -82,3 +82,15 @@ def test_expert_cache_comes_from_the_flag_then_the_environment_then_the_output_f
     assert Job("random", "demo", out=str(tmp_path)).experts_dir == tmp_path / "env"
     flag = Job("random", "demo", out=str(tmp_path), expert_cache=str(tmp_path / "flag"))
     assert flag.experts_dir == tmp_path / "flag"
+
+
+def test_a_work_run_in_this_process_leaves_its_thread_count_as_it_found_it():
+    """A one-slot sweep runs its works in the caller's process: its threads must not outlive the work (a
+    later test ran with two threads, and SeqMatch's stage-2 loss stopped falling on an AVX512 EPYC)."""
+    import torch
+
+    from mddbench.sweep import Work, execute
+
+    before = torch.get_num_threads()
+    result = execute(Work("no job"), "cpu", before + 1)  # no job: it fails, and the failure is a Result
+    assert not result.ok and torch.get_num_threads() == before

@@ -3,6 +3,8 @@
 The real dataset files live beside the repository, in ``../shared/data`` (never copied into it);
 test modules use ``from conftest import SHARED_DATA`` for module-level paths and skip marks.
 """
+import os
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -71,3 +73,11 @@ def random_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     assert main(RANDOM_DEMO + ["--out", str(out)]) == 0
     return out
+
+
+def run_script(script: Path, *args, timeout: float = 1200, **env) -> subprocess.CompletedProcess:
+    """Run one of the repository's bash scripts as a user would, with this interpreter's ``mddbench`` and
+    ``python`` first on PATH, one thread per process, and ``env`` (the script's knobs) added."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env, "PATH": path})

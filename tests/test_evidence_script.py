@@ -3,13 +3,11 @@ accuracy-against-time curves, runs as written (at the smoke budget, on the gener
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_script
 from mddbench.results import ResultStore
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptm_evidence.sh"
@@ -18,11 +16,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptm_evidence.sh"
 @pytest.mark.slow
 def test_equal_time_runs_and_curves_take_their_budgets_from_the_ptm_run_they_follow(tmp_path):
     out, curves = tmp_path / "out", tmp_path / "curves"
-    env = {**os.environ, "DATASETS": "demo", "IPCS": "2", "PARTS": "match curves", "POINTS": "2", "BUDGET": "smoke",
-           "SNAPSHOT_EVERY": "1", "CURVE_EPOCHS": "20", "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "data"), str(out), str(curves)], env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = run_script(SCRIPT, tmp_path / "data", out, curves, DATASETS="demo", IPCS="2", PARTS="match curves",
+                      POINTS="2", BUDGET="smoke", SNAPSHOT_EVERY="1", CURVE_EPOCHS="20")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     def by_method(store):

@@ -7,14 +7,11 @@ on the CPU at the smoke budget, on the genuine RetinaMNIST and AdrenalMNIST3D fi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, run_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_leaderboard.sh"
 NEEDED = [SHARED_DATA / "retinamnist.npz", SHARED_DATA / "adrenalmnist3d.npz"]
@@ -23,12 +20,9 @@ NEEDED = [SHARED_DATA / "retinamnist.npz", SHARED_DATA / "adrenalmnist3d.npz"]
 @pytest.mark.slow
 @pytest.mark.skipif(not all(p.is_file() for p in NEEDED), reason=f"needs {', '.join(map(str, NEEDED))}")
 def test_the_gpu_script_runs_every_stage_and_renders_its_tables(tmp_path):
-    env = {**os.environ, "DEVICE": "cpu", "BUDGET2D": "smoke", "BUDGET3D": "smoke", "METHODS3D": "random",
-           "SEEDS3D": "0", "RETINA_S": "900", "ADRENAL_S": "900", "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     out = tmp_path / "gpu"
-    done = subprocess.run(["bash", str(SCRIPT), str(SHARED_DATA), str(out)], env=env, capture_output=True,
-                          text=True, timeout=1200)
+    done = run_script(SCRIPT, SHARED_DATA, out, DEVICE="cpu", BUDGET2D="smoke", BUDGET3D="smoke", METHODS3D="random",
+                      SEEDS3D="0", RETINA_S="900", ADRENAL_S="900")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for stage in ("retinamnist ipc 2, smoke", "adrenalmnist3d ipc 1, smoke"):
         assert f"== {stage}: exit 0" in done.stdout, done.stdout[-3000:]

@@ -13,9 +13,17 @@ PyPI ships a maintained one. Two ``mallopt`` calls do it in-process, with no dep
 same values are exported as glibc's ``MALLOC_*_`` variables, so processes this one starts (sweep
 workers, a local Ray cluster) are configured from their first allocation.
 
+Tensors above the largest mmap threshold glibc accepts still came from mmap: at 112 px one
+activation of a 256-image batch is 1.6 GB, and a 16-image micro-batch's 100 MB, so every step
+mapped and zero-filled fresh pages (a third of a 112 px run's CPU time was kernel time). The
+``heap`` setting, the default, also sets ``M_MMAP_MAX`` to 0: every block comes from the heap and
+is reused there (``benchmarks/bench_memory.py`` measures it, and that a whole run's peak does not
+creep upward with it).
+
 The CLI calls :func:`configure_allocator` when it starts. A program that uses mddbench as a
-library opts in with one call, ``mddbench.configure_allocator()``. ``MDDBENCH_ALLOCATOR=default``
-keeps glibc's own settings (``benchmarks/bench_allocator.py`` uses it to time both).
+library opts in with one call, ``mddbench.configure_allocator()``. ``MDDBENCH_ALLOCATOR`` picks the
+setting: ``heap`` (default), ``thresholds`` (the raised thresholds alone, the setting before heap)
+or ``default`` (glibc's own); the benchmarks time them against each other.
 """
 from __future__ import annotations
 
@@ -26,9 +34,21 @@ import sys
 MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and stay there when freed
 TRIM_THRESHOLD = 1 << 30  # up to 1 GiB of free heap top is kept rather than given back
 ENV = "MDDBENCH_ALLOCATOR"
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+SETTINGS = ("heap", "thresholds", "default")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's malloc.h
 _GLIBC_ENV = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD}
-_state: dict[str, bool] = {}
+_HEAP_ENV = {"MALLOC_MMAP_MAX_": 0}
+_state: dict[str, object] = {}
+
+
+def setting() -> str:
+    """The allocator setting this process asks for (``$MDDBENCH_ALLOCATOR``, default ``heap``)."""
+    value = os.environ.get(ENV, "").strip().lower() or "heap"
+    if value not in SETTINGS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"${ENV} must be one of {', '.join(SETTINGS)}, got {value!r}")
+    return value
 
 
 def _glibc():
@@ -43,21 +63,30 @@ def _glibc():
 
 
 def configure_allocator() -> bool:
-    """Raise glibc malloc's mmap and trim thresholds here and in child processes.
+    """Apply :func:`setting` here and, through glibc's ``MALLOC_*_`` variables, in child processes.
 
-    Returns whether this process now runs with the raised thresholds. Idempotent; does nothing
-    off glibc or when ``MDDBENCH_ALLOCATOR=default``.
+    Returns whether this process now runs with a tuned setting. Idempotent; does nothing off glibc
+    or when ``MDDBENCH_ALLOCATOR=default``.
     """
     if "applied" in _state:
-        return _state["applied"]
+        return bool(_state["applied"])
+    chosen = setting()
     applied = False
-    libc = None if os.environ.get(ENV, "").strip().lower() == "default" else _glibc()
+    libc = None if chosen == "default" else _glibc()
     if libc is not None:
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         applied = (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                    and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+        if applied and chosen == "heap":
+            applied = libc.mallopt(_M_MMAP_MAX, 0) == 1
         if applied:
-            for name, value in _GLIBC_ENV.items():
+            for name, value in {**_GLIBC_ENV, **(_HEAP_ENV if chosen == "heap" else {})}.items():
                 os.environ.setdefault(name, str(value))
     _state["applied"] = applied
+    _state["setting"] = chosen if applied else "default"
     return applied
+
+
+def applied_setting() -> str:
+    """What this process runs with: ``heap``, ``thresholds`` or ``default`` (recorded with every run)."""
+    return str(_state.get("setting", "default"))

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import __version__
+from . import __version__, memory
 from .allocator import configure_allocator
 from .budgets import BUDGETS
 from .errors import ConfigError, MddError, Terminated, raise_terminated
@@ -335,6 +335,10 @@ def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = Tr
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     p.add_argument("--budget", default="quick", help=f"{' | '.join(BUDGETS)} (default: {budget_default})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--memory-budget", type=option(float, POSITIVE), metavar="MIB",
+                   help="activation memory one training or inference pass may hold; larger batches run as "
+                        "micro-batches with the same update (default: $MDDBENCH_MEMORY_BUDGET, else automatic: "
+                        "a quarter of free GPU memory, or an eighth of available memory up to 1024 MiB on a CPU)")
     if plugins:
         p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
 
@@ -497,6 +501,7 @@ def _main(argv: list[str] | None) -> int:
     configure_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
+    memory.set_budget(getattr(args, "memory_budget", None))
     if getattr(args, "eval_model", "unset") is None:
         args.eval_model = ["convnet"]
     if getattr(args, "model", "unset") is None:

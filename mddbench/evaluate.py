@@ -24,6 +24,7 @@ from .batched import NotPackable, activation_bytes, stack_networks, unstack_into
 from .data import RealData
 from .errors import ConfigError
 from .limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE, check
+from .memory import micro_batch
 from .metrics import METRICS, classification_metrics, summarize
 from .networks import create_network
 from .seeding import generator as seeded
@@ -126,8 +127,10 @@ def train_on_synset(net: torch.nn.Module, synset: SyntheticSet, config: EvalConf
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 1024) -> np.ndarray:
+def predict(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int | None = None) -> np.ndarray:
+    """Class probabilities of ``net`` on ``x``, ``batch`` items at a time (default: the memory budget's)."""
     net.eval()
+    batch = batch or micro_batch(net, x[:2].to(device), "predict")
     out = [torch.softmax(net(x[i:i + batch].to(device)).float(), 1).cpu() for i in range(0, len(x), batch)]
     return torch.cat(out).numpy()
 

@@ -110,17 +110,25 @@ class Pretraining:
 
 
 # ------------------------------------------------------------------------------------------ GSAM
-def gsam_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
+def gsam_step(params: Sequence[torch.Tensor], backward: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
               rho: float, alpha: float, adaptive: bool = True, eps: float = 1e-12) -> torch.Tensor:
     """One GSAM step (Zhuang et al. 2022, as FTD's buffer uses it).
 
     g = grad at w; perturb w by e = rho * s * g / ||s * g|| with s = |w| (adaptive) or 1, and
     e scaled by s once more (ASAM); g' = grad at w + e; subtract alpha times the component of g
     orthogonal to g'; undo the perturbation; let the base optimiser step with the result.
+    ``backward()`` accumulates the loss's gradient into the parameters' ``.grad`` (in micro-batches,
+    :mod:`mddbench.memory`) and returns the loss.
     """
     params = list(params)
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, params)
+
+    def gradient() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        for p in params:
+            p.grad = None
+        value = backward()
+        return value, [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    loss, grads = gradient()
     with torch.no_grad():
         if adaptive:
             norm = torch.sqrt(sum(((p.abs() * g) ** 2).sum() for p, g in zip(params, grads)))
@@ -130,7 +138,7 @@ def gsam_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor
             perturb = [rho * g / (norm + eps) for g in grads]
         for p, e in zip(params, perturb):
             p.add_(e)
-    grads_p = torch.autograd.grad(loss_fn(), params)
+    _, grads_p = gradient()
     with torch.no_grad():
         for p, e in zip(params, perturb):
             p.sub_(e)
@@ -152,8 +160,8 @@ def train_expert(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
     opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     snapshots = [flat_parameters(net).cpu()]
 
-    def gsam(loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
-        gsam_step(list(net.parameters()), loss_fn, opt, recipe.rho, recipe.alpha, recipe.adaptive)
+    def gsam(backward: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
+        gsam_step(list(net.parameters()), backward, opt, recipe.rho, recipe.alpha, recipe.adaptive)
 
     def snapshot() -> None:
         snapshots.append(flat_parameters(net).cpu())

@@ -16,15 +16,18 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from .errors import ConfigError
+from .memory import micro_batch
 
 LOW_FPRS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
 
 
 @torch.no_grad()
 def loss_scores(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(minus the per-example cross-entropy, whether the prediction is right) for every example."""
+                batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(minus the per-example cross-entropy, whether the prediction is right) for every example,
+    ``batch`` at a time (default: the memory budget's, :mod:`mddbench.memory`)."""
     net.eval()
+    batch = batch or micro_batch(net, x[:2].to(device), "predict")
     scores, correct = [], []
     for i in range(0, len(x), batch):
         logits = net(x[i:i + batch].to(device)).float().cpu()

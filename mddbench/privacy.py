@@ -38,6 +38,7 @@ from .evaluate import EvalConfig, model_streams, train_networks
 from .ids import identity_digest
 from .membership import attack_metrics, loss_scores
 from .memorisation import NEAR_COPY_QUANTILE, SPACE_LABELS, flat, near_copies, nearest, standardized
+from .memory import micro_batch
 from .metrics import summarize
 from .networks import create_network
 from .registry import METHODS
@@ -134,10 +135,11 @@ def reference_networks(data: RealData, config: EvalConfig, seed: int, device: to
 
 
 @torch.no_grad()
-def embed(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 512) -> np.ndarray:
+def embed(net: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int | None = None) -> np.ndarray:
     if not hasattr(net, "embed"):
         raise ConfigError(f"{type(net).__name__} has no embedding (embed); audit with --eval-model convnet")
     net.eval()
+    batch = batch or micro_batch(net, x[:2].to(device), "embed", net.embed)
     return np.concatenate([flat(net.embed(x[i:i + batch].to(device)).float()) for i in range(0, len(x), batch)])
 
 

@@ -20,9 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .allocator import ENV as ALLOCATOR_ENV
 from .atomic import is_temporary, replacing
 from .errors import ConfigError
 from .experts import _locked as locked
+from .memory import ENV as MEMORY_ENV
 from .runner import ARTIFACT, write_job_file
 from .sweep import ExpertBuild, Result, Work, execute
 
@@ -93,6 +95,13 @@ def scratch_root() -> Path:
     return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "mddbench-ray")
 
 
+def forwarded_environment() -> dict[str, str]:
+    """The settings this driver's workers must start with on every node: the allocator's (glibc reads its
+    ``MALLOC_*_`` variables when a process starts) and an activation budget set on the driver."""
+    names = (ALLOCATOR_ENV, MEMORY_ENV, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_")
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 def run_remote(work: Work, device: str, threads: int, shared_experts: bool, *experts: dict[str, bytes] | Result
                ) -> Result:
     """The body of every Ray task: run ``work`` in this node's scratch folder, hand back what it made."""
@@ -129,7 +138,8 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 start = {} if address else {"include_dashboard": False}  # options of a new instance only
-                ray.init(address=address, log_to_driver=False, **start)
+                ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": forwarded_environment()},
+                         **start)
             except (ConnectionError, RuntimeError) as exc:
                 raise ConfigError(f"could not connect to the Ray cluster at {address or 'this machine'}: {exc}; "
                                   "check the address that `ray start --head` printed") from exc

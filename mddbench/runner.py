@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, memory
+from .allocator import applied_setting
 from .atomic import set_aside, write_json
 from .budgets import Budget, canonical_budget, get_budget
 from .data import DatasetSpec, RealData, get_spec, load_dataset
@@ -362,7 +363,9 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
 def environment(device: str | None = None) -> dict[str, Any]:
     """What a result ran on, beyond the code version: interpreter, libraries, the device's name, and the
     CPU's model and ATen's CPU kernel level (``cpu_capability``): a seeded run repeats itself on one
-    machine, while a CPU whose kernels round differently may end in another set."""
+    machine, while a CPU whose kernels round differently may end in another set. Also the allocator
+    setting, and the activation budget with the micro-batch size it gave each loop
+    (:mod:`mddbench.memory`): they change float summation order, never what is computed."""
     import platform
 
     import numpy
@@ -372,7 +375,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
         name = torch.cuda.get_device_name(torch.device(device))
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "device": str(device) if device else None, "device_name": name, "platform": platform.platform(),
-            "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "allocator": applied_setting(), "memory": memory.chosen()}
 
 
 def _cpu_model() -> str | None:

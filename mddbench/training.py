@@ -7,6 +7,10 @@ zero-grad / backward / step by default; FTD's experts use GSAM). The schedule sa
 how many items to train on and with which optimiser, so evaluation can re-create its SGD at half
 time and at every stage of a sequential set while the other callers keep one optimiser.
 
+A minibatch larger than the activation budget allows runs as micro-batches whose gradients add up
+to the minibatch's (:mod:`mddbench.memory`): ``step`` receives a ``backward`` that fills ``.grad``
+and returns the minibatch's mean loss, never the loss tensor itself.
+
 Several networks packed into one (:mod:`mddbench.batched`) train side by side: network ``i`` draws
 its order, renderer draws and augmentation from ``generators[i]`` in the order a lone network draws
 them, and the loss is the sum of the networks' own mean losses, so each gets its own gradient.
@@ -20,11 +24,13 @@ import torch
 
 from .augment import DSA, Draw
 from .batched import augment_together
+from .memory import backward_in_micro_batches, micro_batch
 from .synset import Renderer, cross_entropy
 
 # per epoch: (leading items to train on, the optimiser that steps)
 Schedule = Iterable[tuple[int, torch.optim.Optimizer]]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (backward: accumulates the minibatch's gradient into .grad and returns its mean loss, optimiser)
 Step = Callable[[Callable[[], torch.Tensor], torch.optim.Optimizer], None]
 
 
@@ -33,10 +39,9 @@ def constant_schedule(optimizer: torch.optim.Optimizer, n_epochs: int, n_items: 
     return repeat((n_items, optimizer), n_epochs)
 
 
-def sgd_step(loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
-    loss = loss_fn()
+def sgd_step(backward: Callable[[], torch.Tensor], opt: torch.optim.Optimizer) -> None:
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    backward()
     opt.step()
 
 
@@ -60,6 +65,7 @@ def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, sc
     """
     n = len(generators)
     model.train()
+    micro = None
     for end, opt in schedule:
         orders = [torch.randperm(end, generator=g).split(batch) for g in generators]
         for idxs in zip(*orders):
@@ -67,14 +73,17 @@ def train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, sc
                                   for idx, g in zip(idxs, generators)))
             xs, y = augment_together(augment, xs, draws), torch.cat(ys)
             x = xs[0] if n == 1 else torch.cat(xs, 1)
+            if micro is None:
+                micro = micro_batch(model, x, "train")
+            labels_of = y if n == 1 else y.unflatten(0, (n, len(x)))  # packed: network-major
 
-            def batch_loss() -> torch.Tensor:
-                logits = model(x)
+            def part_loss(part: slice) -> torch.Tensor:
+                logits = model(x[part])
                 if n == 1:
-                    return loss(logits, y)
+                    return loss(logits, labels_of[part])
                 logits = logits.view(len(logits), n, -1).transpose(0, 1).reshape(-1, logits.shape[1] // n)
-                return loss(logits, y) * n  # (batch, n * classes) -> every network's own mean loss
+                return loss(logits, labels_of[:, part].flatten(0, 1)) * n  # every network's own mean loss
 
-            step(batch_loss, opt)
+            step(lambda: backward_in_micro_batches(part_loss, len(x), micro), opt)
         if after_epoch is not None:
             after_epoch()

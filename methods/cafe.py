@@ -56,6 +56,7 @@ from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
+from mddbench.memory import in_chunks, micro_batch
 from mddbench.method import Method, Task
 from mddbench.methods.dm import class_views, dsa_or_none, per_class, siamese_batches
 from mddbench.networks import has_batchnorm
@@ -96,8 +97,24 @@ def cafe_loss(net: torch.nn.Module, reals: list[torch.Tensor], syns: list[torch.
     def stats(maps: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         return [m.mean(0) for m in maps], maps[-1].flatten(1)
 
+    def real_stats(batch: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``stats`` of a real batch without a graph, micro-batched within the memory budget: a sum
+        per map, divided once, instead of every full-resolution map of the batch held at once."""
+        micro = micro_batch(net, batch, "embed", net.feature_maps)
+        if len(batch) <= micro:
+            return stats(net.feature_maps(batch))
+        sums, rows = None, []
+        for part in batch.split(micro):
+            maps = net.feature_maps(part)
+            sums = [m.sum(0) for m in maps] if sums is None else [t + m.sum(0) for t, m in zip(sums, maps)]
+            rows.append(maps[-1].flatten(1))
+        return [t / len(batch) for t in sums], torch.cat(rows)
+
     with torch.no_grad():
-        real = per_class(net.feature_maps, reals, has_batchnorm(net), stats)
+        if has_batchnorm(net):  # BatchNorm sees every class in one pass, as in the official code
+            real = per_class(net.feature_maps, reals, True, stats)
+        else:
+            real = [real_stats(batch) for batch in reals]
     syn = per_class(net.feature_maps, syns, True, stats)
     weights = layer_weights(len(real[0][0]) - 1, hp["shallow_weight"], hp["deep_weight"])
     align = feature_alignment([r[0] for r in real], [s[0] for s in syn], weights)
@@ -122,8 +139,10 @@ def lr_at(it: int, iterations: int, lr: float) -> float:
 def real_accuracy(net: torch.nn.Module, task: Task, per_class_n: int) -> float:
     """Mean over classes of the accuracy on ``per_class_n`` fresh real images of each class."""
     net.eval()
-    accs = [float((net(task.real_batch(c, per_class_n)).argmax(1) == c).float().mean())
-            for c in range(task.n_classes)]
+    accs = []
+    for c in range(task.n_classes):
+        x = task.real_batch(c, per_class_n)
+        accs.append(float((in_chunks(net, x, micro_batch(net, x, "predict")).argmax(1) == c).float().mean()))
     net.train()
     return sum(accs) / len(accs)
 

@@ -54,6 +54,7 @@ from mddbench.data import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
+from mddbench.memory import grad_in_micro_batches, micro_batch
 from mddbench.method import Method, Task
 from mddbench.networks import has_batchnorm
 from mddbench.registry import register_method
@@ -121,8 +122,11 @@ def class_gradients(net: torch.nn.Module, x: torch.Tensor, c: int, create_graph:
     """Gradient of the cross-entropy of ``x`` (all of class ``c``) with respect to every parameter."""
     y = torch.full((len(x),), c, dtype=torch.long, device=x.device)
     params = list(net.parameters())
-    grads = torch.autograd.grad(cross_entropy(net(x), y), params, create_graph=create_graph)
-    return grads if create_graph else tuple(g.detach() for g in grads)
+    if create_graph:  # the synthetic side: ipc images, kept whole for the graph to the images
+        return torch.autograd.grad(cross_entropy(net(x), y), params, create_graph=True)
+    # the real side, a target without a graph: summed over micro-batches within the memory budget
+    return grad_in_micro_batches(lambda part: cross_entropy(net(x[part]), y[part]), len(x),
+                                 micro_batch(net, x, "real-gradient"), params)
 
 
 # -------------------------------------------------------------------------------------- method

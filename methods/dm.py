@@ -26,6 +26,7 @@ from mddbench.budgets import official_share
 from mddbench.data import DatasetSpec
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.loop import distill_loop
+from mddbench.memory import in_chunks, micro_batch
 from mddbench.method import Method, Task
 from mddbench.networks import has_batchnorm
 from mddbench.registry import register_method
@@ -78,8 +79,11 @@ def dm_loss(net: torch.nn.Module, reals: list[torch.Tensor], syns: list[torch.Te
     def embed(x: torch.Tensor) -> list[torch.Tensor]:
         return [net.embed(x)]
 
+    def embed_in_chunks(x: torch.Tensor) -> list[torch.Tensor]:  # no graph: within the memory budget
+        return [in_chunks(net.embed, x, micro_batch(net, x, "embed", net.embed))]
+
     with torch.no_grad():
-        real = torch.stack(per_class(embed, reals, joint, mean_embedding))
+        real = torch.stack(per_class(embed if joint else embed_in_chunks, reals, joint, mean_embedding))
     syn = torch.stack(per_class(embed, syns, True, mean_embedding))
     return ((real - syn) ** 2).sum()
 

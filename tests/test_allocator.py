@@ -16,9 +16,10 @@ from mddbench.allocator import configure_allocator
 from mddbench.networks import create_network
 applied = configure_allocator()
 torch.set_num_threads(1)
-net = create_network("convnet", 1, 2, 28)
+size, batch = int(os.environ.get("PROBE_SIZE", 28)), int(os.environ.get("PROBE_BATCH", 64))
+net = create_network("convnet", 1, 2, size)
 opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-x, y = torch.randn(64, 1, 28, 28), torch.arange(64) % 2
+x, y = torch.randn(batch, 1, size, size), torch.arange(batch) % 2
 def step():
     opt.zero_grad()
     torch.nn.functional.cross_entropy(net(x), y).backward()
@@ -29,7 +30,8 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     step()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"applied": applied, "faults": faults, "env": os.environ.get("MALLOC_MMAP_THRESHOLD_")}))
+print(json.dumps({"applied": applied, "faults": faults, "env": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                  "mmap_max": os.environ.get("MALLOC_MMAP_MAX_")}))
 """
 
 
@@ -49,11 +51,21 @@ def test_raised_thresholds_stop_the_page_faults_and_reach_child_processes():
     tuned, default = _probe(_env()), _probe(_env(**{ENV: "default"}))
     assert tuned["applied"] and not default["applied"]
     assert tuned["env"] == str(1 << 30) and default["env"] is None
+    assert tuned["mmap_max"] == "0" and default["mmap_max"] is None  # heap only, in child processes too
     # Five ConvNet steps at batch 64 after a warm-up: by default every step maps its activation
     # buffers afresh and faults them in page by page (~20,000 faults a step); with the raised
     # thresholds the freed buffers are reused.
     assert default["faults"] > 5 * 5000
     assert tuned["faults"] < default["faults"] / 4
+
+
+def test_an_unknown_allocator_setting_is_refused(monkeypatch):
+    from mddbench import allocator
+    from mddbench.errors import ConfigError
+
+    monkeypatch.setenv(ENV, "jemalloc")
+    with pytest.raises(ConfigError, match="heap, thresholds, default"):
+        allocator.setting()
 
 
 def test_configure_allocator_is_idempotent():

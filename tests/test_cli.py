@@ -93,6 +93,10 @@ def test_run_random_on_demo(random_run):
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
              if line.startswith("model name")] if cpuinfo.is_file() else []
     assert record["environment"]["cpu"] == (names[0] if names else None)
+    memory = record["environment"]["memory"]  # the activation budget and what it chose, recorded per run
+    assert memory["budget_mib"] > 0 and memory["budget_source"] in ("auto", "set")
+    assert memory["micro_batch"]["train"] >= 256  # 28 px: a whole batch fits, the numbers are as before
+    assert record["environment"]["allocator"] in ("heap", "thresholds", "default")
     run_dir = artifact_path(record, random_run).parent
     assert run_dir.parent == random_run / "runs"
     assert {"job.json", "synset.safetensors", "result_convnet.json"} <= {p.name for p in run_dir.iterdir()}

@@ -121,7 +121,12 @@ def test_gsam_step_on_a_quadratic_moves_as_the_formula_says():
     for adaptive in (False, True):
         w = w0.clone().requires_grad_(True)
         opt = torch.optim.SGD([w], lr=lr)
-        gsam_step([w], lambda: 0.5 * w @ A @ w, opt, rho, alpha, adaptive=adaptive, eps=0.0)
+        def backward(w=w):  # what the training loop hands a step: fills .grad, returns the loss
+            loss = 0.5 * w @ A @ w
+            loss.backward()
+            return loss.detach()
+
+        gsam_step([w], backward, opt, rho, alpha, adaptive=adaptive, eps=0.0)
         g = A @ w0
         scale = (w0 * w0) if adaptive else torch.ones(2, dtype=torch.float64)
         norm = ((w0.abs() * g).norm() if adaptive else g.norm())

@@ -1,0 +1,147 @@
+"""Peak memory, kernel share and wall time of whole commands, before and after bounded memory (issue 41).
+
+Each piece is one ``mddbench`` command (``run`` at the smoke budget on BREAST-ULS, ipc 2 and 10, and
+on AdrenalMNIST3D, or ``buffers`` for expert building) run in a fresh process under each setting,
+alternating (which setting goes first alternates by round), so the settings see the same machine:
+
+- ``before``: whole batches (``MDDBENCH_MEMORY_BUDGET`` unbounded) and the allocator's raised
+  thresholds alone (``MDDBENCH_ALLOCATOR=thresholds``), what the code did before micro-batches;
+- ``after``: the defaults (an automatic activation budget, micro-batches, the heap-only allocator);
+- ``heap-only`` / ``micro-only`` (``--settings``): one lever at a time.
+
+The parent reads each child's peak resident set, user and system CPU seconds from ``wait4`` and
+prints a table (median over rounds) with the ratios before / after. Expert buffers are built once
+per setting and round in their own cache (``buffers`` pieces time that); ``run`` pieces share one
+cache built beforehand, so they time distillation and evaluation alone.
+
+    python benchmarks/bench_memory.py --pieces experts-112 dm-2 ptm-2 --rounds 1
+    python benchmarks/bench_memory.py --all --rounds 1 --json memory.json   # every method, hours on a CPU
+
+Nothing else may run on the machine meanwhile: with 2 cores a second process distorts timings many
+times over. Piece names: ``experts-112``, ``flat-experts-112``, ``experts-3d``, ``METHOD-IPC``
+(BREAST-ULS; ``METHOD-IPC:key=value,...`` adds hyperparameters, e.g. ``ptm-10:unroll_memory=constant``),
+``3d-METHOD`` (AdrenalMNIST3D, ipc 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED_DATA = Path(os.environ.get("MDDBENCH_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+SETTINGS = {
+    "before": {"MDDBENCH_ALLOCATOR": "thresholds", "MDDBENCH_MEMORY_BUDGET": "1e9"},
+    "after": {},
+    "heap-only": {"MDDBENCH_MEMORY_BUDGET": "1e9"},
+    "micro-only": {"MDDBENCH_ALLOCATOR": "thresholds"},
+}
+METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm", "ptm", "smdd", "seqmatch", "haba")
+METHODS_3D = ("random", "dc", "dsa", "dm")
+
+
+def command(piece: str, work: Path, cache: Path) -> list[str]:
+    """The mddbench command line of one piece."""
+    common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", "smoke"]
+    if piece in ("experts-112", "flat-experts-112", "experts-3d"):
+        dataset = "adrenalmnist3d" if piece == "experts-3d" else "breast-uls"
+        method = "ftd" if piece.startswith("flat") else "mtt"
+        return ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(work / "fresh"),
+                "--out", str(work / "out"), *common]
+    piece, _, hps = piece.partition(":")  # e.g. ptm-10:unroll_memory=constant
+    if piece.startswith("3d-"):
+        method, dataset, ipc = piece[3:], "adrenalmnist3d", "1"
+    else:
+        method, _, ipc = piece.rpartition("-")
+        dataset = "breast-uls"
+    return ["run", "--method", method, "--dataset", dataset, "--ipc", ipc, "--expert-cache", str(cache),
+            "--out", str(work / "out"), *common, *[a for hp in hps.split(",") if hp for a in ("--hp", hp)]]
+
+
+def measure(argv: list[str], env: dict[str, str], threads: int) -> dict[str, float]:
+    """Run ``mddbench argv`` in a fresh process; its wall seconds, CPU seconds, kernel share and peak RSS."""
+    child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(threads)}
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"):
+        child_env.pop(name, None)  # the child's own setting decides, not this process's
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mddbench", *argv], env=child_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"mddbench {' '.join(argv)} failed:\n{err[-2000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "kernel_share": usage.ru_stime / cpu if cpu else 0.0, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def prebuild(pieces: list[str], cache: Path, threads: int) -> None:
+    """The smoke expert buffers the run pieces read, built once (not timed)."""
+    trajectory = ("mtt", "ftd", "datm", "ptm", "smdd", "haba", "hoptm")
+    needs = {("adrenalmnist3d" if p.startswith("3d-") else "breast-uls", "mtt") for p in pieces
+             if p.partition(":")[0].rpartition("-")[0].removeprefix("3d-") in trajectory}
+    for dataset, method in sorted(needs):
+        for m in (method, "ftd"):
+            argv = ["buffers", "--dataset", dataset, "--method", m, "--expert-cache", str(cache), "--out",
+                    str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",
+                    "--budget", "smoke"]
+            print(f"building {m} experts on {dataset} (not timed) ...", flush=True)
+            measure(argv, {}, threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pieces", nargs="+", default=["experts-112", "random-2", "dm-2"])
+    parser.add_argument("--all", action="store_true", help="every method at ipc 2 and 10, 3D and expert pieces")
+    parser.add_argument("--settings", nargs="+", default=["before", "after"], choices=list(SETTINGS))
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write every measurement here")
+    args = parser.parse_args()
+    pieces = args.pieces
+    if args.all:
+        pieces = (["experts-112", "flat-experts-112", "experts-3d"] + [f"{m}-{i}" for i in (2, 10) for m in METHODS_2D]
+                  + [f"3d-{m}" for m in METHODS_3D])
+    results: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        cache = Path(tmp) / "experts"
+        prebuild(pieces, cache, args.threads)
+        for r in range(args.rounds):
+            for piece in pieces:
+                order = args.settings if r % 2 == 0 else list(reversed(args.settings))
+                for name in order:
+                    work = Path(tmp) / f"{piece}-{name}-{r}"
+                    m = measure(command(piece, work, cache), SETTINGS[name], args.threads)
+                    results.setdefault((piece, name), []).append(m)
+                    print(f"round {r} {piece:>18} {name:>10}: {m['wall_s']:7.1f} s wall, "
+                          f"{m['kernel_share']:5.1%} kernel, {m['peak_rss_mb']:7.0f} MB peak", flush=True)
+    print(f"\nmedians over {args.rounds} round(s), {args.threads} thread(s), smoke budget; ratio = before / after")
+    head = f"{'piece':>18} | " + " | ".join(f"{s}: wall s, kernel, peak MB" for s in args.settings)
+    print(head + (" | wall ratio, peak ratio" if {"before", "after"} <= set(args.settings) else ""))
+    summary = {}
+    for piece in pieces:
+        cells, med = [], {}
+        for name in args.settings:
+            runs = results[(piece, name)]
+            med[name] = {k: statistics.median(m[k] for m in runs) for k in runs[0]}
+            cells.append(f"{med[name]['wall_s']:7.1f} {med[name]['kernel_share']:6.1%} {med[name]['peak_rss_mb']:7.0f}")
+        line = f"{piece:>18} | " + " | ".join(cells)
+        if "before" in med and "after" in med:
+            line += (f" | x{med['before']['wall_s'] / med['after']['wall_s']:.2f}, "
+                     f"x{med['before']['peak_rss_mb'] / med['after']['peak_rss_mb']:.2f}")
+        print(line)
+        summary[piece] = med
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "medians": summary,
+                                               "runs": {f"{p}|{s}": v for (p, s), v in results.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write every measurement here")
+    parser.add_argument("--cache", help="keep the prebuilt expert buffers here, for the next invocation")
     args = parser.parse_args()
     pieces = args.pieces
     if args.all:
@@ -111,7 +112,7 @@ def main() -> None:
                   + [f"3d-{m}" for m in METHODS_3D])
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-        cache = Path(tmp) / "experts"
+        cache = Path(args.cache) if args.cache else Path(tmp) / "experts"
         prebuild(pieces, cache, args.threads)
         for r in range(args.rounds):
             for piece in pieces:

@@ -3,7 +3,7 @@
     python benchmarks/bench_unroll.py [--steps 10 20 40 80] [--ipc 10] [--classes 2] [--repeats 3]
 
 For every step count, in a fresh subprocess each (so peak RSS belongs to that configuration alone),
-one `mddbench.unroll.match` iteration (ConvNet, 1x28x28, ipc x classes images, DSA, backward into
+one `mddbench.nn.unroll.match` iteration (ConvNet, 1x28x28, ipc x classes images, DSA, backward into
 the images and the step size) is timed, and three memory figures are reported:
 - graph MB: bytes of the tensors autograd saved for the backward pass (what grows with steps),
 - peak RSS MB: the subprocess's maximum resident set (includes PyTorch itself, ~300-400 MB),
@@ -25,9 +25,9 @@ import time
 def one(steps: int, ipc: int, classes: int, memory: str, repeats: int, device: str) -> dict:
     import torch
 
-    from mddbench.augment import DSA
-    from mddbench.networks import create_network
-    from mddbench.unroll import Student, TensorSource, match
+    from mddbench.nn.augment import DSA
+    from mddbench.nn.networks import create_network
+    from mddbench.nn.unroll import Student, TensorSource, match
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dev = torch.device(device)

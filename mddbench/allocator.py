@@ -45,7 +45,7 @@ def setting() -> str:
     """The allocator setting this process asks for (``$MDDBENCH_ALLOCATOR``, default ``heap``)."""
     value = os.environ.get(ENV, "").strip().lower() or "heap"
     if value not in SETTINGS:
-        from .errors import ConfigError
+        from mddbench.errors import ConfigError
 
         raise ConfigError(f"${ENV} must be one of {', '.join(SETTINGS)}, got {value!r}")
     return value

@@ -6,6 +6,7 @@ and globs for the real files (``expert_*.safetensors``, ``it*.safetensors``) nev
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -71,3 +72,14 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: concurrent processes take turns."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

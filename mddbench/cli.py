@@ -8,19 +8,19 @@ import sys
 import threading
 from pathlib import Path
 
-from . import __version__, memory
-from .allocator import configure_allocator
-from .budgets import BUDGETS
-from .errors import ConfigError, MddError, Terminated, raise_terminated
-from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
+from mddbench import __version__, memory
+from mddbench.allocator import configure_allocator
+from mddbench.api.budgets import BUDGETS
+from mddbench.errors import ConfigError, MddError, Terminated, raise_terminated
+from mddbench.limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
 
 DEFAULT_OUT = "mddbench_out"
 
 
 # ------------------------------------------------------------------------------------- commands
 def cmd_list(args) -> None:
-    from .budgets import BUDGETS
-    from .registry import DATASETS, METHODS, NETWORKS
+    from mddbench.api.budgets import BUDGETS
+    from mddbench.registry import DATASETS, METHODS, NETWORKS
 
     for path in args.plugin or []:
         try:
@@ -51,10 +51,10 @@ def cmd_list(args) -> None:
 
 
 def _print_shares(args) -> None:
-    from .budgets import get_budget
-    from .data import get_spec
-    from .parity import PARITY_FACTOR, shares, spread
-    from .registry import METHODS
+    from mddbench.api.budgets import get_budget
+    from mddbench.api.parity import PARITY_FACTOR, shares, spread
+    from mddbench.data.dataset import get_spec
+    from mddbench.registry import METHODS
 
     budget = get_budget(args.budget)
     found = shares(get_spec(args.dataset), args.ipc, budget, METHODS.names(args.pattern))
@@ -65,7 +65,7 @@ def _print_shares(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .data import data_root, get_spec
+    from mddbench.data.dataset import data_root, get_spec
 
     spec = get_spec(args.dataset)
     root = data_root(args.data_root)
@@ -93,7 +93,7 @@ def cmd_info(args) -> None:
 def _job_options(args) -> dict:
     """The Job fields a command's options set, read in one place (run, distill, sweep, buffers); an option
     a command does not offer keeps the Job's default."""
-    from .method import parse_overrides
+    from mddbench.api.method import parse_overrides
 
     given = {"budget": args.budget, "hparams": tuple(sorted(parse_overrides(args.hp).items())),
              "plugins": tuple(getattr(args, "plugin", None) or ()), "progress": not args.quiet}
@@ -107,13 +107,13 @@ def _job_options(args) -> dict:
 
 
 def _job(args, method: str, dataset: str, ipc, seed: int):
-    from .runner import Job
+    from mddbench.run.job import Job
 
     return Job(method=method, dataset=dataset, ipc=ipc, seed=seed, **_job_options(args))
 
 
 def cmd_run(args) -> None:
-    from .runner import run_job
+    from mddbench.run.pipeline import run_job
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
     records = run_job(job)
@@ -122,7 +122,8 @@ def cmd_run(args) -> None:
 
 
 def cmd_distill(args) -> None:
-    from .runner import ARTIFACT, distill, prepare
+    from mddbench.run.job import ARTIFACT
+    from mddbench.run.pipeline import distill, prepare
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
     p = prepare(job)
@@ -137,7 +138,7 @@ def cmd_distill(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .runner import evaluate_saved
+    from mddbench.run.pipeline import evaluate_saved
 
     records = evaluate_saved(args.artifact, tuple(args.model or ("convnet",)), args.budget, args.seed,
                              args.eval_n_models, args.eval_epochs, args.data_root, args.out, args.device,
@@ -148,17 +149,18 @@ def cmd_eval(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from .show import show_synset
+    from mddbench.report.show import show_synset
 
     out = show_synset(args.artifact, args.output)
     print(f"wrote {out}")
 
 
 def cmd_privacy(args) -> None:
-    from .privacy import audit_artifact, audited_images, summary_lines
-    from .privacy_figure import nearest_figure
-    from .privacy_store import PrivacyStore
-    from .runner import ensure_writable, resolve_device
+    from mddbench.privacy.audit import audit_artifact, audited_images, summary_lines
+    from mddbench.report.privacy_figure import nearest_figure
+    from mddbench.results.privacy_store import PrivacyStore
+    from mddbench.run.job import resolve_device
+    from mddbench.run.pipeline import ensure_writable
 
     if args.figure and len(args.artifacts) > 1:
         raise ConfigError("--figure names one PNG; give one set, or leave it out (figures go to OUT/privacy/)")
@@ -188,10 +190,10 @@ def cmd_privacy(args) -> None:
 
 
 def cmd_leaderboard(args) -> None:
-    from .failures import failures_of
-    from .privacy_store import privacy_for_leaderboard
-    from .publish import publish, read_records
-    from .results import ResultStore
+    from mddbench.report.publish import publish, read_records
+    from mddbench.results.failures import failures_of
+    from mddbench.results.privacy_store import privacy_for_leaderboard
+    from mddbench.results.store import ResultStore
 
     if args.records:
         source, records = args.records, read_records(args.records)
@@ -205,12 +207,12 @@ def cmd_leaderboard(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .sweep import expand, run_sweep
+    from mddbench.scaleout.sweep import expand, run_sweep
 
     kw = {k: v for k, v in _job_options(args).items() if k != "progress"}
     executor = None
     if args.executor == "ray":
-        from .ray_executor import RayExecutor
+        from mddbench.scaleout.ray_cluster import RayExecutor
 
         if args.shared_experts:
             if not args.expert_cache:
@@ -232,7 +234,7 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from .merge import audits_of_other_files, merge_into, merge_target
+    from mddbench.results.merge import audits_of_other_files, merge_into, merge_target
 
     summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
     for source, added, same, differing, audited, audits_differing, failed in summary:
@@ -255,10 +257,10 @@ def cmd_merge(args) -> None:
 
 
 def cmd_curve(args) -> None:
-    from .data import load_dataset
-    from .evaluate import EvalConfig, evaluate
-    from .figures import accuracy_curve, read_run_json
-    from .runner import resolve_device
+    from mddbench.data.dataset import load_dataset
+    from mddbench.evaluation.protocol import EvalConfig, evaluate
+    from mddbench.report.figures import accuracy_curve, read_run_json
+    from mddbench.run.job import resolve_device
 
     job = read_run_json(Path(args.run) / "job.json", "give a run folder made by `mddbench run` or `distill` "
                         "(rerunning that command with its artifact deleted writes job.json again)")
@@ -277,8 +279,8 @@ def cmd_curve(args) -> None:
 
 
 def cmd_plot(args) -> None:
-    from .figures import plot_runs
-    from .runner import ensure_writable
+    from mddbench.report.figures import plot_runs
+    from mddbench.run.pipeline import ensure_writable
 
     ensure_writable(Path(args.to), "--to")
     for path in plot_runs([Path(r) for r in args.runs], Path(args.to)):
@@ -286,14 +288,14 @@ def cmd_plot(args) -> None:
 
 
 def cmd_buffers(args) -> None:
-    from .experts import mean_expert_accuracy
-    from .runner import build_experts
+    from mddbench.run.pipeline import build_experts
+    from mddbench.trajectory.experts import mean_expert_accuracy
 
     for provider, recipe, traj in build_experts(_job(args, args.method, args.dataset, args.ipc, 0)):
         print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
               f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
         if args.report:
-            from .expert_quality import report_rows, snapshot_scores
+            from mddbench.trajectory.expert_quality import report_rows, snapshot_scores
 
             data = provider.data
             counts = data.y["val"].bincount(minlength=data.spec.n_classes)

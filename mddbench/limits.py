@@ -1,7 +1,7 @@
 """Valid ranges of numbers a user hands in: method hyperparameters and command-line options.
 
 A method declares a :class:`Limit` per hyperparameter in its ``limits`` (merged along its class
-hierarchy, so every trajectory method gets the ones :class:`~mddbench.trajectory.TrajectoryMatching`
+hierarchy, so every trajectory method gets the ones :class:`~mddbench.trajectory.matching.TrajectoryMatching`
 declares); :meth:`mddbench.Method.resolve` checks every resolved value against them before any work.
 Command-line options get the same limits as argparse types (:func:`option`). Every number must be
 finite (NaN and infinity are never a setting).
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import ConfigError
+from mddbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

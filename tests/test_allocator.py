@@ -9,11 +9,10 @@ from safetensors.torch import load_file
 
 from mddbench.allocator import ENV, configure_allocator
 
-
 _PROBE = """
 import json, os, resource, torch
 from mddbench.allocator import configure_allocator
-from mddbench.networks import create_network
+from mddbench.nn.networks import create_network
 applied = configure_allocator()
 torch.set_num_threads(1)
 size, batch = int(os.environ.get("PROBE_SIZE", 28)), int(os.environ.get("PROBE_BATCH", 64))

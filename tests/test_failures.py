@@ -8,14 +8,14 @@ import json
 import pytest
 
 from mddbench.cli import main
-from mddbench.failures import FailureTable
 from mddbench.registry import METHODS
-from mddbench.results import ResultStore
+from mddbench.results.failures import FailureTable
+from mddbench.results.store import ResultStore
 
 PLUGIN = '''
 import torch
 from mddbench.errors import DistillationDiverged
-from mddbench.method import Method
+from mddbench.api.method import Method
 from mddbench.registry import register_method
 
 
@@ -83,8 +83,9 @@ def test_the_sweep_stores_a_failure_that_comes_back_from_another_machine(tmp_pat
     """A remote executor's run_job wrote the failure to that machine's store; the sweep keeps what came back."""
     from concurrent.futures import Future
 
-    from mddbench.runner import Job
-    from mddbench.sweep import Plan, Result, Work, schedule
+    from mddbench.run.job import Job
+    from mddbench.scaleout.sweep import Plan, schedule
+    from mddbench.scaleout.work import Result, Work
 
     job = Job(method="dm", dataset="demo", ipc=1, seed=2, budget="smoke", out=str(tmp_path))
     failure = {"id": job.job_id, "job_id": job.job_id, "method": "dm", "dataset": "demo", "ipc": 1, "seed": 2,
@@ -115,7 +116,7 @@ def test_the_sweep_stores_a_failure_that_comes_back_from_another_machine(tmp_pat
 def test_reading_a_store_made_before_failures_writes_nothing_to_it(tmp_path):
     import sqlite3
 
-    from mddbench.failures import failures_of
+    from mddbench.results.failures import failures_of
 
     store = ResultStore(tmp_path / "results.sqlite")
     before = (tmp_path / "results.sqlite").read_bytes()

@@ -3,18 +3,16 @@
 Every check runs the same work twice, with an activation budget so small that batches split into
 micro-batches of a few items, and unbounded, and compares the results to float tolerance.
 """
-import copy
 
 import pytest
 import torch
 
 from mddbench import memory
+from mddbench.api.synset import SyntheticSet
 from mddbench.errors import ConfigError
-from mddbench.evaluate import EvalConfig, evaluate, predict
-from mddbench.experts import gsam_step
-from mddbench.networks import create_network
-from mddbench.synset import SyntheticSet, cross_entropy
-from mddbench.training import constant_schedule, sgd_step, train
+from mddbench.evaluation.protocol import EvalConfig, evaluate, predict
+from mddbench.nn.networks import create_network
+from mddbench.nn.training import constant_schedule, gsam_step, sgd_step, train
 
 UNBOUNDED = "1e9"
 
@@ -107,7 +105,7 @@ def test_soft_labels_and_gsam_are_micro_batched_exactly(budget):
 
 def test_packed_networks_are_micro_batched_per_network(budget):
     """Evaluation's packed engine: each network keeps its own data order and loss under micro-batches."""
-    from mddbench.batched import stack_networks, unstack_into
+    from mddbench.nn.batched import stack_networks, unstack_into
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(30, 3, 16, 16, generator=gen), torch.arange(30) % 4

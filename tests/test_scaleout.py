@@ -17,13 +17,14 @@ import pytest
 
 from mddbench.cli import main
 from mddbench.errors import ConfigError
-from mddbench.executors import LocalExecutor, slot_devices
-from mddbench.experts import ExpertProvider
-from mddbench.merge import merge_into
 from mddbench.registry import METHODS
-from mddbench.results import ResultStore
-from mddbench.runner import Job
-from mddbench.sweep import Plan, Result, Work, plan, schedule
+from mddbench.results.merge import merge_into
+from mddbench.results.store import ResultStore
+from mddbench.run.job import Job
+from mddbench.scaleout.local import LocalExecutor, slot_devices
+from mddbench.scaleout.sweep import Plan, plan, schedule
+from mddbench.scaleout.work import Result, Work
+from mddbench.trajectory.experts import ExpertProvider
 
 
 # ------------------------------------------------------------------------------ devices per worker
@@ -54,7 +55,7 @@ def test_local_executor_gives_each_running_work_its_own_device(monkeypatch):
 
 
 def test_worker_threads_follow_omp_num_threads_when_it_is_set(monkeypatch):
-    from mddbench import executors
+    from mddbench.scaleout import local as executors
 
     monkeypatch.setattr(executors, "usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -89,8 +90,8 @@ def test_plan_builds_each_declared_recipe_once_and_jobs_need_only_their_own(tmp_
     assert len(builds) == 2 and {b.experts.recipe.optimizer for b in builds} == {"sgd", "gsam"}
     by_job = {w.job.method + str(w.job.ipc): w.needs for w in p.works if w.job}
     for job in jobs:  # what each needs is what its method declares, by the cache folder it reads
-        from mddbench.budgets import get_budget
-        from mddbench.data import get_spec, load_dataset
+        from mddbench.api.budgets import get_budget
+        from mddbench.data.dataset import get_spec, load_dataset
 
         method, spec = METHODS.get(job.method)(), get_spec("demo")
         recipes = method.expert_recipes(method.resolve(spec, job.ipc, get_budget("smoke"), {}))
@@ -331,7 +332,7 @@ def _audit(audit_id: str, job_id: str) -> dict:
 def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_export(tmp_path, capsys):
     """Both halves of a published folder (records.jsonl and its privacy.jsonl) and a store's privacy
     table arrive in the merged store, once, so it can publish them again without losing an audit."""
-    from mddbench.privacy_store import PrivacyStore
+    from mddbench.results.privacy_store import PrivacyStore
 
     a = PrivacyStore(tmp_path / "a" / "results.sqlite")
     a.add(_record("j1"))
@@ -361,9 +362,9 @@ def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_ex
 def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, capsys):
     """Rerunning a published job elsewhere makes another set: the merge keeps the published record, and an
     audit of the rerun's set that links to it is named, so that no one reads it as the published set's."""
-    from mddbench.merge import audits_of_other_files
-    from mddbench.privacy_store import PrivacyStore
-    from mddbench.results import record_id
+    from mddbench.results.merge import audits_of_other_files
+    from mddbench.results.privacy_store import PrivacyStore
+    from mddbench.results.store import record_id
 
     published = PrivacyStore(tmp_path / "published" / "results.sqlite")
     published.add({**_record("j1"), "artifact_sha256": "a" * 64})

@@ -4,10 +4,11 @@ Each piece is one ``mddbench`` command (``run`` at the smoke budget on BREAST-UL
 on AdrenalMNIST3D, or ``buffers`` for expert building) run in a fresh process under each setting,
 alternating (which setting goes first alternates by round), so the settings see the same machine:
 
-- ``before``: whole batches (``MDDBENCH_MEMORY_BUDGET`` unbounded) and the allocator's raised
-  thresholds alone (``MDDBENCH_ALLOCATOR=thresholds``), what the code did before micro-batches;
-- ``after``: the defaults (an automatic activation budget, micro-batches, the heap-only allocator);
-- ``heap-only`` / ``micro-only`` (``--settings``): one lever at a time.
+- ``before``: whole batches (``MDDBENCH_MEMORY_BUDGET`` unbounded) with the allocator's raised
+  thresholds, what the code did before micro-batches;
+- ``after``: the defaults (an automatic activation budget: micro-batches; the raised thresholds);
+- ``heap`` (``--settings``): micro-batches with the heap-only allocator (``MDDBENCH_ALLOCATOR=heap``),
+  the other lever the issue proposed; ``heap-whole``: heap only with whole batches.
 
 The parent reads each child's peak resident set, user and system CPU seconds from ``wait4`` and
 prints a table (median over rounds) with the ratios before / after. Expert buffers are built once
@@ -38,8 +39,8 @@ SHARED_DATA = Path(os.environ.get("MDDBENCH_TEST_DATA") or Path(__file__).resolv
 SETTINGS = {
     "before": {"MDDBENCH_ALLOCATOR": "thresholds", "MDDBENCH_MEMORY_BUDGET": "1e9"},
     "after": {},
-    "heap-only": {"MDDBENCH_MEMORY_BUDGET": "1e9"},
-    "micro-only": {"MDDBENCH_ALLOCATOR": "thresholds"},
+    "heap": {"MDDBENCH_ALLOCATOR": "heap"},
+    "heap-whole": {"MDDBENCH_ALLOCATOR": "heap", "MDDBENCH_MEMORY_BUDGET": "1e9"},
 }
 METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm", "ptm", "smdd", "seqmatch", "haba")
 METHODS_3D = ("random", "dc", "dsa", "dm")

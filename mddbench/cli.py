@@ -138,19 +138,29 @@ def cmd_distill(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    from mddbench.results.store import ResultStore
+    from mddbench.atomic import ensure_writable
     from mddbench.run.pipeline import evaluate_saved
 
+    if not args.no_record:
+        ensure_writable(Path(args.out))  # before the evaluation, not after it
     records = evaluate_saved(args.artifact, tuple(args.model or ("convnet",)), args.budget, args.seed,
                              args.eval_n_models, args.eval_epochs, args.data_root, args.out, args.device,
-                             progress=not args.quiet, record=not args.no_record)
+                             progress=not args.quiet, record=False)
     _print_records(records)
     if not args.no_record:
-        print(f"recorded in {Path(args.out) / 'results.sqlite'}")
+        store = ResultStore(Path(args.out) / "results.sqlite")
+        added = sum(store.add_new(r) for r in records)
+        print(f"recorded {added} new record(s) in {store.path}" if added else
+              f"not recorded: {store.path} already holds these records (the same set, budget and seed)")
 
 
 def cmd_show(args) -> None:
+    from mddbench.atomic import ensure_writable_file
     from mddbench.report.show import show_synset
 
+    if args.output:
+        ensure_writable_file(args.output, "--output")
     out = show_synset(args.artifact, args.output)
     print(f"wrote {out}")
 
@@ -159,19 +169,22 @@ def cmd_privacy(args) -> None:
     from mddbench.privacy.audit import audit_artifact, audited_images, summary_lines
     from mddbench.report.privacy_figure import nearest_figure
     from mddbench.results.privacy_store import PrivacyStore
+    from mddbench.atomic import ensure_writable, ensure_writable_file
     from mddbench.run.job import resolve_device
-    from mddbench.run.pipeline import ensure_writable
 
     if args.figure and len(args.artifacts) > 1:
         raise ConfigError("--figure names one PNG; give one set, or leave it out (figures go to OUT/privacy/)")
     device, cache = resolve_device(args.device), {}  # one `real` reference network per dataset and seed
     ensure_writable(Path(args.out) / "privacy")
+    if args.figure:
+        ensure_writable_file(args.figure, "--figure")  # before the audit, not after it
     store = None if args.no_record else PrivacyStore(Path(args.out) / "results.sqlite")
     for artifact in args.artifacts:
         record, synset, data = audit_artifact(
             artifact, args.data_root, args.budget, args.model, args.n_models, args.epochs, args.real_epochs, args.seed,
             device, cache, None if store is None or args.again else store.has_privacy,
-            None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None))
+            None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None),
+            store_path=Path(args.out) / "results.sqlite")
         if record is None:
             print(f"{artifact}: already audited (in {store.path}); --again to audit it anyway")
             continue
@@ -190,11 +203,15 @@ def cmd_privacy(args) -> None:
 
 
 def cmd_leaderboard(args) -> None:
+    from mddbench.atomic import ensure_writable
     from mddbench.report.publish import publish, read_records
     from mddbench.results.failures import failures_of
     from mddbench.results.privacy_store import privacy_for_leaderboard
     from mddbench.results.store import ResultStore
 
+    if Path(args.to).exists() and not Path(args.to).is_dir():
+        raise ConfigError(f"--to {args.to} is a file; name a folder for the leaderboards")
+    ensure_writable(Path(args.to), "--to")
     if args.records:
         source, records = args.records, read_records(args.records)
     else:
@@ -208,6 +225,11 @@ def cmd_leaderboard(args) -> None:
 
 def cmd_sweep(args) -> None:
     from mddbench.scaleout.sweep import expand, run_sweep
+
+    if threading.current_thread() is threading.main_thread():
+        # a sweep started with `&` in a script begins with SIGINT ignored; `kill -INT` on the driver is still a
+        # request to stop: it checkpoints the jobs in flight (passed on to the workers), exits 130, a rerun resumes
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     kw = {k: v for k, v in _job_options(args).items() if k != "progress"}
     executor = None
@@ -235,11 +257,15 @@ def cmd_sweep(args) -> None:
 
 def cmd_merge(args) -> None:
     from mddbench.results.merge import audits_of_other_files, merge_into, merge_target
+    from mddbench.registry import load_plugins
+    from mddbench.run.record import record_problems
 
-    summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
-    for source, added, same, differing, audited, audits_differing, failed in summary:
+    load_plugins(args.plugin)
+    summary = merge_into(Path(args.into), [Path(s) for s in args.sources], check=record_problems)
+    for source, added, same, differing, audited, audits_differing, failed, differ_ids in summary:
         print(f"{source}: {added} added, {same} already there"
-              + (f", {differing} differ from the record already there (kept the store's)" if differing else "")
+              + (f", {differing} differ from the record already there (kept the store's: "
+                 f"{', '.join(differ_ids[:5])}{', ...' if differing > 5 else ''})" if differing else "")
               + (f", {audited} privacy result(s) added" if audited else "")
               + (f", {audits_differing} privacy result(s) differ from the audit already there under their id "
                  f"(kept the store's)" if audits_differing else "")
@@ -280,7 +306,7 @@ def cmd_curve(args) -> None:
 
 def cmd_plot(args) -> None:
     from mddbench.report.figures import plot_runs
-    from mddbench.run.pipeline import ensure_writable
+    from mddbench.atomic import ensure_writable
 
     ensure_writable(Path(args.to), "--to")
     for path in plot_runs([Path(r) for r in args.runs], Path(args.to)):
@@ -349,7 +375,8 @@ def _run_opts(p: argparse.ArgumentParser, sweep: bool = False, save: bool = Fals
     if not sweep:
         p.add_argument("--method", required=True)
         p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
-        p.add_argument("--ipc", type=int, default=2, help="images per class (default 2; ignored by `real`)")
+        p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2,
+                       help="images per class (default 2; ignored by `real`)")
         p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
     p.add_argument("--eval-model", action="append", default=None, metavar="NET",
@@ -377,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", metavar="FILE.py")
     p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones")
     p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset (default: breastmnist)")
-    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class (default: 2)")
+    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2, help="with --budget: images per class (default: 2)")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")
@@ -433,18 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--ipc", nargs="+", type=option(int, AT_LEAST_1), default=[1, 2, 10])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    p.add_argument("--jobs", type=option(int, AT_LEAST_1), default=1,
                    help="local worker processes (each gets cores/jobs threads, or OMP_NUM_THREADS when set, and, "
                         "with several GPUs, its own GPU)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks on a cluster (pip install -e '.[ray]')")
     p.add_argument("--ray-address", metavar="HOST:PORT",
                    help="(ray) the cluster `ray start --head` printed; default: start Ray on this machine")
-    p.add_argument("--cpus-per-job", type=float, default=1, help="(ray) CPUs each task declares (default 1)")
-    p.add_argument("--gpus-per-job", type=float,
+    p.add_argument("--cpus-per-job", type=option(float, POSITIVE), default=1, help="(ray) CPUs each task declares (default 1)")
+    p.add_argument("--gpus-per-job", type=option(float, NON_NEGATIVE),
                    help="(ray) GPUs each task declares (default: 1 when the cluster has GPUs and --device is not cpu)")
-    p.add_argument("--max-retries", type=int, default=3, help="(ray) retries of a task whose worker died (default 3)")
+    p.add_argument("--max-retries", type=option(int, NON_NEGATIVE), default=3, help="(ray) retries of a task whose worker died (default 3)")
     p.add_argument("--shared-experts", action="store_true",
                    help="(ray) --expert-cache is a folder every node mounts: build and read experts there "
                         "instead of shipping them through Ray")
@@ -456,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SRC",
                    help="results.sqlite files, folders holding one, or .jsonl exports")
     p.add_argument("--into", default=DEFAULT_OUT, help=f"the store (a folder or .sqlite file; default: {DEFAULT_OUT})")
+    p.add_argument("--plugin", action="append", metavar="FILE.py",
+                   help="load a method plugin file (repeatable): its records name a method this installation must know")
     p.set_defaults(fn=cmd_merge)
 
     p = sub.add_parser("curve", help="evaluate a run's snapshots: accuracy against distillation time")

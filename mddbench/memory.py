@@ -144,10 +144,10 @@ def per_item_bytes(net: torch.nn.Module, sample: torch.Tensor, forward: Callable
     if key not in _per_item:
         probe = sample[:2].detach().clone().requires_grad_(True)  # a graph even where parameters are frozen
         params = {p.untyped_storage().data_ptr() for p in net.parameters()}
-        with torch.enable_grad():
+        with torch.enable_grad():  # callers may be inside no_grad (prediction, real embeddings)
             outs = (forward or net)(probe)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        root = sum(o.sum() for o in outs)  # one root: a storage several outputs share counts once
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            root = sum(o.sum() for o in outs)  # one root: a storage several outputs share counts once
         total = graph_mb(root, exclude=params) * 2**20
         _per_item[key] = max(1.0, total / len(probe))
     return _per_item[key]

@@ -246,6 +246,9 @@ class HaBa(TrajectoryMatching):
     def n_bases(self, task: Task) -> int:
         return bases_per_class(task.hp, task.spec, task.ipc)
 
+    def images_per_class(self, task: Task) -> int:
+        return self.n_bases(task)  # the stored set is the bases; the hallucinators render the rest
+
     def initial_images(self, task: Task, experts: Trajectories) -> torch.Tensor:
         n = self.n_bases(task)
         if task.hp["init"] == "real":  # with more bases than images in a class, images repeat

@@ -205,6 +205,9 @@ class PTM(TrajectoryMatching):
         start = int(torch.randint(lo, hi, (1,), generator=g))
         return e, start, start + m
 
+    def unroll_steps(self, hp: dict) -> int:
+        return hp["max_syn_steps"]
+
     def steps(self, task: Task, start: int, target: int) -> int:
         """Student steps per matched expert epoch, both schedules (on small data: the experts' own steps)."""
         hp = task.hp

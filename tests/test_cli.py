@@ -222,7 +222,7 @@ def test_runs_sharing_an_out_folder_do_not_break_each_others_write_check(tmp_pat
     with one shared probe name the slower one found the probe unlinked and refused to run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mddbench.run.pipeline import ensure_writable
+    from mddbench.atomic import ensure_writable
 
     def probe(_):
         for _ in range(300):

@@ -61,6 +61,17 @@ def test_micro_batch_follows_the_budget_and_keeps_whole_batches_for_batchnorm(bu
     assert memory.chosen()["micro_batch"]["bn"] == "whole batch (BatchNorm)"
 
 
+def test_per_item_bytes_is_measured_alike_inside_no_grad():
+    """Prediction and real embeddings ask from inside no_grad; the first answer is cached for every loop."""
+    net, x = _net(), torch.randn(2, 3, 16, 16)
+    memory._per_item.clear()
+    with torch.no_grad():
+        inside = memory.per_item_bytes(net, x), memory.per_item_bytes(net, x, net.feature_maps)
+    memory._per_item.clear()
+    assert inside == (memory.per_item_bytes(net, x), memory.per_item_bytes(net, x, net.feature_maps))
+    assert inside[0] > 16 * 16 * 128 * 4
+
+
 def test_per_item_bytes_grows_with_the_image_and_counts_frozen_networks():
     small, large = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 32)
     assert memory.per_item_bytes(_net(size=32), large) > 3 * memory.per_item_bytes(_net(size=16), small)

@@ -42,6 +42,12 @@ class Method:
     # per-budget values; a value may be a callable (hp, budget) -> value that scales the preset
     budgets: ClassVar[dict[str, dict[str, Any]]] = {}
 
+
+    def images_per_class(self, task: "Task") -> int | None:
+        """How many images of each class the set :meth:`distill` returns holds (checked before anything is
+        recorded; a method that stores something else, e.g. HaBa's bases, says so here). None: unchecked
+        (a method without ipc, such as ``real``)."""
+        return task.ipc if self.uses_ipc else None
     def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
         """Official per-dataset/ipc values that differ from ``defaults`` (paper budget)."""
         return {}

@@ -33,6 +33,9 @@ def load_with_data(artifact: str | Path, data_root: str | None, purpose: str,
     if "dataset" not in meta:
         raise ArtifactError(f"{path} has no dataset in its metadata (it was not made by mddbench); to {purpose} it "
                             "needs the data it was made from")
+    if not isinstance(meta["dataset"], str) or not meta["dataset"]:
+        raise ArtifactError(f"{path} names its dataset {meta['dataset']!r} in its metadata, not a dataset name")
+
     if require_checksum and not meta.get("data_checksum"):
         raise ArtifactError(f"{path} records no data checksum, so the data it was made from cannot be verified")
     try:
@@ -49,3 +52,12 @@ def load_with_data(artifact: str | Path, data_root: str | None, purpose: str,
         raise ArtifactError(f"{path} holds images of shape {tuple(synset.images.shape[1:])}, "
                             f"{data.spec.name} has {data.spec.shape}")
     return synset, data, path
+
+
+def own_seed(synset: SyntheticSet, path: str | Path) -> int:
+    """The seed a set's metadata records (0 when none), refused before any work when it is no seed."""
+    seed = synset.meta.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ArtifactError(f"{path} records the seed {seed!r}, not an integer from 0 to 2**63 - 1; pass --seed N "
+                            "to choose one")
+    return seed

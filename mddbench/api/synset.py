@@ -57,6 +57,8 @@ class SyntheticSet:
     def __post_init__(self):
         self.images = self.images.detach()
         self.labels = self.labels.detach()
+        if not self.labels.is_floating_point() and not self.labels.is_complex() and self.labels.dtype != torch.bool:
+            self.labels = self.labels.long()  # class indices of any integer type (int8 from a file) index as int64
         if len(self.images) != len(self.labels):
             raise ArtifactError(f"{len(self.images)} images but {len(self.labels)} labels")
         if self.stages is not None and sum(self.stages) != len(self.images):
@@ -148,7 +150,12 @@ class SyntheticSet:
             registry.METHODS.load()
         if self.renderer not in RENDERERS:
             raise ArtifactError(f"unknown renderer {self.renderer!r}; known: {sorted(RENDERERS)}")
-        return RENDERERS[self.renderer](self.extra, self.meta)
+        try:
+            return RENDERERS[self.renderer](self.extra, self.meta)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # tensors missing or of the wrong shape
+            raise ArtifactError(f"{self.source or 'the synthetic set'}: its renderer {self.renderer!r} cannot be "
+                                f"built from the set's tensors ({type(exc).__name__}: {exc}); the file is "
+                                "incomplete or was edited") from exc
 
     # ------------------------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -43,7 +44,8 @@ from mddbench.nn.networks import create_network
 from mddbench.privacy.membership import attack_metrics, loss_scores
 from mddbench.privacy.memorisation import NEAR_COPY_QUANTILE, SPACE_LABELS, flat, near_copies, nearest, standardized
 from mddbench.registry import METHODS
-from mddbench.run.record import file_digest
+from mddbench.api.saved import own_seed as saved_seed
+from mddbench.run.record import file_digest, provenance
 from mddbench.seeding import generator as seeded
 
 PRIVACY_VERSION = "privacy-v1"
@@ -218,6 +220,7 @@ def make_privacy_record(meta: dict[str, Any], data: RealData, result: dict[str, 
         "label_type": meta.get("label_type", "hard"), "overrides": meta.get("overrides") or {},
         "time_budget": meta.get("time_budget"), "data_checksum": data.checksum, "artifact": artifact,
         "artifact_sha256": artifact_sha256,
+        **{k: meta[k] for k in ("claimed_method", "provenance") if k in meta},
         "device": str(device), "config": config.as_dict(), **result,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -227,25 +230,33 @@ def audit_artifact(artifact: str | Path, data_root: str | None = None, budget: s
                    eval_model: str = "convnet", n_models: int | None = None, epochs: int | None = None,
                    real_epochs: int | None = None, seed: int | None = None, device: torch.device | str = "cpu",
                    reference_cache: dict | None = None, known: Callable[[str], Any] | None = None,
-                   evaluation: Callable[[str, str], dict | None] | None = None
+                   evaluation: Callable[[str, str], dict | None] | None = None, store_path: Path | None = None
                    ) -> tuple[dict[str, Any] | None, SyntheticSet, RealData]:
     """Load, verify and audit one saved set; returns its privacy record (not yet stored), or None
     when ``known(id)`` says this very audit is already stored. ``evaluation(job_id, model)`` finds
     the evaluation record of the set's run (``mddbench run``/``sweep``), whose networks are then the
-    attacked ones (unless ``n_models``/``epochs`` override them)."""
+    attacked ones (unless ``n_models``/``epochs`` override them).
+
+    As for ``eval``, a set's own metadata is believed only for a file the store at ``store_path``
+    recorded (:func:`mddbench.run.record.provenance`): any other file is audited as ``external``, its
+    claim kept as ``claimed_method``, and named by its own digest, so a relabelled file never stands for
+    a method's row or links to another file's evaluation."""
     synset, data, path = load_for_audit(artifact, data_root)
     digest = file_digest(path)  # the file as loaded
-    meta = synset.meta
+    meta = {**synset.meta, **provenance(path, synset.meta, store_path or Path(os.devnull))}
+    if meta["provenance"] != "recorded run":
+        meta["job_id"] = f"external-{digest[:16]}"
+        evaluation = None
     budget_name = budget or meta.get("budget") or "quick"
     custom = any(v is not None for v in (n_models, epochs, real_epochs))
-    own_seed = int(meta.get("seed", 0))
+    own_seed = saved_seed(synset, path) if seed is None else meta.get("seed", 0)
     evaluated = None
     if evaluation is not None and meta.get("job_id") and budget is None and seed in (None, own_seed):
         evaluated = evaluation(meta["job_id"], eval_model)  # another seed trains other networks: no link
     config = config_for(meta, get_budget(budget_name), eval_model, n_models, epochs, real_epochs,
                         evaluated=evaluated)
     seed = own_seed if seed is None else seed
-    # a set no run of ours made is named by its file, as its evaluation record is (runner.evaluate_artifact)
+    # a set no run of ours made is named by its file, as its evaluation record is (run.pipeline.evaluate_saved)
     meta = {**meta, "job_id": meta.get("job_id") or f"external-{digest[:16]}"}
     if known is not None and known(privacy_id(meta["job_id"], config, seed)):
         return None, synset, data

@@ -76,8 +76,19 @@ def rows(conn: sqlite3.Connection, kind: RecordKind, **filters: Any) -> list[Row
         return []
     where = " AND ".join(f"{k} = ?" for k in filters) or "1"
     values = [v if k in kind.integer else str(v) for k, v in filters.items()]
-    texts = conn.execute(f"SELECT record FROM {kind.table} WHERE {where} ORDER BY id", values).fetchall()
-    return [json.loads(text) for (text,) in texts]
+    found = conn.execute(f"SELECT id, record FROM {kind.table} WHERE {where} ORDER BY id", values).fetchall()
+    return [parsed(kind, row_id, text) for row_id, text in found]
+
+
+def parsed(kind: RecordKind, row_id: str, text: str) -> Row:
+    """A stored row, validated: a damaged one (edited by hand, a partial write) is named, never a traceback."""
+    try:
+        row = json.loads(text)
+        kind.validate(row)
+    except (ValueError, ConfigError) as exc:  # ValueError: not JSON
+        raise ConfigError(f"the {kind.table} table holds a damaged {kind.what} (id {row_id!r}: {exc}); delete that "
+                          f"row, or restore the store from its export (`mddbench merge {kind.export}`)") from exc
+    return row
 
 
 def has_table(conn: sqlite3.Connection, kind: RecordKind) -> bool:

@@ -3,7 +3,10 @@
 Records made on other machines (a sweep split by hand, a second cluster) come together here. A
 record's identity is ``(job_id, eval_model)`` (its id is derived from it), so merging is
 idempotent: a record the store already has is skipped, and one that has the same identity but
-other metrics is reported and the store's own is kept. Every record of every source is read and
+other metrics is reported by id and the store's own is kept. A record whose own content contradicts
+itself (a summary that does not recompute from its per-model values, ids that do not recompute from
+its content, a method, dataset, protocol or budget unknown here) refuses the merge: a made-up line of
+JSON is never ranked. Every merged record says which file it came from (``origin``). Every record of every source is read and
 validated before anything is written: a bad source leaves the store untouched.
 
 Privacy audits come along: a store's ``privacy`` table, or the ``privacy.jsonl`` beside a ``.jsonl``
@@ -14,9 +17,11 @@ seeds whose distillation diverged) come along the same way, a store's ``failures
 """
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from mddbench.atomic import ensure_writable
 from mddbench.errors import ConfigError
 from mddbench.results.failures import FailureTable, failures_of
 from mddbench.results.kind import read_rows
@@ -27,6 +32,8 @@ from mddbench.results.store import DEFAULT_FILENAME, RESULTS, no_value_as_null, 
 def merge_target(into: str | Path) -> Path:
     """The store file ``--into`` names: a ``.sqlite`` file, else ``results.sqlite`` in that folder."""
     path = Path(into)
+    if path.suffix != ".sqlite" and path.exists() and not path.is_dir():
+        raise ConfigError(f"--into {path} is a file but not a .sqlite store; name a folder or a results.sqlite")
     return path if path.suffix == ".sqlite" else path / DEFAULT_FILENAME
 
 
@@ -48,31 +55,55 @@ def _nothing_merged(read):
         raise ConfigError(f"{exc}; nothing was merged") from exc
 
 
-def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, int, int, int, int, int]]:
+def merge_into(into: str | Path, sources: list[Path], check: Callable[[dict[str, Any]], list[str]] | None = None
+               ) -> list[tuple[str, int, int, int, int, int, int, list[str]]]:
     """Add every source's new records, privacy results and failures to the store at ``into``; per source:
     (name, records added, already there, differing, privacy results added, privacy results differing from
     the one already there under their id: an audit made again, ``mddbench privacy --again``; the store's
-    is kept; failures added)."""
+    is kept; failures added, the ids of the records that differ from the store's copy).
+
+    ``check(record)`` lists what a record's own content contradicts (the CLI passes
+    :func:`mddbench.run.record.record_problems`): one such record refuses the whole merge, before any write.
+    Every record added says where it came from (``origin``: the source file), unless it already did."""
     # all read and valid before any write
     read = [(src, read_source(Path(src)), read_privacy_source(Path(src)), _nothing_merged(lambda: failures_of(src)))
             for src in sources]
+    if check is not None:
+        for src, records, _, _ in read:
+            for i, record in enumerate(records, 1):
+                problems = check(record)
+                if problems:
+                    raise ConfigError(f"{src}: record {i} ({record['method']}, {record['dataset']}, ipc "
+                                      f"{record['ipc']}, seed {record['seed']}, {record['eval_model']}) contradicts "
+                                      f"itself: {'; '.join(problems)}; nothing was merged")
     target = merge_target(into)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    store = PrivacyStore(target)
+    ensure_writable(target.parent, "--into")
+    existed = target.exists()
+    try:
+        store = PrivacyStore(target)
+    except (OSError, sqlite3.Error, ConfigError) as exc:  # a full disk: no empty store left behind
+        if not existed and target.exists() and target.stat().st_size == 0:
+            target.unlink()
+        raise ConfigError(f"cannot create or open the store {target} ({exc}); free some space or choose another "
+                          "--into (nothing was merged)") from exc
     failure_table = FailureTable(store)
     have = {r["id"]: r for r in store.records()}
     measured = lambda audit: [no_value_as_null(audit[k]) for k in ("memorisation", "membership")]  # noqa: E731
     have_audits = {a["id"]: measured(a) for a in store.privacy_records()}
     summary = []
     for src, records, audits, failures in read:
-        added = same = differing = 0
+        added = same = 0
+        differing: list[str] = []
         for record in records:
             rid = record_id(record["job_id"], record["eval_model"])
             if rid in have:
-                known = have[rid]["metrics"] == no_value_as_null(record["metrics"])
-                same, differing = same + known, differing + (not known)
+                if have[rid]["metrics"] == no_value_as_null(record["metrics"]):
+                    same += 1
+                else:
+                    differing.append(rid)
                 continue
-            added += store.add_new(record)
+            origin = record.get("origin") or {"merged_from": str(Path(src).resolve())}
+            added += store.add_new({**record, "origin": origin})
             have[rid] = {**record, "metrics": no_value_as_null(record["metrics"])}
         audited = audits_differing = 0
         for audit in audits:
@@ -82,7 +113,7 @@ def merge_into(into: str | Path, sources: list[Path]) -> list[tuple[str, int, in
             audited += store.add_privacy(audit)[1]
             have_audits[audit["id"]] = measured(audit)
         failed = sum(failure_table.add_new(f) for f in failures)
-        summary.append((str(src), added, same, differing, audited, audits_differing, failed))
+        summary.append((str(src), added, same, len(differing), audited, audits_differing, failed, differing))
     return summary
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,11 @@ from mddbench import __version__
 from mddbench.api.budgets import Budget, canonical_budget, get_budget
 from mddbench.api.loop import peak_memory_mb
 from mddbench.api.method import Method, Task
-from mddbench.api.saved import load_with_data
+from mddbench.api.saved import load_with_data, own_seed
 from mddbench.api.synset import SyntheticSet
-from mddbench.atomic import set_aside, write_json
+from mddbench.atomic import ensure_writable, locked, set_aside, write_json
 from mddbench.data.dataset import DatasetSpec, RealData, get_spec, load_dataset
-from mddbench.errors import ArtifactError, ConfigError, CorruptRunState, DistillationDiverged
+from mddbench.errors import ArtifactError, ConfigError, CorruptRunState, DistillationDiverged, MddError, MethodError
 from mddbench.evaluation.protocol import EvalConfig, evaluate
 from mddbench.limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check
 from mddbench.registry import METHODS, NETWORKS, load_plugins
@@ -49,17 +49,6 @@ def check_ipc(ipc: int | None, method: Method, data: RealData) -> None:
         c = counts.index(smallest)
         raise ConfigError(f"--ipc {ipc} is larger than class {c} ({data.spec.label_names[c]!r}) of "
                           f"{data.spec.name}, which has {smallest} train images")
-
-
-def ensure_writable(folder: Path, option: str = "--out") -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # a probe of its own: runs that share an --out (a sweep's workers, two shells) must not
-        # unlink each other's probe
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write to {folder} ({exc.strerror or exc}); choose another {option}") from exc
 
 
 @dataclass
@@ -136,12 +125,12 @@ def distill(p: Prepared) -> SyntheticSet:
     start = time.perf_counter()
     task = new_task()
     try:
-        synset = p.method.distill(task)
+        synset = distilled(p.method, task)
     except CorruptRunState as exc:  # a checkpoint that does not fit was half-restored: start the method afresh
         log.warning("mddbench: %s: %s; kept as %s, the method starts again", exc.path, exc.what,
                     set_aside(exc.path).name)
         task = new_task()
-        synset = p.method.distill(task)
+        synset = distilled(p.method, task)
     wall = time.perf_counter() - start - experts.build_seconds
     loops = task.loops
     synset.meta.update({
@@ -161,6 +150,46 @@ def distill(p: Prepared) -> SyntheticSet:
     if p.method.shareable:
         synset.save(artifact)
     return synset
+
+
+def distilled(method: Method, task: Task) -> SyntheticSet:
+    """``method.distill(task)``, with its set checked; anything else is a MethodError that names the method
+    (a plugin's bug must not become a traceback that names none, an exit without a record, or a record of a
+    set that is not what was asked for)."""
+    name = method.name
+    try:
+        synset = method.distill(task)
+    except (MddError, KeyboardInterrupt):
+        raise
+    except SystemExit as exc:
+        raise MethodError(f"method {name!r} called exit({exc.code!r}) inside distill; a method returns its set or "
+                          "raises, it never ends the process (no record was written)") from exc
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise MethodError(f"method {name!r} failed in distill: {type(exc).__name__}: {exc} (at {frame.filename}:"
+                          f"{frame.lineno}; --verbose shows the traceback; no record was written)") from exc
+    problems = set_problems(method, task, synset)
+    if problems:
+        raise MethodError(f"method {name!r} returned a set that cannot be recorded: {'; '.join(problems)}")
+    return synset
+
+
+def set_problems(method: Method, task: Task, synset: Any) -> list[str]:
+    """What is wrong with a set ``method`` returned for ``task`` (none: it may be recorded)."""
+    if not isinstance(synset, SyntheticSet):
+        return [f"distill returned {type(synset).__name__}, not a SyntheticSet"]
+    problems = synset.problems(task.spec)
+    expected, k = method.images_per_class(task), task.spec.n_classes
+    if problems or expected is None:
+        return problems
+    if synset.label_type == "hard":
+        counts = torch.bincount(synset.labels, minlength=k).tolist()
+        if any(n != expected for n in counts):
+            held = ", ".join(f"{n} of class {c}" for c, n in enumerate(counts))
+            problems.append(f"{expected} image(s) of each class were asked for, it holds {held}")
+    elif len(synset) != expected * k:
+        problems.append(f"{expected} image(s) of each of {k} classes were asked for, it holds {len(synset)}")
+    return problems
 
 
 def _total(counts: list[int | None]) -> int | None:
@@ -191,6 +220,8 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
     Its method is believed only for a file a run of this store recorded (:func:`provenance`); the job id
     is the run's for that file at its own budget and seed, else one that names what differs."""
     synset, data, artifact = load_with_data(artifact, data_root, "evaluate")
+    explicit_seed = seed is not None
+    seed = own_seed(synset, artifact) if seed is None else seed
     meta = synset.meta
     store_path = Path(out) / "results.sqlite"
     meta = {**meta, **provenance(artifact, meta, store_path)}
@@ -200,7 +231,7 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
     job_id = meta.get("job_id", "external")
     if meta["provenance"] != "recorded run":  # never the id of the run the file claims to come from
         job_id = f"external-{file_digest(artifact)[:16]}"
-    if label != meta.get("budget") or seed is not None:
+    if label != meta.get("budget") or explicit_seed:
         job_id = f"{job_id}:eval-{label}-s{seed}"
     if record:
         ensure_writable(Path(out))
@@ -208,7 +239,7 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
     records = []
     for model in models:
         cfg = evaluation_config(NETWORKS.canonical(model), budget_def, {}, eval_n_models, eval_epochs)
-        result = evaluate(synset, data, cfg, seed=seed if seed is not None else meta.get("seed", 0),
+        result = evaluate(synset, data, cfg, seed=seed,
                           device=torch_device, progress=progress)
         records.append(make_record({"method": "external", "ipc": None, **meta}, data.spec, result, label,
                                    stored_artifact(artifact, out), job_id))
@@ -290,6 +321,22 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     if not todo:
         return records
     store.check_writable()
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    def waiting() -> None:
+        log.warning("mddbench: another process is running %s; waiting for its records", job.run_name)
+
+    with locked(job.run_dir / ".lock", waiting):  # identical runs at once: one distills, the others wait
+        done = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in todo]
+        if done:
+            log.warning("mddbench: %s was finished by another process meanwhile", job.run_name)
+            records += done
+            todo = [m for m in todo if m not in {r["eval_model"] for r in done}]
+        return records + _distill_and_evaluate(p, store, todo) if todo else records
+
+
+def _distill_and_evaluate(p: Prepared, store: ResultStore, todo: list[str]) -> list[dict[str, Any]]:
+    """The records of ``todo`` (evaluation networks) for a prepared job whose run folder this process holds."""
+    job, records = p.job, []
     try:
         synset = distill(p)
     except DistillationDiverged as exc:  # no record: the failure says the seed was lost (mddbench.results.failures)

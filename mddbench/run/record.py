@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mddbench import memory
 from mddbench.allocator import applied_setting
+from mddbench.api.budgets import BUDGETS
 from mddbench.data.dataset import DatasetSpec
-from mddbench.evaluation.protocol import EvalResult
-from mddbench.results.store import RECORD_SCHEMA, artifact_path
+from mddbench.evaluation.protocol import PROTOCOL, EvalResult
+from mddbench.ids import identity_digest
+from mddbench.registry import DATASETS, METHODS, NETWORKS
+from mddbench.results.store import METRIC_NAMES, RECORD_SCHEMA, artifact_path, record_id
+
+PROTOCOLS = (PROTOCOL,)  # every evaluation protocol a record may name (one so far)
 
 
 def git_commit() -> str | None:
@@ -103,3 +110,57 @@ def provenance(artifact: Path, meta: dict[str, Any], store_path: Path) -> dict[s
             if same and r.get("method") == claimed:
                 return {"method": claimed, "provenance": "recorded run", "artifact_sha256": digest}
     return {"method": "external", "claimed_method": claimed, "provenance": "unverified file"}
+
+
+# ------------------------------------------------------------------------ what a record claims
+def claimed_job_id(record: dict[str, Any]) -> str | None:
+    """The job id a record's own content makes (method, dataset, ipc, seed, budget and its version, overrides,
+    time budget, an overridden evaluation size): what :attr:`Job.job_id` computed when the run made it. None
+    for an evaluation of a saved set (``mddbench eval``), whose id names the file instead."""
+    if record.get("method") == "external" or str(record.get("job_id", "")).startswith("external"):
+        return None
+    budget = str(record["budget"])
+    custom = budget.endswith("-custom")
+    config = record.get("eval_config") or {}
+    ident = {"method": record["method"], "dataset": record["dataset"],
+             "ipc": None if record["ipc"] == "full" else record["ipc"], "seed": record["seed"],
+             "budget": budget.removesuffix("-custom"), "hparams": sorted((record.get("overrides") or {}).items()),
+             "time_budget": record.get("time_budget"),
+             "eval_n_models": config.get("n_models") if custom else None,
+             "eval_epochs": config.get("epochs") if custom else None}
+    version = record.get("budget_version") or 1
+    return identity_digest(ident if version == 1 else {**ident, "budget_version": version})
+
+
+def record_problems(record: dict[str, Any]) -> list[str]:
+    """What a (valid) record's own content contradicts: a forged or edited record, refused by ``merge``.
+
+    Its summary must recompute from its per-model values, its ids from its content, and its method,
+    dataset, protocol and budget must be ones this installation knows (load a plugin's method first)."""
+    problems = []
+    for name, stat in record["metrics"].items():
+        if name not in METRIC_NAMES or not isinstance(stat, dict):
+            continue
+        values = np.array([v for v in stat["per_model"] if v is not None], dtype=float)
+        values = values[np.isfinite(values)]
+        mean, std = stat.get("mean"), stat.get("std")
+        if len(values) and not (isinstance(mean, (int, float)) and math.isclose(mean, values.mean(), abs_tol=1e-6)
+                                and isinstance(std, (int, float)) and math.isclose(std, values.std(), abs_tol=1e-6)):
+            problems.append(f"its {name} mean {mean!r} and std {std!r} are not those of its per-model values "
+                            f"({values.mean():.6f}, {values.std():.6f})")
+    rid = record_id(record["job_id"], record["eval_model"])
+    if record.get("id") not in (None, rid):
+        problems.append(f"its id {record['id']!r} is not the one its job id and network make ({rid})")
+    for registry, field in ((METHODS, "method"), (DATASETS, "dataset"), (NETWORKS, "eval_model")):
+        if record[field] != "external" and record[field] not in registry:
+            problems.append(f"its {field} {record[field]!r} is unknown here"
+                            + (" (load its plugin: --plugin FILE)" if field == "method" else ""))
+    if record["protocol"] not in PROTOCOLS:
+        problems.append(f"its protocol {record['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
+    if str(record["budget"]).removesuffix("-custom") not in BUDGETS:
+        problems.append(f"its budget {record['budget']!r} is unknown here")
+    if not problems:
+        claimed = claimed_job_id(record)
+        if claimed is not None and claimed != record["job_id"]:
+            problems.append(f"its job id {record['job_id']!r} is not the one its content makes ({claimed})")
+    return problems

@@ -29,7 +29,9 @@ from mddbench.api.synset import SyntheticSet
 from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
+from mddbench.memory import per_item_bytes
 from mddbench.nn.augment import DEFAULT_STRATEGY
+from mddbench.nn.networks import create_network
 from mddbench.nn.unroll import MatchResult, Source, Student, TensorSource, match, param_distance
 from mddbench.trajectory.experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
 
@@ -104,6 +106,12 @@ class Step:
     stepped: bool
 
 
+# A ``full`` unroll keeps every student step's graph; above this (most of the 3 GB a run may take) a
+# trajectory method unrolls in ``constant`` memory unless told otherwise (benchmarks/bench_unroll.py).
+FULL_UNROLL_BYTES = 2 << 30
+UNROLL_GRAPH_FACTOR = 2.0  # a step's graph against its forward activations (measured: bench_unroll --size 112)
+
+
 class TrajectoryMatching(Method):
     flat_experts = False  # FTD, DATM and PTM match GSAM ("flat") experts
     defaults: dict[str, Any] = dict(
@@ -122,6 +130,30 @@ class TrajectoryMatching(Method):
 
     def presets(self, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
         return mtt_preset(ipc)
+
+    def resolve(self, spec: DatasetSpec, ipc: int, budget: Budget, overrides: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+        """The values resolve as for every method; then ``unroll_memory`` is ``constant`` where a ``full``
+        unroll's graph would pass :data:`FULL_UNROLL_BYTES` (112 px from ipc 2 at quick: 13 GB at ipc 10),
+        unless the user chose it. A rule of the dataset, ipc and budget, never of the machine, so a job
+        resolves alike everywhere; the resolved mode is in every run's hparams."""
+        hp = super().resolve(spec, ipc, budget, overrides)
+        if "unroll_memory" not in (overrides or {}) and hp["unroll_memory"] == "full" \
+                and self.full_unroll_bytes(hp, spec, ipc) > FULL_UNROLL_BYTES:
+            hp["unroll_memory"] = "constant"
+        return hp
+
+    def unroll_steps(self, hp: dict) -> int:
+        """The most student steps one matching iteration unrolls."""
+        return hp["syn_steps"]
+
+    def full_unroll_bytes(self, hp: dict, spec: DatasetSpec, ipc: int) -> float:
+        """What a ``full`` unroll keeps for its backward pass: per step, every synthetic image of the
+        minibatch's activations, once for the step and once for its gradient (create_graph)."""
+        net = create_network(hp["model"], spec.channels, spec.n_classes, spec.size, spec.dims)
+        images = hp["batch_syn"] or ipc * spec.n_classes
+        per_item = per_item_bytes(net, torch.zeros(2, *spec.shape))
+        return UNROLL_GRAPH_FACTOR * self.unroll_steps(hp) * images * per_item
 
     def adapt(self, hp: dict, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
         return fit_steps_to_experts(hp, spec, self.recipe(hp).lr)

@@ -19,7 +19,8 @@ cache built beforehand, so they time distillation and evaluation alone.
     python benchmarks/bench_memory.py --all --rounds 1 --json memory.json   # every method, hours on a CPU
 
 Nothing else may run on the machine meanwhile: with 2 cores a second process distorts timings many
-times over. Piece names: ``experts-112``, ``flat-experts-112``, ``experts-3d``, ``METHOD-IPC``
+times over. Piece names: ``experts-112``, ``flat-experts-112``, ``experts-3d``, ``experts-28`` (BreastMNIST),
+``METHOD-IPC``
 (BREAST-ULS; ``METHOD-IPC:key=value,...`` adds hyperparameters, e.g. ``ptm-10:unroll_memory=constant``),
 ``3d-METHOD`` (AdrenalMNIST3D, ipc 1).
 """
@@ -46,11 +47,11 @@ METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm",
 METHODS_3D = ("random", "dc", "dsa", "dm")
 
 
-def command(piece: str, work: Path, cache: Path) -> list[str]:
+def command(piece: str, work: Path, cache: Path, budget: str = "smoke") -> list[str]:
     """The mddbench command line of one piece."""
-    common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", "smoke"]
-    if piece in ("experts-112", "flat-experts-112", "experts-3d"):
-        dataset = "adrenalmnist3d" if piece == "experts-3d" else "breast-uls"
+    common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", budget]
+    if piece in ("experts-112", "flat-experts-112", "experts-3d", "experts-28"):
+        dataset = {"experts-3d": "adrenalmnist3d", "experts-28": "breastmnist"}.get(piece, "breast-uls")
         method = "ftd" if piece.startswith("flat") else "mtt"
         return ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(work / "fresh"),
                 "--out", str(work / "out"), *common]
@@ -83,7 +84,7 @@ def measure(argv: list[str], env: dict[str, str], threads: int) -> dict[str, flo
             "kernel_share": usage.ru_stime / cpu if cpu else 0.0, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def prebuild(pieces: list[str], cache: Path, threads: int) -> None:
+def prebuild(pieces: list[str], cache: Path, threads: int, budget: str = "smoke") -> None:
     """The smoke expert buffers the run pieces read, built once (not timed)."""
     trajectory = ("mtt", "ftd", "datm", "ptm", "smdd", "haba", "hoptm")
     needs = {("adrenalmnist3d" if p.startswith("3d-") else "breast-uls", "mtt") for p in pieces
@@ -92,7 +93,7 @@ def prebuild(pieces: list[str], cache: Path, threads: int) -> None:
         for m in (method, "ftd"):
             argv = ["buffers", "--dataset", dataset, "--method", m, "--expert-cache", str(cache), "--out",
                     str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",
-                    "--budget", "smoke"]
+                    "--budget", budget]
             print(f"building {m} experts on {dataset} (not timed) ...", flush=True)
             measure(argv, {}, threads)
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="every method at ipc 2 and 10, 3D and expert pieces")
     parser.add_argument("--settings", nargs="+", default=["before", "after"], choices=list(SETTINGS))
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--budget", default="smoke", help="the pieces' budget (default: smoke)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write every measurement here")
     args = parser.parse_args()
@@ -113,17 +115,18 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
         cache = Path(tmp) / "experts"
-        prebuild(pieces, cache, args.threads)
+        prebuild(pieces, cache, args.threads, args.budget)
         for r in range(args.rounds):
             for piece in pieces:
                 order = args.settings if r % 2 == 0 else list(reversed(args.settings))
                 for name in order:
                     work = Path(tmp) / f"{piece}-{name}-{r}"
-                    m = measure(command(piece, work, cache), SETTINGS[name], args.threads)
+                    m = measure(command(piece, work, cache, args.budget), SETTINGS[name], args.threads)
                     results.setdefault((piece, name), []).append(m)
                     print(f"round {r} {piece:>18} {name:>10}: {m['wall_s']:7.1f} s wall, "
                           f"{m['kernel_share']:5.1%} kernel, {m['peak_rss_mb']:7.0f} MB peak", flush=True)
-    print(f"\nmedians over {args.rounds} round(s), {args.threads} thread(s), smoke budget; ratio = before / after")
+    print(f"\nmedians over {args.rounds} round(s), {args.threads} thread(s), {args.budget} budget; "
+          "ratio = before / after")
     head = f"{'piece':>18} | " + " | ".join(f"{s}: wall s, kernel, peak MB" for s in args.settings)
     print(head + (" | wall ratio, peak ratio" if {"before", "after"} <= set(args.settings) else ""))
     summary = {}

@@ -211,13 +211,13 @@ def cmd_leaderboard(args) -> None:
 
     if Path(args.to).exists() and not Path(args.to).is_dir():
         raise ConfigError(f"--to {args.to} is a file; name a folder for the leaderboards")
-    ensure_writable(Path(args.to), "--to")
     if args.records:
         source, records = args.records, read_records(args.records)
     else:
         store = ResultStore(Path(args.results) / "results.sqlite", create=False)
         source, records = str(store.path), store.records()
     store_path = Path(args.results) / "results.sqlite"
+    ensure_writable(Path(args.to), "--to")  # the records are read and valid: now the folder they go to
     paths = publish(records, Path(args.to), source, privacy_for_leaderboard(store_path, args.records),
                     failures_of(args.records or store_path))
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
@@ -375,8 +375,7 @@ def _run_opts(p: argparse.ArgumentParser, sweep: bool = False, save: bool = Fals
     if not sweep:
         p.add_argument("--method", required=True)
         p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
-        p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2,
-                       help="images per class (default 2; ignored by `real`)")
+        p.add_argument("--ipc", type=int, default=2, help="images per class (default 2; ignored by `real`)")
         p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
     p.add_argument("--eval-model", action="append", default=None, metavar="NET",
@@ -404,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", metavar="FILE.py")
     p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones")
     p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset (default: breastmnist)")
-    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2, help="with --budget: images per class (default: 2)")
+    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class (default: 2)")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")

@@ -60,7 +60,10 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
-    def get(self, name: str) -> T:
+    def get(self, name: str, *default: T) -> T:
+        """The entry ``name`` stands for; with a ``default``, that when there is none (as ``dict.get``)."""
+        if default and name not in self:
+            return default[0]
         return self._items[self.canonical(name)]
 
     def canonical(self, name: str) -> str:
@@ -199,8 +202,9 @@ def register_method(name: str, **kw):
     """Class decorator: ``@register_method("mymethod")`` on a :class:`mddbench.Method` subclass."""
 
     def deco(cls):
+        METHODS.register(name, cls, **kw)  # refuses what is not a Method before anything is changed
         cls.name = name
-        return METHODS.register(name, cls, **kw)
+        return cls
 
     return deco
 

@@ -73,7 +73,8 @@ def test_a_diverged_seed_is_stored_named_in_its_cell_exported_and_merged(plugin,
     assert _cell((again / "main_smoke-custom.md").read_text()) == cell
 
     merged = tmp_path / "merged"
-    assert main(["merge", str(published / "records.jsonl"), "--into", str(merged)]) == 0
+    # `unsteady` is a plugin's method: merge must know it (this process loaded it for the sweep already)
+    assert main(["merge", str(published / "records.jsonl"), "--into", str(merged), "--plugin", str(plugin)]) == 0
     printed = capsys.readouterr().out
     assert "2 added, 0 already there, 1 failure(s) added" in printed and "2 record(s) and 1 failure(s) added" in printed
     assert [f["seed"] for f in FailureTable(ResultStore(merged / "results.sqlite")).all()] == [1]

@@ -112,7 +112,7 @@ def test_a_plugin_budget_registers_and_every_method_scales_to_it(monkeypatch):
     from mddbench.registry import METHODS
     from mddbench.run.job import Job
 
-    monkeypatch.setattr(budgets_module, "BUDGETS", dict(budgets_module.BUDGETS))
+    monkeypatch.setattr(budgets_module.BUDGETS, "_items", dict(budgets_module.BUDGETS._items))  # undone after
     gpu = register_budget(Budget("gpu10", eval_models=5, eval_epochs=500, real_epochs=50, experts=20,
                                  expert_epochs=30, share=0.1, real_min_steps=1500))
     assert Job(method="mtt", dataset="demo", budget="GPU10").budget == "gpu10"

@@ -131,6 +131,14 @@ class Exits(Method):
 '''
 
 
+@pytest.fixture(scope="module")
+def bad_plugins(tmp_path_factory):
+    """One plugin file for the module: a process registers a file's methods once."""
+    path = tmp_path_factory.mktemp("plugins") / "bad.py"
+    path.write_text(BAD_PLUGINS)
+    return path
+
+
 @pytest.mark.parametrize("method, says", [
     ("onlyzeros", "2 image(s) of each class were asked for, it holds 8 of class 0, 0 of class 1"),
     ("tooshort", "it holds 1 of class 0, 1 of class 1, 1 of class 2, 1 of class 3"),
@@ -138,9 +146,8 @@ class Exits(Method):
     ("raises", "failed in distill: ValueError: my plugin broke (at "),
     ("exits", "called exit(0) inside distill"),
 ])
-def test_a_plugins_bad_set_is_a_failure_naming_the_method_and_no_record(tmp_path, capsys, method, says):
-    plugin = tmp_path / "bad.py"
-    plugin.write_text(BAD_PLUGINS)
+def test_a_plugins_bad_set_is_a_failure_naming_the_method_and_no_record(tmp_path, capsys, bad_plugins, method, says):
+    plugin = bad_plugins
     rc, _, err = cli(capsys, "run", "--plugin", plugin, "--method", method, "--dataset", "demo", "--ipc", "2",
                      "--budget", "smoke", "--quiet", "--device", "cpu", "--out", tmp_path / "out")
     assert rc == 2 and f"method {method!r}" in err and says in err, err
@@ -195,14 +202,14 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys, random_run):
 
 
 # ----------------------------------------------------------------------------- 7. numeric limits
-@pytest.mark.parametrize("args, says", [
-    (["--hp", "iterations=99999999999999999999999"], "iterations must be in [0, 1,000,000,000]"),
-    (["--time-budget", "inf"], "must be a finite number"),
-])
-def test_numbers_out_of_range_are_refused_with_the_true_reason(capsys, tmp_path, args, says):
-    rc, _, err = cli(capsys, "run", "--method", "dc", "--dataset", "demo", "--budget", "smoke", "--quiet",
-                     "--out", tmp_path, *args)
-    assert rc == 2 and says in err, err
+def test_numbers_out_of_range_are_refused_with_the_true_reason(capsys, tmp_path):
+    common = ("run", "--method", "dc", "--dataset", "demo", "--budget", "smoke", "--quiet", "--out", tmp_path)
+    rc, _, err = cli(capsys, *common, "--hp", "iterations=99999999999999999999999")
+    assert rc == 2 and "iterations must be in [0, 1,000,000,000]" in err, err
+    with pytest.raises(SystemExit) as info:  # an option's type: argparse refuses it
+        cli(capsys, *common, "--time-budget", "inf")
+    assert info.value.code == 2 and "must be a finite number > 0 (NaN and infinity are never a setting" \
+        in capsys.readouterr().err
 
 
 def test_jobs_must_be_at_least_one(capsys, tmp_path):

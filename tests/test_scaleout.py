@@ -19,8 +19,9 @@ from mddbench.cli import main
 from mddbench.errors import ConfigError
 from mddbench.registry import METHODS
 from mddbench.results.merge import merge_into
-from mddbench.results.store import ResultStore
+from mddbench.results.store import ResultStore, record_id
 from mddbench.run.job import Job
+from mddbench.run.record import claimed_job_id
 from mddbench.scaleout.local import LocalExecutor, slot_devices
 from mddbench.scaleout.sweep import Plan, plan, schedule
 from mddbench.scaleout.work import Result, Work
@@ -277,11 +278,17 @@ def test_a_stopped_sweep_stops_its_workers_jobs_and_says_how_to_resume(tmp_path,
 
 
 # -------------------------------------------------------------------------------------- merge
-def _record(job_id: str, acc: float = 0.5, model: str = "convnet") -> dict:
+def _record(label: str, acc: float = 0.5, model: str = "convnet") -> dict:
+    """A record whose ids recompute from its content (``merge`` refuses any other): ``label`` "jN" is seed N."""
     metric = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}
-    return {"job_id": job_id, "method": "random", "dataset": "demo", "ipc": 1, "eval_model": model, "protocol": "v1",
-            "budget": "smoke", "seed": 0,
-            "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+    record = {"method": "random", "dataset": "demo", "ipc": 1, "eval_model": model, "protocol": "v1",
+              "budget": "smoke", "seed": int(label[1:]),
+              "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+    return {**record, "job_id": claimed_job_id({**record, "job_id": ""})}
+
+
+def jid(label: str) -> str:
+    return _record(label)["job_id"]
 
 
 def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys):
@@ -296,8 +303,8 @@ def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys)
     assert "a: 2 added, 0 already there" in printed and "results.sqlite: 2 added, 1 already there" in printed
     assert "4 record(s) added" in printed
     merged = ResultStore(into / "results.sqlite")
-    assert sorted((r["job_id"], r["eval_model"]) for r in merged.records()) == [
-        ("j1", "convnet"), ("j2", "convnet"), ("j3", "convnet"), ("j3", "lenet")]
+    assert sorted((r["job_id"], r["eval_model"]) for r in merged.records()) == sorted([
+        (jid("j1"), "convnet"), (jid("j2"), "convnet"), (jid("j3"), "convnet"), (jid("j3"), "lenet")])
     again = merge_into(into, [tmp_path / "a", tmp_path / "b"])
     assert [(added, same, differing) for _, added, same, differing, *_ in again] == [(0, 2, 0), (0, 3, 0)]
     assert len(merged) == 4
@@ -308,8 +315,8 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
     store.add(_record("j1", 0.5))
     export = tmp_path / "records.jsonl"
     export.write_text(json.dumps(_record("j1", 0.75)) + "\n" + json.dumps(_record("j2")) + "\n")
-    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0, 0, 0)]
-    assert store.records(job_id="j1")[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
+    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0, 0, 0, [record_id(jid("j1"), "convnet")])]
+    assert store.records(job_id=jid("j1"))[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(_record("j9")) + "\n" + json.dumps({**_record("j10"), "ipc": 0}) + "\n")
@@ -320,12 +327,12 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
         with pytest.raises(ConfigError) as info:
             merge_into(tmp_path / "out", [export, source])
         assert words in str(info.value) and "nothing was merged" in str(info.value)
-    assert sorted(r["job_id"] for r in store.records()) == ["j1", "j2"]
+    assert sorted(r["job_id"] for r in store.records()) == sorted([jid("j1"), jid("j2")])
 
 
-def _audit(audit_id: str, job_id: str) -> dict:
-    return {"id": audit_id, "privacy_version": "privacy-v1", "job_id": job_id, "eval_record_id": None,
-            "method": "random", "dataset": "demo", "ipc": 1, "seed": 0, "budget": "smoke",
+def _audit(audit_id: str, label: str) -> dict:
+    return {"id": audit_id, "privacy_version": "privacy-v1", "job_id": jid(label), "eval_record_id": None,
+            "method": "random", "dataset": "demo", "ipc": 1, "seed": int(label[1:]), "budget": "smoke",
             "memorisation": {}, "membership": {}}
 
 
@@ -364,8 +371,6 @@ def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, cap
     audit of the rerun's set that links to it is named, so that no one reads it as the published set's."""
     from mddbench.results.merge import audits_of_other_files
     from mddbench.results.privacy_store import PrivacyStore
-    from mddbench.results.store import record_id
-
     published = PrivacyStore(tmp_path / "published" / "results.sqlite")
     published.add({**_record("j1"), "artifact_sha256": "a" * 64})
     published.add({**_record("j2"), "artifact_sha256": "c" * 64})
@@ -373,7 +378,7 @@ def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, cap
     rerun.add({**_record("j1", 0.75), "artifact_sha256": "b" * 64})  # same job, another set and score
 
     def linked(audit_id: str, job: str, sha: str | None) -> dict:
-        return {**_audit(audit_id, job), "eval_record_id": record_id(job, "convnet"), "artifact_sha256": sha}
+        return {**_audit(audit_id, job), "eval_record_id": record_id(jid(job), "convnet"), "artifact_sha256": sha}
 
     rerun.add_privacy(linked("p1", "j1", "b" * 64))  # the rerun's set
     rerun.add_privacy(linked("p2", "j2", "c" * 64))  # the published set itself
@@ -381,9 +386,9 @@ def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, cap
     into = tmp_path / "merged"
     assert main(["merge", str(tmp_path / "published"), str(tmp_path / "rerun"), "--into", str(into)]) == 0
     out = capsys.readouterr().out
-    assert [(a["id"], r["job_id"]) for a, r in audits_of_other_files(into)] == [("p1", "j1")]
-    assert "privacy result p1 (random, demo, ipc 1, seed 0) audited another file" in out and "p2 (" not in out
-    kept = PrivacyStore(into / "results.sqlite", create=False).records(job_id="j1")[0]
+    assert [(a["id"], r["job_id"]) for a, r in audits_of_other_files(into)] == [("p1", jid("j1"))]
+    assert "privacy result p1 (random, demo, ipc 1, seed 1) audited another file" in out and "p2 (" not in out
+    kept = PrivacyStore(into / "results.sqlite", create=False).records(job_id=jid("j1"))[0]
     assert kept["metrics"]["test_acc"]["mean"] == 0.5  # the published record stays
 
 

@@ -57,7 +57,7 @@ def test_killed_sweep_restarts_without_losing_or_duplicating(tmp_path):
 def test_output_folders_share_one_expert_cache(tmp_path, monkeypatch):
     """Experts built twice are not bit-identical, so runs meant to be compared share one cache."""
     from mddbench.cli import main
-    from mddbench.trajectory.matching import experts as experts_mod
+    from mddbench.trajectory import experts as experts_mod
 
     cache = tmp_path / "experts"
     args = ["sweep", "--methods", "mtt", "--datasets", "demo", "--ipc", "1", "--budget", "smoke", "--eval-epochs", "1",

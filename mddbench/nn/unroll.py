@@ -10,7 +10,10 @@ masked, for SMDD), and backpropagates into the images, the step size and soft la
 ``memory="constant"`` is TESLA's gradient (as in DATM_tesla.py): the forward pass keeps only each
 step's parameters and random state; a second pass recomputes one step at a time. It drops the
 dependence of later steps' parameters on earlier images, so it is an approximation; it changes
-the method, and is opt-in (``--hp unroll_memory=constant``).
+the method; trajectory methods choose it where a full unroll would not fit (``FULL_UNROLL_BYTES`` in
+:mod:`mddbench.trajectory.matching`) and otherwise on request (``--hp unroll_memory=constant``). Each
+recomputed step runs in micro-batches within the activation budget (:mod:`mddbench.memory`): the step's
+gradient is a mean over its images, so its parts add up to it.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Callable, Protocol
 import torch
 from torch.func import functional_call
 
-from mddbench.memory import graph_mb
+from mddbench.memory import graph_mb, micro_batch
 from mddbench.nn.augment import DSA
 from mddbench.nn.losses import cross_entropy
 
@@ -130,6 +133,10 @@ def match(student: Student, source: Source, lr: torch.Tensor, start: torch.Tenso
     raise ValueError(f"memory must be 'full' or 'constant', got {memory!r}")
 
 
+def _parts(n: int, micro: int) -> list[slice]:
+    return [slice(i, min(i + micro, n)) for i in range(0, n, micro)]
+
+
 def _match_constant(student, source, lr, start, target, schedule, generator, augment, mask, weight, loss_fn
                     ) -> MatchResult:
     """TESLA: one forward pass without a graph, then one recomputed step at a time."""
@@ -137,13 +144,20 @@ def _match_constant(student, source, lr, start, target, schedule, generator, aug
     w = start.clone()
     points, states, ces = [], [], []
     grad_sum = torch.zeros_like(start)
+    micro = None
     for idx in schedule:
         states.append(generator.get_state())
         w_req = w.detach().requires_grad_(True)
         with torch.no_grad():
             x, y = _step_batch(source, idx, augment, generator)
-        ce = cross_entropy(student(w_req, x), y)
-        g = torch.autograd.grad(ce, w_req)[0]
+        if micro is None:  # each recomputed step keeps a step's graph and its gradient's (x2)
+            micro = max(1, micro_batch(student.net, x, "unroll") // 2)
+        ce, g = torch.zeros(()), torch.zeros_like(w)
+        for p in _parts(len(x), micro):  # the mean loss's gradient, part by part (one part: exactly as whole)
+            share = (p.stop - p.start) / len(x)
+            ce_p = cross_entropy(student(w_req, x[p]), y[p]) * share
+            g = g + torch.autograd.grad(ce_p, w_req)[0]
+            ce = ce + ce_p.detach().cpu()
         points.append(w.detach())
         grad_sum += g
         w = (w - lr_value * g).detach()
@@ -160,8 +174,10 @@ def _match_constant(student, source, lr, start, target, schedule, generator, aug
         replay.set_state(state)
         w_req = w_i.detach().requires_grad_(True)
         x, y = _step_batch(source, idx, augment, replay)
-        g = torch.autograd.grad(cross_entropy(student(w_req, x), y), w_req, create_graph=True)[0]
-        s = (g * v).sum()
-        peak = max(peak, graph_mb(s))
-        s.backward()
+        parts = _parts(len(x), micro or len(x))
+        for i, p in enumerate(parts):  # the step's gradient is a mean over images: its parts add up
+            g = torch.autograd.grad(cross_entropy(student(w_req, x[p]), y[p]), w_req, create_graph=True)[0]
+            s = (g * v).sum() * ((p.stop - p.start) / len(x))
+            peak = max(peak, graph_mb(s))
+            s.backward(retain_graph=i < len(parts) - 1)  # the images' augmentation graph serves every part
     return MatchResult(float(loss.detach()), end.detach(), float(torch.stack(ces).mean()) if ces else 0.0, peak)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mddbench import __version__
+from mddbench import __version__, memory
 from mddbench.api.budgets import Budget, canonical_budget, get_budget
 from mddbench.api.loop import peak_memory_mb
 from mddbench.api.method import Method, Task
@@ -220,6 +220,7 @@ def evaluate_saved(artifact: str | Path, models: tuple[str, ...] = ("convnet",),
     Its method is believed only for a file a run of this store recorded (:func:`provenance`); the job id
     is the run's for that file at its own budget and seed, else one that names what differs."""
     synset, data, artifact = load_with_data(artifact, data_root, "evaluate")
+    memory.reset_chosen()
     explicit_seed = seed is not None
     seed = own_seed(synset, artifact) if seed is None else seed
     meta = synset.meta
@@ -312,6 +313,7 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     (full disk, a lock) loses no evaluation: the rerun stores the saved record instead of redoing it.
     """
     p = prepare(job)
+    memory.reset_chosen()  # the record says what this run's loops used
     store = ResultStore(Path(job.out) / "results.sqlite")
     todo = [m for m in job.eval_models if not store.has(job.job_id, m)]
     records = [r for r in store.records(job_id=job.job_id) if r["eval_model"] in job.eval_models]

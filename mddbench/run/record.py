@@ -113,23 +113,34 @@ def provenance(artifact: Path, meta: dict[str, Any], store_path: Path) -> dict[s
 
 
 # ------------------------------------------------------------------------ what a record claims
-def claimed_job_id(record: dict[str, Any]) -> str | None:
-    """The job id a record's own content makes (method, dataset, ipc, seed, budget and its version, overrides,
-    time budget, an overridden evaluation size): what :attr:`Job.job_id` computed when the run made it. None
-    for an evaluation of a saved set (``mddbench eval``), whose id names the file instead."""
+def claimed_job_ids(record: dict[str, Any]) -> list[str] | None:
+    """The job ids a record's own content makes (method, dataset, ipc, seed, budget and its version, overrides,
+    time budget, an overridden evaluation size): what :attr:`Job.job_id` computed when the run made it. A
+    ``-custom`` budget does not say which of the evaluation's size and length was overridden, so each reading
+    gives one. None for an evaluation of a saved set (``mddbench eval``), whose id names the file instead."""
     if record.get("method") == "external" or str(record.get("job_id", "")).startswith("external"):
         return None
     budget = str(record["budget"])
-    custom = budget.endswith("-custom")
     config = record.get("eval_config") or {}
-    ident = {"method": record["method"], "dataset": record["dataset"],
-             "ipc": None if record["ipc"] == "full" else record["ipc"], "seed": record["seed"],
-             "budget": budget.removesuffix("-custom"), "hparams": sorted((record.get("overrides") or {}).items()),
-             "time_budget": record.get("time_budget"),
-             "eval_n_models": config.get("n_models") if custom else None,
-             "eval_epochs": config.get("epochs") if custom else None}
+    sizes = [(None, None)]
+    if budget.endswith("-custom"):
+        n, epochs = config.get("n_models"), config.get("epochs")
+        sizes = [(n, epochs), (n, None), (None, epochs)]
     version = record.get("budget_version") or 1
-    return identity_digest(ident if version == 1 else {**ident, "budget_version": version})
+    ids = []
+    for n_models, epochs in sizes:
+        ident = {"method": record["method"], "dataset": record["dataset"],
+                 "ipc": None if record["ipc"] == "full" else record["ipc"], "seed": record["seed"],
+                 "budget": budget.removesuffix("-custom"), "hparams": sorted((record.get("overrides") or {}).items()),
+                 "time_budget": record.get("time_budget"), "eval_n_models": n_models, "eval_epochs": epochs}
+        ids.append(identity_digest(ident if version == 1 else {**ident, "budget_version": version}))
+    return ids
+
+
+def claimed_job_id(record: dict[str, Any]) -> str | None:
+    """The job id a record's content makes when it names no ``-custom`` budget (the first reading otherwise)."""
+    ids = claimed_job_ids(record)
+    return None if ids is None else ids[0]
 
 
 def record_problems(record: dict[str, Any]) -> list[str]:
@@ -160,7 +171,7 @@ def record_problems(record: dict[str, Any]) -> list[str]:
     if str(record["budget"]).removesuffix("-custom") not in BUDGETS:
         problems.append(f"its budget {record['budget']!r} is unknown here")
     if not problems:
-        claimed = claimed_job_id(record)
-        if claimed is not None and claimed != record["job_id"]:
-            problems.append(f"its job id {record['job_id']!r} is not the one its content makes ({claimed})")
+        claimed = claimed_job_ids(record)
+        if claimed is not None and record["job_id"] not in claimed:
+            problems.append(f"its job id {record['job_id']!r} is not the one its content makes ({claimed[0]})")
     return problems

@@ -21,11 +21,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mddbench.budgets import get_budget
-from mddbench.data import get_spec
-from mddbench.evaluate import EvalConfig
-from mddbench.experts import ExpertRecipe
-from mddbench.networks import create_network
+from mddbench.api.budgets import get_budget
+from mddbench.data.dataset import get_spec
+from mddbench.evaluation.protocol import EvalConfig
+from mddbench.nn.networks import create_network
+from mddbench.trajectory.experts import ExpertRecipe
 
 EVAL_BATCH = EvalConfig().batch  # evaluation networks, the `real` row's among them, train at this batch
 EXPERT_BATCH = ExpertRecipe().batch

@@ -41,13 +41,13 @@ def prepare(piece: str, work: Path) -> tuple[callable, callable]:
     import torch
 
     from mddbench.cli import main
-    from mddbench.data import load_dataset
-    from mddbench.evaluate import EvalConfig, evaluate
+    from mddbench.data.dataset import load_dataset
+    from mddbench.evaluation.protocol import EvalConfig, evaluate
 
     def warm_imports():  # what the commands import lazily, so that only the work itself is timed
-        import mddbench.evaluate  # noqa: F401
-        import mddbench.experts  # noqa: F401
-        import mddbench.runner  # noqa: F401
+        import mddbench.evaluation.protocol  # noqa: F401
+        import mddbench.run.pipeline  # noqa: F401
+        import mddbench.trajectory.experts  # noqa: F401
         from mddbench.registry import DATASETS, METHODS, NETWORKS
 
         for registry in (DATASETS, METHODS, NETWORKS):
@@ -73,7 +73,7 @@ def prepare(piece: str, work: Path) -> tuple[callable, callable]:
         return setup, (lambda: evaluate(state["set"], state["data"], EvalConfig(n_models=2, epochs=60),
                                         progress=False, engine="loop"))
     if piece == "3d-step":
-        from mddbench.networks import create_network
+        from mddbench.nn.networks import create_network
 
         net = create_network("convnet", 1, 2, 28, dims=3)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)

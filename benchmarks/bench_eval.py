@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mddbench.data import DatasetSpec, RawArrays, RealData, load_dataset
-from mddbench.evaluate import EvalConfig, evaluate
-from mddbench.synset import SyntheticSet
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import DatasetSpec, RawArrays, RealData, load_dataset
+from mddbench.evaluation.protocol import EvalConfig, evaluate
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -4,10 +4,11 @@ Each piece is one ``mddbench`` command (``run`` at the smoke budget on BREAST-UL
 on AdrenalMNIST3D, or ``buffers`` for expert building) run in a fresh process under each setting,
 alternating (which setting goes first alternates by round), so the settings see the same machine:
 
-- ``before``: whole batches (``MDDBENCH_MEMORY_BUDGET`` unbounded) and the allocator's raised
-  thresholds alone (``MDDBENCH_ALLOCATOR=thresholds``), what the code did before micro-batches;
-- ``after``: the defaults (an automatic activation budget, micro-batches, the heap-only allocator);
-- ``heap-only`` / ``micro-only`` (``--settings``): one lever at a time.
+- ``before``: whole batches (``MDDBENCH_MEMORY_BUDGET`` unbounded) with the allocator's raised
+  thresholds, what the code did before micro-batches;
+- ``after``: the defaults (an automatic activation budget: micro-batches; the raised thresholds);
+- ``heap`` (``--settings``): micro-batches with the heap-only allocator (``MDDBENCH_ALLOCATOR=heap``),
+  the other lever the issue proposed; ``heap-whole``: heap only with whole batches.
 
 The parent reads each child's peak resident set, user and system CPU seconds from ``wait4`` and
 prints a table (median over rounds) with the ratios before / after. Expert buffers are built once
@@ -18,7 +19,8 @@ cache built beforehand, so they time distillation and evaluation alone.
     python benchmarks/bench_memory.py --all --rounds 1 --json memory.json   # every method, hours on a CPU
 
 Nothing else may run on the machine meanwhile: with 2 cores a second process distorts timings many
-times over. Piece names: ``experts-112``, ``flat-experts-112``, ``experts-3d``, ``METHOD-IPC``
+times over. Piece names: ``experts-112``, ``flat-experts-112``, ``experts-3d``, ``experts-28`` (BreastMNIST),
+``METHOD-IPC``
 (BREAST-ULS; ``METHOD-IPC:key=value,...`` adds hyperparameters, e.g. ``ptm-10:unroll_memory=constant``),
 ``3d-METHOD`` (AdrenalMNIST3D, ipc 1).
 """
@@ -38,18 +40,18 @@ SHARED_DATA = Path(os.environ.get("MDDBENCH_TEST_DATA") or Path(__file__).resolv
 SETTINGS = {
     "before": {"MDDBENCH_ALLOCATOR": "thresholds", "MDDBENCH_MEMORY_BUDGET": "1e9"},
     "after": {},
-    "heap-only": {"MDDBENCH_MEMORY_BUDGET": "1e9"},
-    "micro-only": {"MDDBENCH_ALLOCATOR": "thresholds"},
+    "heap": {"MDDBENCH_ALLOCATOR": "heap"},
+    "heap-whole": {"MDDBENCH_ALLOCATOR": "heap", "MDDBENCH_MEMORY_BUDGET": "1e9"},
 }
 METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm", "ptm", "smdd", "seqmatch", "haba")
 METHODS_3D = ("random", "dc", "dsa", "dm")
 
 
-def command(piece: str, work: Path, cache: Path) -> list[str]:
+def command(piece: str, work: Path, cache: Path, budget: str = "smoke") -> list[str]:
     """The mddbench command line of one piece."""
-    common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", "smoke"]
-    if piece in ("experts-112", "flat-experts-112", "experts-3d"):
-        dataset = "adrenalmnist3d" if piece == "experts-3d" else "breast-uls"
+    common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", budget]
+    if piece in ("experts-112", "flat-experts-112", "experts-3d", "experts-28"):
+        dataset = {"experts-3d": "adrenalmnist3d", "experts-28": "breastmnist"}.get(piece, "breast-uls")
         method = "ftd" if piece.startswith("flat") else "mtt"
         return ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(work / "fresh"),
                 "--out", str(work / "out"), *common]
@@ -82,7 +84,7 @@ def measure(argv: list[str], env: dict[str, str], threads: int) -> dict[str, flo
             "kernel_share": usage.ru_stime / cpu if cpu else 0.0, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def prebuild(pieces: list[str], cache: Path, threads: int) -> None:
+def prebuild(pieces: list[str], cache: Path, threads: int, budget: str = "smoke") -> None:
     """The smoke expert buffers the run pieces read, built once (not timed)."""
     trajectory = ("mtt", "ftd", "datm", "ptm", "smdd", "haba", "hoptm")
     needs = {("adrenalmnist3d" if p.startswith("3d-") else "breast-uls", "mtt") for p in pieces
@@ -91,7 +93,7 @@ def prebuild(pieces: list[str], cache: Path, threads: int) -> None:
         for m in (method, "ftd"):
             argv = ["buffers", "--dataset", dataset, "--method", m, "--expert-cache", str(cache), "--out",
                     str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",
-                    "--budget", "smoke"]
+                    "--budget", budget]
             print(f"building {m} experts on {dataset} (not timed) ...", flush=True)
             measure(argv, {}, threads)
 
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="every method at ipc 2 and 10, 3D and expert pieces")
     parser.add_argument("--settings", nargs="+", default=["before", "after"], choices=list(SETTINGS))
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--budget", default="smoke", help="the pieces' budget (default: smoke)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write every measurement here")
     parser.add_argument("--cache", help="keep the prebuilt expert buffers here, for the next invocation")
@@ -113,17 +116,18 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp) / "experts"
-        prebuild(pieces, cache, args.threads)
+        prebuild(pieces, cache, args.threads, args.budget)
         for r in range(args.rounds):
             for piece in pieces:
                 order = args.settings if r % 2 == 0 else list(reversed(args.settings))
                 for name in order:
                     work = Path(tmp) / f"{piece}-{name}-{r}"
-                    m = measure(command(piece, work, cache), SETTINGS[name], args.threads)
+                    m = measure(command(piece, work, cache, args.budget), SETTINGS[name], args.threads)
                     results.setdefault((piece, name), []).append(m)
                     print(f"round {r} {piece:>18} {name:>10}: {m['wall_s']:7.1f} s wall, "
                           f"{m['kernel_share']:5.1%} kernel, {m['peak_rss_mb']:7.0f} MB peak", flush=True)
-    print(f"\nmedians over {args.rounds} round(s), {args.threads} thread(s), smoke budget; ratio = before / after")
+    print(f"\nmedians over {args.rounds} round(s), {args.threads} thread(s), {args.budget} budget; "
+          "ratio = before / after")
     head = f"{'piece':>18} | " + " | ".join(f"{s}: wall s, kernel, peak MB" for s in args.settings)
     print(head + (" | wall ratio, peak ratio" if {"before", "after"} <= set(args.settings) else ""))
     summary = {}

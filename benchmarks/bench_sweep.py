@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from mddbench.sweep import expand, plan, run_sweep, usable_cores
+from mddbench.scaleout.sweep import expand, plan, run_sweep
+from mddbench.scaleout.work import usable_cores
 
 
 def before(jobs, workers: int) -> list:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         elif way == "local":
             outcomes = run_sweep(jobs, workers=args.jobs, progress=False)
         else:
-            from mddbench.ray_executor import RayExecutor
+            from mddbench.scaleout.ray_cluster import RayExecutor
 
             executor = RayExecutor(args.ray_address, args.device, cpus_per_job=max(1, usable_cores() // args.jobs))
             outcomes = run_sweep(jobs, progress=False, executor=executor)

@@ -3,7 +3,7 @@
     python benchmarks/bench_unroll.py [--steps 10 20 40 80] [--ipc 10] [--classes 2] [--repeats 3]
 
 For every step count, in a fresh subprocess each (so peak RSS belongs to that configuration alone),
-one `mddbench.unroll.match` iteration (ConvNet, 1x28x28, ipc x classes images, DSA, backward into
+one `mddbench.nn.unroll.match` iteration (ConvNet, 1x28x28, ipc x classes images, DSA, backward into
 the images and the step size) is timed, and three memory figures are reported:
 - graph MB: bytes of the tensors autograd saved for the backward pass (what grows with steps),
 - peak RSS MB: the subprocess's maximum resident set (includes PyTorch itself, ~300-400 MB),
@@ -22,21 +22,22 @@ import sys
 import time
 
 
-def one(steps: int, ipc: int, classes: int, memory: str, repeats: int, device: str) -> dict:
+def one(steps: int, ipc: int, classes: int, memory: str, repeats: int, device: str, size: int = 28,
+        channels: int = 1) -> dict:
     import torch
 
-    from mddbench.augment import DSA
-    from mddbench.networks import create_network
-    from mddbench.unroll import Student, TensorSource, match
+    from mddbench.nn.augment import DSA
+    from mddbench.nn.networks import create_network
+    from mddbench.nn.unroll import Student, TensorSource, match
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dev = torch.device(device)
-    net = create_network("convnet", 1, classes, 28, 2, device=dev)
+    net = create_network("convnet", channels, classes, size, 2, device=dev)
     student = Student(net)
     g = torch.Generator().manual_seed(0)
     start = torch.randn(student.size, generator=g).to(dev) * 0.05
     target = start + 0.01 * torch.randn(student.size, generator=g).to(dev)
-    images = torch.randn(ipc * classes, 1, 28, 28, generator=g).to(dev).requires_grad_(True)
+    images = torch.randn(ipc * classes, channels, size, size, generator=g).to(dev).requires_grad_(True)
     labels = torch.arange(classes, device=dev).repeat_interleave(ipc)
     lr = torch.tensor(0.01, device=dev, requires_grad=True)
 
@@ -68,20 +69,25 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--modes", nargs="+", default=["full", "constant"])
+    ap.add_argument("--size", type=int, default=28, help="image size (112: the BREAST-ULS, COVID and HAM10000 sets)")
+    ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         steps, memory = args.child.split(":")
-        print(json.dumps(one(int(steps), args.ipc, args.classes, memory, args.repeats, args.device)))
+        print(json.dumps(one(int(steps), args.ipc, args.classes, memory, args.repeats, args.device, args.size,
+                             args.channels)))
         return
     rows = []
     for memory in args.modes:
         for steps in args.steps:
             out = subprocess.run([sys.executable, __file__, "--child", f"{steps}:{memory}", "--ipc", str(args.ipc),
                                   "--classes", str(args.classes), "--repeats", str(args.repeats),
-                                  "--device", args.device], capture_output=True, text=True, check=True)
+                                  "--device", args.device, "--size", str(args.size), "--channels", str(args.channels)],
+                                 capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"one matching iteration, ConvNet 1x28x28, {args.ipc} ipc x {args.classes} classes, device {args.device}")
+    print(f"one matching iteration, ConvNet {args.channels}x{args.size}x{args.size}, {args.ipc} ipc x {args.classes} "
+          f"classes, device {args.device}")
     print(f"{'mode':9} {'steps':>5} {'s/iter':>8} {'x time':>7} {'graph MB':>9} {'x graph':>8} {'peak RSS MB':>12}"
           + (f" {'CUDA MB':>8}" if args.device != "cpu" else ""))
     for memory in args.modes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mddbench.data import SPLITS, DatasetSpec, RawArrays
+from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays
 from mddbench.registry import register_dataset
 
 SIZE = 28

@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mddbench.atomic import replacing, write_json
-from mddbench.data import SPLITS, DatasetSpec, RawArrays, md5sum, read_npz
+from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays, md5sum, read_npz
 from mddbench.errors import DataError
 from mddbench.registry import register_dataset
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import medmnist
 from medmnist import INFO
 
-from mddbench.data import DatasetSpec, RawArrays, read_npz, verified_md5
-from mddbench.download import download
+from mddbench.data.dataset import DatasetSpec, RawArrays, read_npz, verified_md5
+from mddbench.data.download import download
 from mddbench.errors import DataError
 from mddbench.registry import register_dataset
 

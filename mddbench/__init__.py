@@ -8,15 +8,18 @@ makes it itself).
 """
 import importlib
 
+from mddbench import moved as _moved
+
 __version__ = "0.1.0"
+_moved.install()  # plugins written against the flat layout's module paths keep working (mddbench.moved)
 
 _EXPORTS = {
-    "Method": "mddbench.method", "Task": "mddbench.method", "SyntheticSet": "mddbench.synset",
+    "Method": "mddbench.api.method", "Task": "mddbench.api.method", "SyntheticSet": "mddbench.api.synset",
     "register_method": "mddbench.registry", "register_dataset": "mddbench.registry",
-    "register_network": "mddbench.registry", "DatasetSpec": "mddbench.data", "load_dataset": "mddbench.data",
-    "evaluate": "mddbench.evaluate", "EvalConfig": "mddbench.evaluate", "distill_loop": "mddbench.loop",
-    "configure_allocator": "mddbench.allocator", "Budget": "mddbench.budgets", "register_budget": "mddbench.budgets",
-    "register_renderer": "mddbench.synset",
+    "register_network": "mddbench.registry", "DatasetSpec": "mddbench.data.dataset", "load_dataset": "mddbench.data.dataset",
+    "evaluate": "mddbench.evaluation.protocol", "EvalConfig": "mddbench.evaluation.protocol", "distill_loop": "mddbench.api.loop",
+    "configure_allocator": "mddbench.allocator", "Budget": "mddbench.api.budgets", "register_budget": "mddbench.api.budgets",
+    "register_renderer": "mddbench.api.synset",
 }
 __all__ = ["__version__", *_EXPORTS]
 

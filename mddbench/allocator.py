@@ -13,17 +13,17 @@ PyPI ships a maintained one. Two ``mallopt`` calls do it in-process, with no dep
 same values are exported as glibc's ``MALLOC_*_`` variables, so processes this one starts (sweep
 workers, a local Ray cluster) are configured from their first allocation.
 
-Tensors above the largest mmap threshold glibc accepts still came from mmap: at 112 px one
-activation of a 256-image batch is 1.6 GB, and a 16-image micro-batch's 100 MB, so every step
-mapped and zero-filled fresh pages (a third of a 112 px run's CPU time was kernel time). The
-``heap`` setting, the default, also sets ``M_MMAP_MAX`` to 0: every block comes from the heap and
-is reused there (``benchmarks/bench_memory.py`` measures it, and that a whole run's peak does not
-creep upward with it).
+Tensors above the raised threshold still came from mmap: at 112 px one activation of a 256-image batch
+is 1.6 GB, so every step mapped and zero-filled fresh pages (a third of a 112 px run's CPU time was
+kernel time). Micro-batches (:mod:`mddbench.memory`) keep every block of a step below 1 GiB, where the
+raised thresholds reuse it: expert building at 112 px went from 41 % kernel time to 1 %. A ``heap``
+setting (``M_MMAP_MAX`` 0 as well: nothing mapped at all) was measured beside it and gave nothing more
+(``benchmarks/bench_memory.py --settings after heap``: the same wall time within noise, a 9 % higher
+peak), so it is a knob for that benchmark, not the default.
 
 The CLI calls :func:`configure_allocator` when it starts. A program that uses mddbench as a
 library opts in with one call, ``mddbench.configure_allocator()``. ``MDDBENCH_ALLOCATOR`` picks the
-setting: ``heap`` (default), ``thresholds`` (the raised thresholds alone, the setting before heap)
-or ``default`` (glibc's own); the benchmarks time them against each other.
+setting: ``thresholds`` (default), ``heap`` or ``default`` (glibc's own); the benchmarks time them.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import sys
 MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and stay there when freed
 TRIM_THRESHOLD = 1 << 30  # up to 1 GiB of free heap top is kept rather than given back
 ENV = "MDDBENCH_ALLOCATOR"
-SETTINGS = ("heap", "thresholds", "default")
+SETTINGS = ("thresholds", "heap", "default")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's malloc.h
 _GLIBC_ENV = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD}
 _HEAP_ENV = {"MALLOC_MMAP_MAX_": 0}
@@ -42,10 +42,10 @@ _state: dict[str, object] = {}
 
 
 def setting() -> str:
-    """The allocator setting this process asks for (``$MDDBENCH_ALLOCATOR``, default ``heap``)."""
-    value = os.environ.get(ENV, "").strip().lower() or "heap"
+    """The allocator setting this process asks for (``$MDDBENCH_ALLOCATOR``, default ``thresholds``)."""
+    value = os.environ.get(ENV, "").strip().lower() or "thresholds"
     if value not in SETTINGS:
-        from .errors import ConfigError
+        from mddbench.errors import ConfigError
 
         raise ConfigError(f"${ENV} must be one of {', '.join(SETTINGS)}, got {value!r}")
     return value

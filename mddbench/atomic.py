@@ -6,11 +6,15 @@ and globs for the real files (``expert_*.safetensors``, ``it*.safetensors``) nev
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from mddbench.errors import ConfigError
 
 
 @contextmanager
@@ -71,3 +75,44 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def locked(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: concurrent processes take turns.
+    ``on_wait`` is called once when another process holds it (to say what this one waits for)."""
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_writable(folder: str | os.PathLike, option: str = "--out") -> None:
+    """Make ``folder`` and prove it writable, before any work whose result would go there; ``option`` names
+    the command-line option that chose it in the refusal."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # a probe of its own: runs that share an --out (a sweep's workers, two shells) must not
+        # unlink each other's probe
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {folder} ({exc.strerror or exc}); choose another {option}") from exc
+
+
+def ensure_writable_file(path: str | os.PathLike, option: str) -> None:
+    """The same proof for a file to be written at ``path`` (it may exist; a folder there is refused)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; name a file")
+    ensure_writable(path.parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"cannot write to {path} (permission denied); choose another {option}")

@@ -8,19 +8,19 @@ import sys
 import threading
 from pathlib import Path
 
-from . import __version__, memory
-from .allocator import configure_allocator
-from .budgets import BUDGETS
-from .errors import ConfigError, MddError, Terminated, raise_terminated
-from .limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
+from mddbench import __version__, memory
+from mddbench.allocator import configure_allocator
+from mddbench.api.budgets import BUDGETS
+from mddbench.errors import ConfigError, MddError, Terminated, raise_terminated
+from mddbench.limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
 
 DEFAULT_OUT = "mddbench_out"
 
 
 # ------------------------------------------------------------------------------------- commands
 def cmd_list(args) -> None:
-    from .budgets import BUDGETS
-    from .registry import DATASETS, METHODS, NETWORKS
+    from mddbench.api.budgets import BUDGETS
+    from mddbench.registry import DATASETS, METHODS, NETWORKS
 
     for path in args.plugin or []:
         try:
@@ -51,10 +51,10 @@ def cmd_list(args) -> None:
 
 
 def _print_shares(args) -> None:
-    from .budgets import get_budget
-    from .data import get_spec
-    from .parity import PARITY_FACTOR, shares, spread
-    from .registry import METHODS
+    from mddbench.api.budgets import get_budget
+    from mddbench.api.parity import PARITY_FACTOR, shares, spread
+    from mddbench.data.dataset import get_spec
+    from mddbench.registry import METHODS
 
     budget = get_budget(args.budget)
     found = shares(get_spec(args.dataset), args.ipc, budget, METHODS.names(args.pattern))
@@ -65,7 +65,7 @@ def _print_shares(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .data import data_root, get_spec
+    from mddbench.data.dataset import data_root, get_spec
 
     spec = get_spec(args.dataset)
     root = data_root(args.data_root)
@@ -93,7 +93,7 @@ def cmd_info(args) -> None:
 def _job_options(args) -> dict:
     """The Job fields a command's options set, read in one place (run, distill, sweep, buffers); an option
     a command does not offer keeps the Job's default."""
-    from .method import parse_overrides
+    from mddbench.api.method import parse_overrides
 
     given = {"budget": args.budget, "hparams": tuple(sorted(parse_overrides(args.hp).items())),
              "plugins": tuple(getattr(args, "plugin", None) or ()), "progress": not args.quiet}
@@ -107,13 +107,13 @@ def _job_options(args) -> dict:
 
 
 def _job(args, method: str, dataset: str, ipc, seed: int):
-    from .runner import Job
+    from mddbench.run.job import Job
 
     return Job(method=method, dataset=dataset, ipc=ipc, seed=seed, **_job_options(args))
 
 
 def cmd_run(args) -> None:
-    from .runner import run_job
+    from mddbench.run.pipeline import run_job
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
     records = run_job(job)
@@ -122,7 +122,8 @@ def cmd_run(args) -> None:
 
 
 def cmd_distill(args) -> None:
-    from .runner import ARTIFACT, distill, prepare
+    from mddbench.run.job import ARTIFACT
+    from mddbench.run.pipeline import distill, prepare
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
     p = prepare(job)
@@ -137,39 +138,53 @@ def cmd_distill(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .runner import evaluate_saved
+    from mddbench.results.store import ResultStore
+    from mddbench.atomic import ensure_writable
+    from mddbench.run.pipeline import evaluate_saved
 
+    if not args.no_record:
+        ensure_writable(Path(args.out))  # before the evaluation, not after it
     records = evaluate_saved(args.artifact, tuple(args.model or ("convnet",)), args.budget, args.seed,
                              args.eval_n_models, args.eval_epochs, args.data_root, args.out, args.device,
-                             progress=not args.quiet, record=not args.no_record)
+                             progress=not args.quiet, record=False)
     _print_records(records)
     if not args.no_record:
-        print(f"recorded in {Path(args.out) / 'results.sqlite'}")
+        store = ResultStore(Path(args.out) / "results.sqlite")
+        added = sum(store.add_new(r) for r in records)
+        print(f"recorded {added} new record(s) in {store.path}" if added else
+              f"not recorded: {store.path} already holds these records (the same set, budget and seed)")
 
 
 def cmd_show(args) -> None:
-    from .show import show_synset
+    from mddbench.atomic import ensure_writable_file
+    from mddbench.report.show import show_synset
 
+    if args.output:
+        ensure_writable_file(args.output, "--output")
     out = show_synset(args.artifact, args.output)
     print(f"wrote {out}")
 
 
 def cmd_privacy(args) -> None:
-    from .privacy import audit_artifact, audited_images, summary_lines
-    from .privacy_figure import nearest_figure
-    from .privacy_store import PrivacyStore
-    from .runner import ensure_writable, resolve_device
+    from mddbench.privacy.audit import audit_artifact, audited_images, summary_lines
+    from mddbench.report.privacy_figure import nearest_figure
+    from mddbench.results.privacy_store import PrivacyStore
+    from mddbench.atomic import ensure_writable, ensure_writable_file
+    from mddbench.run.job import resolve_device
 
     if args.figure and len(args.artifacts) > 1:
         raise ConfigError("--figure names one PNG; give one set, or leave it out (figures go to OUT/privacy/)")
     device, cache = resolve_device(args.device), {}  # one `real` reference network per dataset and seed
     ensure_writable(Path(args.out) / "privacy")
+    if args.figure:
+        ensure_writable_file(args.figure, "--figure")  # before the audit, not after it
     store = None if args.no_record else PrivacyStore(Path(args.out) / "results.sqlite")
     for artifact in args.artifacts:
         record, synset, data = audit_artifact(
             artifact, args.data_root, args.budget, args.model, args.n_models, args.epochs, args.real_epochs, args.seed,
             device, cache, None if store is None or args.again else store.has_privacy,
-            None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None))
+            None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None),
+            store_path=Path(args.out) / "results.sqlite")
         if record is None:
             print(f"{artifact}: already audited (in {store.path}); --again to audit it anyway")
             continue
@@ -188,29 +203,38 @@ def cmd_privacy(args) -> None:
 
 
 def cmd_leaderboard(args) -> None:
-    from .failures import failures_of
-    from .privacy_store import privacy_for_leaderboard
-    from .publish import publish, read_records
-    from .results import ResultStore
+    from mddbench.atomic import ensure_writable
+    from mddbench.report.publish import publish, read_records
+    from mddbench.results.failures import failures_of
+    from mddbench.results.privacy_store import privacy_for_leaderboard
+    from mddbench.results.store import ResultStore
 
+    if Path(args.to).exists() and not Path(args.to).is_dir():
+        raise ConfigError(f"--to {args.to} is a file; name a folder for the leaderboards")
     if args.records:
         source, records = args.records, read_records(args.records)
     else:
         store = ResultStore(Path(args.results) / "results.sqlite", create=False)
         source, records = str(store.path), store.records()
     store_path = Path(args.results) / "results.sqlite"
+    ensure_writable(Path(args.to), "--to")  # the records are read and valid: now the folder they go to
     paths = publish(records, Path(args.to), source, privacy_for_leaderboard(store_path, args.records),
                     failures_of(args.records or store_path))
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
 def cmd_sweep(args) -> None:
-    from .sweep import expand, run_sweep
+    from mddbench.scaleout.sweep import expand, run_sweep
+
+    if threading.current_thread() is threading.main_thread():
+        # a sweep started with `&` in a script begins with SIGINT ignored; `kill -INT` on the driver is still a
+        # request to stop: it checkpoints the jobs in flight (passed on to the workers), exits 130, a rerun resumes
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     kw = {k: v for k, v in _job_options(args).items() if k != "progress"}
     executor = None
     if args.executor == "ray":
-        from .ray_executor import RayExecutor
+        from mddbench.scaleout.ray_cluster import RayExecutor
 
         if args.shared_experts:
             if not args.expert_cache:
@@ -232,12 +256,16 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from .merge import audits_of_other_files, merge_into, merge_target
+    from mddbench.results.merge import audits_of_other_files, merge_into, merge_target
+    from mddbench.registry import load_plugins
+    from mddbench.run.record import record_problems
 
-    summary = merge_into(Path(args.into), [Path(s) for s in args.sources])
-    for source, added, same, differing, audited, audits_differing, failed in summary:
+    load_plugins(args.plugin)
+    summary = merge_into(Path(args.into), [Path(s) for s in args.sources], check=record_problems)
+    for source, added, same, differing, audited, audits_differing, failed, differ_ids in summary:
         print(f"{source}: {added} added, {same} already there"
-              + (f", {differing} differ from the record already there (kept the store's)" if differing else "")
+              + (f", {differing} differ from the record already there (kept the store's: "
+                 f"{', '.join(differ_ids[:5])}{', ...' if differing > 5 else ''})" if differing else "")
               + (f", {audited} privacy result(s) added" if audited else "")
               + (f", {audits_differing} privacy result(s) differ from the audit already there under their id "
                  f"(kept the store's)" if audits_differing else "")
@@ -255,10 +283,10 @@ def cmd_merge(args) -> None:
 
 
 def cmd_curve(args) -> None:
-    from .data import load_dataset
-    from .evaluate import EvalConfig, evaluate
-    from .figures import accuracy_curve, read_run_json
-    from .runner import resolve_device
+    from mddbench.data.dataset import load_dataset
+    from mddbench.evaluation.protocol import EvalConfig, evaluate
+    from mddbench.report.figures import accuracy_curve, read_run_json
+    from mddbench.run.job import resolve_device
 
     job = read_run_json(Path(args.run) / "job.json", "give a run folder made by `mddbench run` or `distill` "
                         "(rerunning that command with its artifact deleted writes job.json again)")
@@ -277,8 +305,8 @@ def cmd_curve(args) -> None:
 
 
 def cmd_plot(args) -> None:
-    from .figures import plot_runs
-    from .runner import ensure_writable
+    from mddbench.report.figures import plot_runs
+    from mddbench.atomic import ensure_writable
 
     ensure_writable(Path(args.to), "--to")
     for path in plot_runs([Path(r) for r in args.runs], Path(args.to)):
@@ -286,14 +314,14 @@ def cmd_plot(args) -> None:
 
 
 def cmd_buffers(args) -> None:
-    from .experts import mean_expert_accuracy
-    from .runner import build_experts
+    from mddbench.run.pipeline import build_experts
+    from mddbench.trajectory.experts import mean_expert_accuracy
 
     for provider, recipe, traj in build_experts(_job(args, args.method, args.dataset, args.ipc, 0)):
         print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
               f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
         if args.report:
-            from .expert_quality import report_rows, snapshot_scores
+            from mddbench.trajectory.expert_quality import report_rows, snapshot_scores
 
             data = provider.data
             counts = data.y["val"].bincount(minlength=data.spec.n_classes)
@@ -431,18 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--ipc", nargs="+", type=option(int, AT_LEAST_1), default=[1, 2, 10])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    p.add_argument("--jobs", type=option(int, AT_LEAST_1), default=1,
                    help="local worker processes (each gets cores/jobs threads, or OMP_NUM_THREADS when set, and, "
                         "with several GPUs, its own GPU)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks on a cluster (pip install -e '.[ray]')")
     p.add_argument("--ray-address", metavar="HOST:PORT",
                    help="(ray) the cluster `ray start --head` printed; default: start Ray on this machine")
-    p.add_argument("--cpus-per-job", type=float, default=1, help="(ray) CPUs each task declares (default 1)")
-    p.add_argument("--gpus-per-job", type=float,
+    p.add_argument("--cpus-per-job", type=option(float, POSITIVE), default=1, help="(ray) CPUs each task declares (default 1)")
+    p.add_argument("--gpus-per-job", type=option(float, NON_NEGATIVE),
                    help="(ray) GPUs each task declares (default: 1 when the cluster has GPUs and --device is not cpu)")
-    p.add_argument("--max-retries", type=int, default=3, help="(ray) retries of a task whose worker died (default 3)")
+    p.add_argument("--max-retries", type=option(int, NON_NEGATIVE), default=3, help="(ray) retries of a task whose worker died (default 3)")
     p.add_argument("--shared-experts", action="store_true",
                    help="(ray) --expert-cache is a folder every node mounts: build and read experts there "
                         "instead of shipping them through Ray")
@@ -454,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SRC",
                    help="results.sqlite files, folders holding one, or .jsonl exports")
     p.add_argument("--into", default=DEFAULT_OUT, help=f"the store (a folder or .sqlite file; default: {DEFAULT_OUT})")
+    p.add_argument("--plugin", action="append", metavar="FILE.py",
+                   help="load a method plugin file (repeatable): its records name a method this installation must know")
     p.set_defaults(fn=cmd_merge)
 
     p = sub.add_parser("curve", help="evaluate a run's snapshots: accuracy against distillation time")

@@ -24,6 +24,11 @@ class ArtifactError(MddError):
     """A synthetic-set file that cannot be read safely."""
 
 
+class MethodError(MddError):
+    """A method (a plugin's, or a built-in one) failed inside ``distill`` or returned a set that cannot be
+    recorded; the message names the method. No record is written."""
+
+
 class DistillationDiverged(MddError):
     """The distillation loss became NaN or infinite."""
 

@@ -1,7 +1,7 @@
 """Valid ranges of numbers a user hands in: method hyperparameters and command-line options.
 
 A method declares a :class:`Limit` per hyperparameter in its ``limits`` (merged along its class
-hierarchy, so every trajectory method gets the ones :class:`~mddbench.trajectory.TrajectoryMatching`
+hierarchy, so every trajectory method gets the ones :class:`~mddbench.trajectory.matching.TrajectoryMatching`
 declares); :meth:`mddbench.Method.resolve` checks every resolved value against them before any work.
 Command-line options get the same limits as argparse types (:func:`option`). Every number must be
 finite (NaN and infinity are never a setting).
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import ConfigError
+from mddbench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class Limit:
 
     def __str__(self) -> str:
         if self.low is not None and self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:,.0f}{')' if self.high_open else ']'}" \
+                if self.high >= 1e6 else \
+                f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         if self.low is not None:
             return f"{'>' if self.low_open else '>='} {self.low:g}"
         if self.high is not None:
@@ -40,9 +42,12 @@ class Limit:
         return "a finite number"
 
 
+# Nothing mddbench counts or weighs goes past a billion: a larger value is a typo (an extra digit, an
+# exponent) that would run until killed, so it is refused like a negative one.
+LARGEST = 1e9
 ANY = Limit()
-AT_LEAST_1 = Limit(1)  # counts: iterations, steps, epochs, batch sizes, models
-NON_NEGATIVE = Limit(0)  # 0 is a setting: a frozen learning rate, a loss weight switched off, "all"
+AT_LEAST_1 = Limit(1, LARGEST)  # counts: iterations, steps, epochs, batch sizes, models
+NON_NEGATIVE = Limit(0, LARGEST)  # 0 is a setting: a frozen learning rate, a loss weight switched off, "all"
 POSITIVE = Limit(0, low_open=True)  # step sizes that must move, temperatures, seconds
 FRACTION = Limit(0, 1)  # probabilities, decays
 MOMENTUM = Limit(0, 1, high_open=True)  # 1 would never forget a gradient
@@ -76,6 +81,10 @@ def option(kind: Callable[[str], Any], limit: Limit) -> Callable[[str], Any]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number{'' if limit is ANY else ' ' + str(limit)} "
+                                             f"(NaN and infinity are never a setting; leave the option out for "
+                                             f"its default), got {text}")
         if not limit.admits(value):
             raise argparse.ArgumentTypeError(f"must be {limit}, got {text}")
         return value

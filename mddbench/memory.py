@@ -4,7 +4,7 @@ A training step's peak memory is its activations: at 112 px one ConvNetD5 map of
 (256 x 128 x 112 x 112 float32) is 1.6 GB, and one SGD step held 7.3 GB. Every loop that pushes a
 batch through a network therefore runs it in *micro-batches* no larger than the budget allows:
 
-- a training step (:func:`mddbench.training.train`: evaluation, ``real``, experts with SGD or GSAM,
+- a training step (:func:`mddbench.nn.training.train`: evaluation, ``real``, experts with SGD or GSAM,
   DC's and CAFE's inner loops, the privacy audit's networks) sums each micro-batch's share of the
   mean loss into the gradients before the optimiser steps, so the update is the full batch's up to
   float summation order (:func:`backward_in_micro_batches`);
@@ -31,13 +31,51 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError
+from mddbench.errors import ConfigError
 
 ENV = "MDDBENCH_MEMORY_BUDGET"
 CPU_CAP = 1 << 30
 _state: dict[str, float] = {}
 _per_item: dict[tuple, float] = {}
 _chosen: dict[str, int | str] = {}
+
+
+_SAVED_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def graph_mb(root: torch.Tensor, exclude: set[int] = frozenset()) -> float:
+    """Bytes of the distinct storages that ``root``'s autograd graph saved for its backward pass.
+
+    ``exclude``: storage pointers not to count (e.g. the network's own parameters).
+
+    Walks the graph and reads each node's ``_saved_*`` tensors (device independent). A
+    ``saved_tensors_hooks`` census would be simpler but, returning the tensor itself, makes every
+    node that saved its own output hold itself: a reference cycle gc cannot see, which leaked
+    the student's start parameters on every matching iteration.
+    """
+    storages: dict[int, int] = {}
+    seen: set = set()
+    stack = [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names = _SAVED_NAMES.get(type(node))
+        if names is None:
+            names = _SAVED_NAMES[type(node)] = tuple(n for n in dir(node) if n.startswith("_saved_"))
+        for name in names:
+            try:
+                value = getattr(node, name)
+            except RuntimeError:  # already freed by a backward pass
+                continue
+            for t in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(t, torch.Tensor):
+                    st = t.untyped_storage()
+                    if st.data_ptr() not in exclude:
+                        storages[st.data_ptr()] = st.nbytes()
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return sum(storages.values()) / 2**20
 
 
 def set_budget(mib: float | None) -> None:
@@ -100,8 +138,6 @@ def _has_batchnorm(net: torch.nn.Module) -> bool:
 def per_item_bytes(net: torch.nn.Module, sample: torch.Tensor, forward: Callable | None = None) -> float:
     """Bytes autograd keeps per input item for ``forward`` (``net`` itself by default), measured once per
     architecture, parameter shapes and item shape on (at most) two items of ``sample``."""
-    from .unroll import graph_mb
-
     key = (type(net).__qualname__, getattr(forward, "__name__", None),
            tuple((name, tuple(p.shape)) for name, p in net.named_parameters()),
            tuple(sample.shape[1:]), sample.dtype, sample.device.type)

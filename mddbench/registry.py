@@ -1,4 +1,4 @@
-"""Name -> factory registries for methods, datasets and networks (timm's registry is the model).
+"""Name -> object registries: methods, datasets, networks, budgets, renderers (timm's registry is the model).
 
 Built-ins register with a decorator when their module is imported. Third-party methods arrive
 through the ``mddbench.methods`` entry-point group or as a single ``.py`` file (``--plugin``),
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
-from .errors import MddError, UnknownNameError
+from mddbench.errors import MddError, UnknownNameError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,9 +29,11 @@ class Registry(Generic[T]):
 
     instances: "weakref.WeakSet[Registry]" = weakref.WeakSet()  # a plugin may register into any of them
 
-    def __init__(self, kind: str, builtin_package: str | None = None, entry_point_group: str | None = None):
+    def __init__(self, kind: str, builtin_package: str | None = None, entry_point_group: str | None = None,
+                 expects: type | None = None):
         Registry.instances.add(self)
         self.kind = kind
+        self.expects = expects  # what every entry must be (a class: a subclass or an instance of it)
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
         self._builtin_package = builtin_package
@@ -44,8 +46,12 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name``; used bare (``register(name, obj)``) or as a decorator."""
 
         def add(o: T) -> T:
-            key = name.lower()
-            if key in self._items and self._items[key] is not o and not replace:
+            key = name.strip().lower()
+            if self.expects is not None and not (isinstance(o, type) and issubclass(o, self.expects)
+                                                 or isinstance(o, self.expects)):
+                raise MddError(f"{self.kind} {key!r} is {_origin(o)}, not a {self.expects.__name__}: register a "
+                               f"subclass of mddbench.{self.expects.__name__}")
+            if key in self._items and self._items[key] is not o and self._items[key] != o and not replace:
                 raise MddError(f"{self.kind} {key!r} is already registered by {_origin(self._items[key])}")
             self._items[key] = o
             for alias in aliases:
@@ -54,7 +60,10 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
-    def get(self, name: str) -> T:
+    def get(self, name: str, *default: T) -> T:
+        """The entry ``name`` stands for; with a ``default``, that when there is none (as ``dict.get``)."""
+        if default and name not in self:
+            return default[0]
         return self._items[self.canonical(name)]
 
     def canonical(self, name: str) -> str:
@@ -81,6 +90,27 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._items[n]) for n in self.names()]
+
+    # a read-write mapping in registration order (budgets list themselves in the order they were defined)
+    def __iter__(self):
+        self.load()
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self._items)
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __setitem__(self, name: str, obj: T) -> None:
+        self.register(name, obj, replace=True)
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[self.canonical(name)]
+
+    def values(self) -> list[T]:
+        return [self._items[n] for n in self]
 
     # ----------------------------------------------------------------- loading
     def load(self) -> None:
@@ -165,15 +195,16 @@ def _origin(obj: Any) -> str:
 
 METHODS: Registry = Registry("method", "mddbench.methods", "mddbench.methods")
 DATASETS: Registry = Registry("dataset", "mddbench.datasets", "mddbench.datasets")
-NETWORKS: Registry = Registry("network", "mddbench.networks")
+NETWORKS: Registry = Registry("network", "mddbench.nn.networks")
 
 
 def register_method(name: str, **kw):
     """Class decorator: ``@register_method("mymethod")`` on a :class:`mddbench.Method` subclass."""
 
     def deco(cls):
+        METHODS.register(name, cls, **kw)  # refuses what is not a Method before anything is changed
         cls.name = name
-        return METHODS.register(name, cls, **kw)
+        return cls
 
     return deco
 

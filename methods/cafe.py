@@ -50,19 +50,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mddbench.augment import DEFAULT_STRATEGY
-from mddbench.budgets import Budget, official_share
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget, official_share
+from mddbench.api.loop import distill_loop
+from mddbench.api.method import Method, Task
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
-from mddbench.loop import distill_loop
 from mddbench.memory import in_chunks, micro_batch
-from mddbench.method import Method, Task
 from mddbench.methods.dm import class_views, dsa_or_none, per_class, siamese_batches
-from mddbench.networks import has_batchnorm
+from mddbench.nn.augment import DEFAULT_STRATEGY
+from mddbench.nn.networks import has_batchnorm
+from mddbench.nn.training import constant_schedule, train
 from mddbench.registry import NETWORKS, register_method
-from mddbench.synset import SyntheticSet
-from mddbench.training import constant_schedule, train
 
 MILESTONES = (0.6, 0.8, 0.9)  # the official 1200, 1600, 1800 of 2000 iterations
 

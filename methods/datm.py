@@ -37,15 +37,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from mddbench.budgets import Budget, budget_value
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget, budget_value
+from mddbench.api.method import Task
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
-from mddbench.experts import Trajectories
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE
-from mddbench.method import Task
+from mddbench.nn.unroll import MatchResult, Student
 from mddbench.registry import register_method
-from mddbench.trajectory import Step, TrajectoryMatching, fit_start, ipc_band
-from mddbench.unroll import MatchResult, Student
+from mddbench.trajectory.experts import Trajectories
+from mddbench.trajectory.matching import Step, TrajectoryMatching, fit_start, ipc_band
 
 log = logging.getLogger(__name__)
 

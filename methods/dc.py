@@ -48,18 +48,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mddbench.augment import DSA
-from mddbench.budgets import Budget, official_share
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget, official_share
+from mddbench.api.loop import distill_loop
+from mddbench.api.method import Method, Task
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
-from mddbench.loop import distill_loop
 from mddbench.memory import grad_in_micro_batches, micro_batch
-from mddbench.method import Method, Task
-from mddbench.networks import has_batchnorm
+from mddbench.nn.augment import DSA
+from mddbench.nn.losses import cross_entropy
+from mddbench.nn.networks import has_batchnorm
+from mddbench.nn.training import constant_schedule, train
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet, cross_entropy
-from mddbench.training import constant_schedule, train
 
 EPS = 1e-6
 OFFICIAL_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}

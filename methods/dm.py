@@ -21,16 +21,16 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from mddbench.augment import DEFAULT_STRATEGY, DSA
-from mddbench.budgets import official_share
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import official_share
+from mddbench.api.loop import distill_loop
+from mddbench.api.method import Method, Task
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import DatasetSpec
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
-from mddbench.loop import distill_loop
 from mddbench.memory import in_chunks, micro_batch
-from mddbench.method import Method, Task
-from mddbench.networks import has_batchnorm
+from mddbench.nn.augment import DEFAULT_STRATEGY, DSA
+from mddbench.nn.networks import has_batchnorm
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet
 
 R = TypeVar("R")
 

@@ -1,7 +1,7 @@
 """DSA: Differentiable Siamese Augmentation (Zhao & Bilen, ICML'21), methods.md 4.2 and 2.2.
 
 DC (``methods/dc.py``) with augmentation in two places: in the matching step each class's real
-batch and synthetic batch go through one identical transform (:meth:`mddbench.augment.DSA.pair`:
+batch and synthetic batch go through one identical transform (:meth:`mddbench.nn.augment.DSA.pair`:
 the same op group and one parameter draw shared by every image of both batches), and the inner
 loop trains the network with ordinary per-sample DSA. Everything else, loops included, is DC's;
 the official readme runs DSA with ``--init real``, which is the default here.
@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from mddbench.augment import DEFAULT_STRATEGY, DSA as DSAugment
-from mddbench.method import Task
+from mddbench.api.method import Task
+from mddbench.nn.augment import DEFAULT_STRATEGY
+from mddbench.nn.augment import DSA as DSAugment
 from mddbench.registry import register_method
 
 from .dc import DC

@@ -1,7 +1,7 @@
 """FTD: Flat Trajectory Distillation (Du et al., CVPR'23), methods.md 4.8.
 
 MTT on *flat* experts (trained with GSAM, ``expert_alpha`` and ``expert_rho`` from FTD's Table 7;
-see :data:`mddbench.experts.FLAT_RECIPE`) plus an exponential moving average of the synthetic
+see :data:`mddbench.trajectory.experts.FLAT_RECIPE`) plus an exponential moving average of the synthetic
 images, ModelEmaV2's update after every image step::
 
     ema = ema_decay * ema + (1 - ema_decay) * images      (ema starts as the initial images)
@@ -22,14 +22,14 @@ from typing import Any, Callable
 
 import torch
 
-from mddbench.budgets import Budget, budget_value
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget, budget_value
+from mddbench.api.method import Task
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import FRACTION
-from mddbench.method import Task
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet
-from mddbench.trajectory import Step, TrajectoryMatching, ipc_band, mtt_preset
+from mddbench.trajectory.matching import Step, TrajectoryMatching, ipc_band, mtt_preset
 
 # Table 7, CIFAR-10: what FTD adds to or changes in MTT's rows (ipc 50 uses lr_teacher 0.01 there).
 FTD_ROWS: dict[int, dict[str, Any]] = {

@@ -7,7 +7,7 @@ a per-pixel affine (scale 1, shift 0 at init) of the encoder's output size, and 
 where the official code hard-codes 32 px. A training image is hallucinator_k(base) with the base's
 label.
 
-Per iteration: (1) MTT's unroll (:func:`mddbench.unroll.match`) on minibatches rendered with one
+Per iteration: (1) MTT's unroll (:func:`mddbench.nn.unroll.match`) on minibatches rendered with one
 random hallucinator per minibatch (:class:`HabaSource`); (2) the adversarial "club" term on the
 generator side, lambda_club * mean((cos(E(x0), E(x1)) + 1) / 2) for two renderings of the same bases
 by two different hallucinators, added to the matching loss; step the bases (SGD lr_img, momentum
@@ -43,16 +43,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mddbench.budgets import Budget
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget
+from mddbench.api.method import Task
+from mddbench.api.synset import SyntheticSet, register_renderer
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
-from mddbench.experts import Trajectories
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
-from mddbench.method import Task
-from mddbench.networks import init_parameters
+from mddbench.nn.losses import cross_entropy
+from mddbench.nn.networks import init_parameters
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet, cross_entropy, register_renderer
-from mddbench.trajectory import MTT_IPC1, MTT_IPC10, Step, TrajectoryMatching
+from mddbench.trajectory.experts import Trajectories
+from mddbench.trajectory.matching import MTT_IPC1, MTT_IPC10, Step, TrajectoryMatching
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _DECONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -244,6 +245,9 @@ class HaBa(TrajectoryMatching):
     # -------------------------------------------------------------------------------- set-up hooks
     def n_bases(self, task: Task) -> int:
         return bases_per_class(task.hp, task.spec, task.ipc)
+
+    def images_per_class(self, task: Task) -> int:
+        return self.n_bases(task)  # the stored set is the bases; the hallucinators render the rest
 
     def initial_images(self, task: Task, experts: Trajectories) -> torch.Tensor:
         n = self.n_bases(task)

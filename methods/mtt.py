@@ -2,10 +2,10 @@
 
 Random segment of an SGD expert trajectory, ``syn_steps`` student steps on the synthetic set with
 per-sample DSA and a learned step size, normalised parameter distance. Presets: the official
-CIFAR-10 rows by ipc (ZCA off); see ``mddbench.trajectory``.
+CIFAR-10 rows by ipc (ZCA off); see ``mddbench.trajectory.matching``.
 """
 from mddbench.registry import register_method
-from mddbench.trajectory import TrajectoryMatching
+from mddbench.trajectory.matching import TrajectoryMatching
 
 
 @register_method("mtt")

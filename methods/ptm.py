@@ -39,14 +39,14 @@ from typing import Any
 
 import torch
 
-from mddbench.budgets import Budget, official_share
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget, official_share
+from mddbench.api.method import Task
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, FRACTION, NON_NEGATIVE
-from mddbench.method import Task
+from mddbench.nn.unroll import Student
 from mddbench.registry import register_method
-from mddbench.trajectory import Step, TrajectoryMatching, expert_steps_per_epoch, fixed_step_size, mtt_preset
-from mddbench.unroll import Student
+from mddbench.trajectory.matching import Step, TrajectoryMatching, expert_steps_per_epoch, fixed_step_size, mtt_preset
 
 
 # --------------------------------------------------------------------------------- schedule
@@ -167,7 +167,7 @@ class PTM(TrajectoryMatching):
 
     def adapt(self, hp: dict, spec: DatasetSpec, ipc: int) -> dict[str, Any]:
         """Ours: at most as many student steps per epoch as the experts took, step size fixed there at the
-        experts' rate (see ``mddbench.trajectory.fit_steps_to_experts`` for the measurement behind it)."""
+        experts' rate (see ``mddbench.trajectory.matching.fit_steps_to_experts`` for the measurement behind it)."""
         per_epoch = expert_steps_per_epoch(spec)
         if per_epoch is None or per_epoch >= hp["steps_per_epoch"]:
             return {}
@@ -204,6 +204,9 @@ class PTM(TrajectoryMatching):
         lo, hi = segment_starts(T, m, back)
         start = int(torch.randint(lo, hi, (1,), generator=g))
         return e, start, start + m
+
+    def unroll_steps(self, hp: dict) -> int:
+        return hp["max_syn_steps"]
 
     def steps(self, task: Task, start: int, target: int) -> int:
         """Student steps per matched expert epoch, both schedules (on small data: the experts' own steps)."""

@@ -1,7 +1,7 @@
 """``random``: a random real subset of ipc images per class, the reference every method must beat."""
-from mddbench.method import Method, Task
+from mddbench.api.method import Method, Task
+from mddbench.api.synset import SyntheticSet
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet
 
 
 @register_method("random")

@@ -9,10 +9,10 @@ predicts the majority class after them. The floor, three times a one-batch set's
 smallest of those measured on the val split at which LeNet left the majority class for all three
 seeds (README). Its "synthetic set" is patient data: never saved.
 """
-from mddbench.budgets import Budget
-from mddbench.method import Method, Task
+from mddbench.api.budgets import Budget
+from mddbench.api.method import Method, Task
+from mddbench.api.synset import SyntheticSet
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet
 
 
 @register_method("real")

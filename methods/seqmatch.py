@@ -11,8 +11,8 @@ unrolls on [frozen S1..S(k-1), learnable Sk]; only Sk and its step size move. Th
 Every stage is its own :func:`distill_loop` (``seqmatch_stage<k>``: own checkpoint, log and
 generator, derived from the task generator up front so a resumed run repeats an uninterrupted
 one); a finished stage is stored as ``seqmatch_stage<k>.safetensors`` and never rerun, and the
-later-stage experts are built and cached by the task's :class:`~mddbench.experts.ExpertProvider`
-(lock, ``meta.json``, scores) as a buffer with a :class:`~mddbench.experts.Pretraining` on the
+later-stage experts are built and cached by the task's :class:`~mddbench.trajectory.experts.ExpertProvider`
+(lock, ``meta.json``, scores) as a buffer with a :class:`~mddbench.trajectory.experts.Pretraining` on the
 earlier subsets, keyed by their content.
 
 Hyperparameters: each stage uses the official MTT row for the *subset's* ipc (run.sh's CIFAR-10
@@ -40,17 +40,17 @@ from typing import Any
 
 import torch
 
-from mddbench.budgets import Budget
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget
+from mddbench.api.method import Task
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
-from mddbench.evaluate import EvalConfig, train_on_synset
-from mddbench.experts import Pretraining, Trajectories
+from mddbench.evaluation.protocol import EvalConfig, train_on_synset
 from mddbench.limits import AT_LEAST_1, POSITIVE
-from mddbench.method import Task
+from mddbench.nn.unroll import Source, TensorSource
 from mddbench.registry import register_method
-from mddbench.synset import SyntheticSet
-from mddbench.trajectory import TrajectoryMatching, mtt_preset
-from mddbench.unroll import Source, TensorSource
+from mddbench.trajectory.experts import Pretraining, Trajectories
+from mddbench.trajectory.matching import TrajectoryMatching, mtt_preset
 
 log = logging.getLogger(__name__)
 

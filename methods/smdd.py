@@ -5,7 +5,7 @@ unmodified MTT fork with no pruning code, and the method section of the companio
 Distillation Using Parameter Pruning", arXiv 2209.14609) could not be checked, so this follows the
 documented reconstruction of methods.md 4.6, not the authors' code:
 
-1. run MTT (:mod:`mddbench.trajectory`, the official CIFAR-10 rows by ipc);
+1. run MTT (:mod:`mddbench.trajectory.matching`, the official CIFAR-10 rows by ipc);
 2. after the student unroll, take each parameter's discrepancy ``e_j = (w_N[j] - target[j])^2``;
 3. drop the hardest-to-match entries: the top ``prune_ratio`` of ``e`` (over all parameters, per
    iteration) and, when ``prune_threshold`` is set, every entry with ``e_j > prune_threshold``;
@@ -26,14 +26,14 @@ from typing import Any, Callable
 
 import torch
 
-from mddbench.budgets import Budget
-from mddbench.data import DatasetSpec
+from mddbench.api.budgets import Budget
+from mddbench.api.method import Task
+from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import NON_NEGATIVE, Limit
-from mddbench.method import Task
+from mddbench.nn.unroll import Student, param_distance
 from mddbench.registry import register_method
-from mddbench.trajectory import Step, TrajectoryMatching
-from mddbench.unroll import Student, param_distance
+from mddbench.trajectory.matching import Step, TrajectoryMatching
 
 
 def prune_mask(discrepancy: torch.Tensor, ratio: float, threshold: float | None = None) -> torch.Tensor:

@@ -6,7 +6,7 @@
 For each metric (default: accuracy and balanced accuracy), every row of the column (the methods' default
 runs, their variants and time-matched runs as their own rows, and ``real``), best mean first: the mean over
 every evaluation network, the number of seeds, each seed's mean, and the two-sided p of Welch's t over seed
-means against each other row (``mddbench.leaderboard.pairwise_table``), and ``lost``: how many of the row's
+means against each other row (``mddbench.report.leaderboard.pairwise_table``), and ``lost``: how many of the row's
 seeds diverged in distillation (their failures are in the store, or in the failures.jsonl beside a records.jsonl),
 so that its mean is over the others only. Test-split numbers: for reporting,
 never for choosing a value (``scripts/val_table.py`` is the one for that).
@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mddbench import leaderboard  # noqa: E402
-from mddbench.errors import ConfigError  # noqa: E402
-from mddbench.failures import failures_of, lost  # noqa: E402
-from mddbench.leaderboard import METRIC_LABELS  # noqa: E402
-
 from val_table import read_records  # noqa: E402
+
+from mddbench.errors import ConfigError  # noqa: E402
+from mddbench.report import leaderboard  # noqa: E402
+from mddbench.report.leaderboard import METRIC_LABELS  # noqa: E402
+from mddbench.results.failures import failures_of, lost  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

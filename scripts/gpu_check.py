@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def check_methods(args) -> tuple[list[dict], list[str]]:
     from mddbench.registry import METHODS
-    from mddbench.runner import Job, run_job
+    from mddbench.run.job import Job
+    from mddbench.run.pipeline import run_job
 
     rows, failed = [], []
     for method in args.methods or METHODS.names():

@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mddbench import publish  # noqa: E402
-from mddbench.budgets import record_budget_version  # noqa: E402
-from mddbench.failures import failures_of, lost  # noqa: E402
-from mddbench.results import ResultStore  # noqa: E402
+from mddbench.api.budgets import record_budget_version  # noqa: E402
+from mddbench.report import publish  # noqa: E402
+from mddbench.results.failures import failures_of, lost  # noqa: E402
+from mddbench.results.store import ResultStore  # noqa: E402
 
 
 def used(record: dict, key: str) -> object:

@@ -16,7 +16,7 @@ torch.set_num_threads(1)  # test tensors are tiny: a second thread costs more th
 
 import pytest  # noqa: E402
 
-from mddbench.data import load_dataset  # noqa: E402
+from mddbench.data.dataset import load_dataset  # noqa: E402
 from mddbench.datasets import medmnist_sets  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -12,19 +12,17 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from mddbench.budgets import get_budget
-from mddbench.data import SPLITS, DatasetSpec, RawArrays, RealData, load_dataset
-from mddbench.evaluate import EvalConfig, evaluate
-from mddbench.experts import ExpertProvider
-from mddbench.loop import read_log
-from mddbench.method import Task
-from mddbench.registry import DATASETS, METHODS
-from mddbench.seeding import generator as seeded
-from mddbench.synset import SyntheticSet
-
 from conftest import SHARED_DATA
 
+from mddbench.api.budgets import get_budget
+from mddbench.api.loop import read_log
+from mddbench.api.method import Task
+from mddbench.api.synset import SyntheticSet
+from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays, RealData, load_dataset
+from mddbench.evaluation.protocol import EvalConfig, evaluate
+from mddbench.registry import DATASETS, METHODS
+from mddbench.seeding import generator as seeded
+from mddbench.trajectory.experts import ExpertProvider
 
 
 def _tiny_arrays(size: int, dims: int, channels: int, per_class: dict[str, int], n_classes: int = 3) -> RawArrays:

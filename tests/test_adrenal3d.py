@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from methodkit import SHARED_DATA, distill
 
-from mddbench.data import SPLITS, DatasetSpec, RawArrays, load_dataset
+from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays, load_dataset
 from mddbench.errors import ConfigError
 from mddbench.registry import DATASETS, METHODS
-
-from methodkit import SHARED_DATA, distill
 
 ADRENAL = SHARED_DATA / "adrenalmnist3d.npz"
 pytestmark = pytest.mark.skipif(not ADRENAL.is_file(), reason=f"{ADRENAL} is not available")

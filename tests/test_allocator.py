@@ -9,11 +9,10 @@ from safetensors.torch import load_file
 
 from mddbench.allocator import ENV, configure_allocator
 
-
 _PROBE = """
 import json, os, resource, torch
 from mddbench.allocator import configure_allocator
-from mddbench.networks import create_network
+from mddbench.nn.networks import create_network
 applied = configure_allocator()
 torch.set_num_threads(1)
 size, batch = int(os.environ.get("PROBE_SIZE", 28)), int(os.environ.get("PROBE_BATCH", 64))
@@ -51,7 +50,9 @@ def test_raised_thresholds_stop_the_page_faults_and_reach_child_processes():
     tuned, default = _probe(_env()), _probe(_env(**{ENV: "default"}))
     assert tuned["applied"] and not default["applied"]
     assert tuned["env"] == str(1 << 30) and default["env"] is None
-    assert tuned["mmap_max"] == "0" and default["mmap_max"] is None  # heap only, in child processes too
+    assert tuned["mmap_max"] is None and default["mmap_max"] is None
+    heap = _probe(_env(**{ENV: "heap"}))
+    assert heap["applied"] and heap["mmap_max"] == "0"  # heap only, in child processes too
     # Five ConvNet steps at batch 64 after a warm-up: by default every step maps its activation
     # buffers afresh and faults them in page by page (~20,000 faults a step); with the raised
     # thresholds the freed buffers are reused.
@@ -64,7 +65,7 @@ def test_an_unknown_allocator_setting_is_refused(monkeypatch):
     from mddbench.errors import ConfigError
 
     monkeypatch.setenv(ENV, "jemalloc")
-    with pytest.raises(ConfigError, match="heap, thresholds, default"):
+    with pytest.raises(ConfigError, match="thresholds, heap, default"):
         allocator.setting()
 
 

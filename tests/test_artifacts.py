@@ -10,10 +10,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mddbench.api.synset import FORMAT, SyntheticSet
 from mddbench.cli import main
 from mddbench.errors import ArtifactError
-from mddbench.results import ResultStore, artifact_path
-from mddbench.synset import FORMAT, SyntheticSet
+from mddbench.results.store import ResultStore, artifact_path
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:

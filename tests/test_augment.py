@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mddbench.augment import DSA, NO_AUGMENT, Draw
 from mddbench.errors import ConfigError
+from mddbench.nn.augment import DSA, NO_AUGMENT, Draw
 
 OPS = DSA.OPS
 SHAPES = {"2d": (6, 3, 14, 12), "3d": (4, 1, 6, 8, 5)}

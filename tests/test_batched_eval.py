@@ -4,14 +4,21 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-
 from methodkit import load
-from mddbench.augment import DSA
-from mddbench.batched import NotPackable, augment_together, stack_networks, unstack_into
-from mddbench.evaluate import (EvalConfig, epoch_schedule, evaluate, model_streams, score, train_networks,
-                               train_on_synset)
-from mddbench.networks import create_network, flat_parameters
-from mddbench.synset import RENDERERS, SyntheticSet
+
+from mddbench.api.synset import RENDERERS, SyntheticSet
+from mddbench.evaluation.protocol import (
+    EvalConfig,
+    epoch_schedule,
+    evaluate,
+    model_streams,
+    score,
+    train_networks,
+    train_on_synset,
+)
+from mddbench.nn.augment import DSA
+from mddbench.nn.batched import NotPackable, augment_together, stack_networks, unstack_into
+from mddbench.nn.networks import create_network, flat_parameters
 
 CPU = torch.device("cpu")
 CONFIG = EvalConfig(n_models=2, epochs=3, batch=4)  # 9 images -> batches of 4, 4, 1; lr drop at epoch 1
@@ -157,7 +164,7 @@ def test_evaluate_engines_agree_and_repeat():
 
 
 def test_packs_of_a_memory_budget_give_the_same_numbers(monkeypatch):
-    import mddbench.evaluate as ev
+    import mddbench.evaluation.protocol as ev
 
     data = load("tiny28")
     synset = synsets(data)["soft"]

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import json
 
+import methodkit  # noqa: F401  (registers tiny28)
 import pytest
 import torch
-
-from mddbench.budgets import get_budget
-from mddbench.data import load_dataset
-from mddbench.experts import ExpertProvider
-from mddbench.metrics import METRICS
-from mddbench.registry import METHODS
-
 from conftest import cli
-import methodkit  # noqa: F401  (registers tiny28)
+
+from mddbench.api.budgets import get_budget
+from mddbench.data.dataset import load_dataset
+from mddbench.evaluation.metrics import METRICS
+from mddbench.registry import METHODS
+from mddbench.trajectory.experts import ExpertProvider
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
@@ -83,7 +82,7 @@ class _CountingEval:
 
 
 def _snapshotted_run(tmp_path, iterations=(10, 20, 30, 40)):
-    from mddbench.synset import SyntheticSet
+    from mddbench.api.synset import SyntheticSet
     run = tmp_path / "run"
     (run / "snapshots").mkdir(parents=True)
     for it in iterations:
@@ -93,7 +92,7 @@ def _snapshotted_run(tmp_path, iterations=(10, 20, 30, 40)):
 
 
 def test_a_curve_keeps_balanced_accuracy_and_resumes_where_it_was_killed(tmp_path):
-    from mddbench.figures import accuracy_curve
+    from mddbench.report.figures import accuracy_curve
     run, settings = _snapshotted_run(tmp_path), {"eval_n_models": 3, "eval_epochs": 300}
     first = _CountingEval()
 
@@ -121,7 +120,7 @@ def test_a_curve_keeps_balanced_accuracy_and_resumes_where_it_was_killed(tmp_pat
 
 
 def test_a_curve_written_before_balanced_accuracy_is_evaluated_again(tmp_path):
-    from mddbench.figures import accuracy_curve
+    from mddbench.report.figures import accuracy_curve
     run = _snapshotted_run(tmp_path, (10, 20))
     (run / "curve.json").write_text(json.dumps([{"iteration": i, "seconds": i / 2, "test_acc": 0.5, "test_std": 0.0,
                                                   "val_acc": 0.5} for i in (10, 20)]))

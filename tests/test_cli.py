@@ -9,12 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast
 
 from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
-from mddbench.results import ResultStore, artifact_path
-
-from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast
+from mddbench.results.store import ResultStore, artifact_path
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
@@ -43,7 +42,7 @@ def test_list_methods_datasets_networks_budgets(capsys):
 
 def test_budget_help_names_every_registered_budget(monkeypatch):
     """--budget's help is read from the registry, so a budget added there (medium was missed once) is listed."""
-    from mddbench.budgets import BUDGETS, Budget
+    from mddbench.api.budgets import BUDGETS, Budget
     from mddbench.cli import build_parser
     monkeypatch.setitem(BUDGETS, "cluster", Budget("cluster", eval_models=1, eval_epochs=1, real_epochs=1,
                                                    experts=1, expert_epochs=1))
@@ -223,7 +222,7 @@ def test_runs_sharing_an_out_folder_do_not_break_each_others_write_check(tmp_pat
     with one shared probe name the slower one found the probe unlinked and refused to run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mddbench.runner import ensure_writable
+    from mddbench.atomic import ensure_writable
 
     def probe(_):
         for _ in range(300):

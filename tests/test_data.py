@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast
 from medmnist import INFO
 
-from mddbench.data import DatasetSpec, get_spec, load_dataset, md5sum, read_npz
+from mddbench.data.dataset import DatasetSpec, get_spec, load_dataset, md5sum, read_npz
 from mddbench.datasets import demo
 from mddbench.errors import ConfigError, DataError
 from mddbench.registry import DATASETS
-
-from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no ambient data root, ~/.medmnist or network
 
@@ -90,7 +89,7 @@ def test_corrupt_or_truncated_file_is_a_clear_error(tmp_path, how):
 def test_corruption_after_a_good_load_is_still_caught(tmp_path, monkeypatch):
     """The MD5 cache is keyed by size, inode and mtime: an in-place change must not reuse the old digest,
     and nothing is written beside the data (data folders may be read-only and shared)."""
-    import mddbench.data as data_mod
+    import mddbench.data.dataset as data_mod
 
     monkeypatch.setattr(data_mod, "CACHE_ABOVE_BYTES", 0)  # cache even this small file
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -260,7 +259,7 @@ def test_medmnist_sets_load_when_medmnist_has_no_default_root(tmp_path):
     """medmnist's DEFAULT_ROOT is None when it cannot create ~/.medmnist (read-only home, or two processes
     importing it at once: a sweep's first jobs on a fresh machine). Every MedMNIST dataset vanished then."""
     code = ("import medmnist.info; medmnist.info.DEFAULT_ROOT = None\n"
-            "from mddbench.data import get_spec\n"
+            "from mddbench.data.dataset import get_spec\n"
             "from mddbench.datasets import medmnist_sets\n"
             "print(get_spec('retinamnist').n_classes, medmnist_sets.MEDMNIST_ROOT)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)

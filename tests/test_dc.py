@@ -1,17 +1,16 @@
 """DC and DSA: the gradient distance, the loop rule, siamese matching, and that distillation works."""
 from __future__ import annotations
 
+import methodkit
 import pytest
 import torch
+from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 
 import mddbench.methods.dc as dc
-from mddbench.augment import DSA
-from mddbench.budgets import get_budget
+from mddbench.api.budgets import get_budget
 from mddbench.methods.dc import EPS, distance_wb, loops, match_loss
+from mddbench.nn.augment import DSA
 from mddbench.registry import METHODS
-
-import methodkit
-from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 
 # ConvNet-128 at 28 px costs seconds per DC iteration on two busy cores; at 8 px (depth 1) the same
 # tests take a fraction of that, with the same class patterns as tiny28.

@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
+from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 
 from mddbench.methods.cafe import cafe_loss, discrimination_loss, layer_weights, lr_at
 from mddbench.methods.dm import class_views, dm_loss, per_class, siamese_batches
-from mddbench.networks import create_network
-
-from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
+from mddbench.nn.networks import create_network
 
 
 @pytest.mark.parametrize("method,hp", [

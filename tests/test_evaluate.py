@@ -9,9 +9,9 @@ import torch
 from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-from mddbench.evaluate import EvalConfig, evaluate
-from mddbench.metrics import auc, classification_metrics, summarize
-from mddbench.synset import SyntheticSet
+from mddbench.api.synset import SyntheticSet
+from mddbench.evaluation.metrics import auc, classification_metrics, summarize
+from mddbench.evaluation.protocol import EvalConfig, evaluate
 
 
 def subset(data, per_class: int, seed: int = 0) -> SyntheticSet:
@@ -127,9 +127,9 @@ def test_summary_leaves_diverged_models_out_of_the_statistics():
 
 
 def test_min_steps_raises_the_epochs_of_a_set_of_several_batches():
-    from mddbench.evaluate import EvalConfig
+    from mddbench.api.budgets import get_budget
+    from mddbench.evaluation.protocol import EvalConfig
     from mddbench.registry import METHODS
-    from mddbench.budgets import get_budget
 
     cfg = EvalConfig(epochs=30, batch=256, min_steps=300)
     assert cfg.for_set(546).epochs == 100  # 3 batches per epoch: 100 epochs give 300 steps

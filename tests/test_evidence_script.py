@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_script
-from mddbench.results import ResultStore
+
+from mddbench.results.store import ResultStore
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptm_evidence.sh"
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import torch
-
 from methodkit import load
-from mddbench.evaluate import score
-from mddbench.experts import MTT_RECIPE, Trajectories
-from mddbench.expert_quality import report_rows, snapshot_scores
-from mddbench.networks import create_network, flat_parameters
+
+from mddbench.evaluation.protocol import score
+from mddbench.nn.networks import create_network, flat_parameters
+from mddbench.trajectory.expert_quality import report_rows, snapshot_scores
+from mddbench.trajectory.experts import MTT_RECIPE, Trajectories
 
 
 def test_snapshot_scores_match_the_networks_that_held_them():

@@ -5,14 +5,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-import mddbench.experts as experts_mod
-from mddbench.augment import DSA
-from mddbench.budgets import get_budget
-from mddbench.experts import FLAT_RECIPE, MTT_RECIPE, ExpertProvider, cache_key, gsam_step
-from mddbench.networks import create_network
-from mddbench.unroll import Student, TensorSource, match, minibatches, param_distance
 from methodkit import load
+
+import mddbench.trajectory.experts as experts_mod
+from mddbench.api.budgets import get_budget
+from mddbench.nn.augment import DSA
+from mddbench.nn.networks import create_network
+from mddbench.nn.training import gsam_step
+from mddbench.nn.unroll import Student, TensorSource, match, minibatches, param_distance
+from mddbench.trajectory.experts import FLAT_RECIPE, MTT_RECIPE, ExpertProvider, cache_key
 
 
 # ------------------------------------------------------------------------------------- unroll

@@ -8,14 +8,14 @@ import json
 import pytest
 
 from mddbench.cli import main
-from mddbench.failures import FailureTable
 from mddbench.registry import METHODS
-from mddbench.results import ResultStore
+from mddbench.results.failures import FailureTable
+from mddbench.results.store import ResultStore
 
 PLUGIN = '''
 import torch
 from mddbench.errors import DistillationDiverged
-from mddbench.method import Method
+from mddbench.api.method import Method
 from mddbench.registry import register_method
 
 
@@ -73,7 +73,8 @@ def test_a_diverged_seed_is_stored_named_in_its_cell_exported_and_merged(plugin,
     assert _cell((again / "main_smoke-custom.md").read_text()) == cell
 
     merged = tmp_path / "merged"
-    assert main(["merge", str(published / "records.jsonl"), "--into", str(merged)]) == 0
+    # `unsteady` is a plugin's method: merge must know it (this process loaded it for the sweep already)
+    assert main(["merge", str(published / "records.jsonl"), "--into", str(merged), "--plugin", str(plugin)]) == 0
     printed = capsys.readouterr().out
     assert "2 added, 0 already there, 1 failure(s) added" in printed and "2 record(s) and 1 failure(s) added" in printed
     assert [f["seed"] for f in FailureTable(ResultStore(merged / "results.sqlite")).all()] == [1]
@@ -83,8 +84,9 @@ def test_the_sweep_stores_a_failure_that_comes_back_from_another_machine(tmp_pat
     """A remote executor's run_job wrote the failure to that machine's store; the sweep keeps what came back."""
     from concurrent.futures import Future
 
-    from mddbench.runner import Job
-    from mddbench.sweep import Plan, Result, Work, schedule
+    from mddbench.run.job import Job
+    from mddbench.scaleout.sweep import Plan, schedule
+    from mddbench.scaleout.work import Result, Work
 
     job = Job(method="dm", dataset="demo", ipc=1, seed=2, budget="smoke", out=str(tmp_path))
     failure = {"id": job.job_id, "job_id": job.job_id, "method": "dm", "dataset": "demo", "ipc": 1, "seed": 2,
@@ -115,7 +117,7 @@ def test_the_sweep_stores_a_failure_that_comes_back_from_another_machine(tmp_pat
 def test_reading_a_store_made_before_failures_writes_nothing_to_it(tmp_path):
     import sqlite3
 
-    from mddbench.failures import failures_of
+    from mddbench.results.failures import failures_of
 
     store = ResultStore(tmp_path / "results.sqlite")
     before = (tmp_path / "results.sqlite").read_bytes()

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from methodkit import distill, load
 
 from mddbench.cli import main
 from mddbench.errors import ConfigError
-from mddbench.evaluate import EvalConfig, evaluate
-from mddbench.figures import accuracy_curve, plot_runs
-from methodkit import distill, load
+from mddbench.evaluation.protocol import EvalConfig, evaluate
+from mddbench.report.figures import accuracy_curve, plot_runs
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_curve_needs_snapshots(tmp_path):
 
 def test_a_run_is_labelled_like_its_leaderboard_row(tmp_path):
     """Every override names the run (not a hard-coded list of PTM's ablation keys), as in the tables."""
-    from mddbench.figures import run_label
+    from mddbench.report.figures import run_label
 
     (tmp_path / "job.json").write_text(json.dumps({"method": "mtt", "hparams": [["syn_steps", 30]],
                                                    "time_budget": 60.0}))

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 
-from mddbench.data import SPLITS, get_spec, load_dataset, md5sum
+from mddbench.data.dataset import SPLITS, get_spec, load_dataset, md5sum
 from mddbench.datasets import mdd_folders as mf
 from mddbench.errors import DataError
 from mddbench.registry import DATASETS
-
-from conftest import SHARED_DATA
 
 MASK = 255  # pixel value only masks have
 SIZES = [(40, 52), (60, 44), (48, 48), (57, 41), (43, 60), (51, 55)]

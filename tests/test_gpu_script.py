@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA, run_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_leaderboard.sh"

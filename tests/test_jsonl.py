@@ -7,11 +7,12 @@ import json
 import pytest
 
 from mddbench.errors import ConfigError
-from mddbench.failures import read_failures_jsonl
-from mddbench.merge import read_source
-from mddbench.privacy_store import read_privacy_jsonl
-from mddbench.publish import read_records
-from mddbench.results import ResultStore
+from mddbench.report.publish import read_records
+from mddbench.results.failures import FAILURES
+from mddbench.results.kind import read_export
+from mddbench.results.merge import read_source
+from mddbench.results.privacy_store import read_privacy_jsonl
+from mddbench.results.store import ResultStore
 
 METRIC = {"per_model": [0.5], "mean": 0.5, "std": 0.0, "n": 1}
 RECORD = {"job_id": "j1", "method": "random", "dataset": "demo", "ipc": 1, "eval_model": "convnet", "protocol": "v1",
@@ -22,7 +23,7 @@ FAILURE = {"id": "j2", "job_id": "j2", "method": "mtt", "dataset": "demo", "ipc"
            "protocol": "v1", "budget": "smoke", "seed": 0, "reason": "distillation diverged"}
 
 READERS = [(read_records, RECORD, "result record"), (read_privacy_jsonl, PRIVACY, "privacy result"),
-           (read_failures_jsonl, FAILURE, "failure"),
+           (lambda path: read_export(path, FAILURES), FAILURE, "failure"),
            (lambda path: ResultStore(path.with_suffix(".sqlite")).import_jsonl(path), RECORD, "result record")]
 
 

@@ -9,8 +9,17 @@ import pandas as pd
 import pytest
 
 from mddbench.errors import ConfigError
-from mddbench.leaderboard import (PAPER_RESULTS, cross_arch_table, format_pm, main_table, pairwise_table, pool,
-                                  reported_vs_reproduced, tidy, write_leaderboards)
+from mddbench.report.leaderboard import (
+    PAPER_RESULTS,
+    cross_arch_table,
+    format_pm,
+    main_table,
+    pairwise_table,
+    pool,
+    reported_vs_reproduced,
+    tidy,
+    write_leaderboards,
+)
 
 _counter = iter(range(10**6))
 
@@ -126,7 +135,7 @@ def test_best_inside_the_spread_ties():
 
 
 def test_welch_and_interval_match_hand_values():
-    from mddbench.significance import t_interval, verdict, welch_p
+    from mddbench.report.significance import t_interval, verdict, welch_p
 
     # t = -3 / sqrt(2/3) = -3.674 with 4 degrees of freedom (equal variances): p = 0.0213
     assert welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.02131, abs=1e-4)
@@ -235,7 +244,7 @@ def test_diverged_models_are_shown_never_averaged_and_never_bold():
 
 
 def _failure(record: dict, seed: int, job_id: str | None = None, **fields) -> dict:
-    """The failure a diverged seed of ``record``'s cell leaves (mddbench.failures.failure_record's fields)."""
+    """The failure a diverged seed of ``record``'s cell leaves (mddbench.results.failures.failure_record's fields)."""
     job = job_id or f"failed{next(_counter)}"
     return {"id": job, "job_id": job, "method": record["method"], "label_type": record["label_type"],
             "dataset": record["dataset"], "dims": 2, "ipc": record["ipc"], "seed": seed, "eval_models": ["convnet"],
@@ -244,7 +253,7 @@ def _failure(record: dict, seed: int, job_id: str | None = None, **fields) -> di
 
 
 def test_a_seed_lost_to_a_diverged_distillation_is_named_in_its_cell_and_the_cell_does_not_compete(tmp_path):
-    from mddbench.failures import lost
+    from mddbench.results.failures import lost
 
     mtt = [rec("mtt", "pneumoniamnist", 10, [0.90, 0.92], seed=s) for s in (0, 1)]
     dm = [rec("dm", "pneumoniamnist", 10, [0.80 + 0.01 * s, 0.82], seed=s) for s in (0, 1, 2)]
@@ -296,8 +305,8 @@ def test_a_table_every_job_of_which_diverged_is_written_and_says_so(tmp_path):
 
 
 def test_a_time_matched_run_lost_to_divergence_counts_as_one_run_of_its_cell():
-    from mddbench.failures import lost
-    from mddbench.leaderboard import variants_table
+    from mddbench.report.leaderboard import variants_table
+    from mddbench.results.failures import lost
 
     matched = [dict(rec("mtt", "breastmnist", 2, [0.6], seed=s), time_budget=t) for s in (0, 1) for t in (60.0, 120.0)]
     default = [rec("mtt", "breastmnist", 2, [0.5], seed=s) for s in (0, 1)]
@@ -386,7 +395,7 @@ def test_variants_get_their_own_rows_and_never_pool_into_the_main_table(tmp_path
     records = [base, ablation, timed, timed_other_cell, plain_mtt, rec("random", "breastmnist", 2, [0.55])]
     main = main_table([r for r in records if not (r.get("overrides") or r.get("time_budget"))])
     assert main.loc["ptm", "breastmnist ipc2"] == "75.00 ± 5.00 (n=2)"
-    from mddbench.leaderboard import variants_table
+    from mddbench.report.leaderboard import variants_table
     var = variants_table(records)
     # time-matched runs share one row; each cell names its own budget
     assert list(var.index) == ["random", "mtt", "mtt [time budget]", "ptm", "ptm [overlap=false]"]

@@ -3,18 +3,16 @@
 Every check runs the same work twice, with an activation budget so small that batches split into
 micro-batches of a few items, and unbounded, and compares the results to float tolerance.
 """
-import copy
 
 import pytest
 import torch
 
 from mddbench import memory
+from mddbench.api.synset import SyntheticSet
 from mddbench.errors import ConfigError
-from mddbench.evaluate import EvalConfig, evaluate, predict
-from mddbench.experts import gsam_step
-from mddbench.networks import create_network
-from mddbench.synset import SyntheticSet, cross_entropy
-from mddbench.training import constant_schedule, sgd_step, train
+from mddbench.evaluation.protocol import EvalConfig, evaluate, predict
+from mddbench.nn.networks import create_network
+from mddbench.nn.training import constant_schedule, gsam_step, sgd_step, train
 
 UNBOUNDED = "1e9"
 
@@ -118,7 +116,7 @@ def test_soft_labels_and_gsam_are_micro_batched_exactly(budget):
 
 def test_packed_networks_are_micro_batched_per_network(budget):
     """Evaluation's packed engine: each network keeps its own data order and loss under micro-batches."""
-    from mddbench.batched import stack_networks, unstack_into
+    from mddbench.nn.batched import stack_networks, unstack_into
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(30, 3, 16, 16, generator=gen), torch.arange(30) % 4
@@ -190,3 +188,29 @@ def test_backward_in_micro_batches_weighs_an_uneven_last_part():
     (g_whole,) = torch.autograd.grad(whole, w)
     loss = memory.backward_in_micro_batches(lambda part: (x[part] @ w).pow(2).mean(), 5, 2)  # 2 + 2 + 1
     assert torch.allclose(loss, whole.detach()) and torch.allclose(w.grad, g_whole)
+
+
+def test_a_constant_memory_unroll_in_micro_batches_equals_the_whole_batch(budget):
+    """TESLA's recomputed steps, each split into parts: the same loss and image gradients."""
+    from mddbench.nn.unroll import Student, TensorSource, match
+
+    gen = torch.Generator().manual_seed(0)
+    images0 = torch.randn(12, 3, 16, 16, generator=gen)
+    labels = torch.arange(12) % 4
+    net = _net()
+    student = Student(net)
+    start = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    target = start + 0.01 * torch.randn(start.shape, generator=gen)
+    out = []
+    for mib in (UNBOUNDED, _tiny_budget_for(net, images0, 6)):  # micro-batches of 3 (6 halved)
+        budget(mib)
+        images = images0.clone().requires_grad_(True)
+        lr = torch.tensor(0.01, requires_grad=True)
+        result = match(student, TensorSource(images, labels), lr, start, target, steps=3,
+                       generator=torch.Generator().manual_seed(1), memory="constant")
+        out.append((result.loss, result.ce, images.grad.clone(), lr.grad.clone()))
+    assert memory.chosen()["micro_batch"]["unroll"] == 6
+    (loss_a, ce_a, g_a, lr_a), (loss_b, ce_b, g_b, lr_b) = out
+    assert loss_a == pytest.approx(loss_b, rel=1e-5) and ce_a == pytest.approx(ce_b, rel=1e-5)
+    assert torch.allclose(g_a, g_b, rtol=1e-4, atol=1e-7) and g_a.abs().sum() > 0
+    assert torch.allclose(lr_a, lr_b, rtol=1e-4)

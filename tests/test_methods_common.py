@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from mddbench.errors import ConfigError, DistillationDiverged
-from mddbench.loop import MetricsLog
-from mddbench.registry import METHODS
-from mddbench.synset import SyntheticSet
-
 from methodkit import distill, make_task
+
+from mddbench.api.loop import MetricsLog
+from mddbench.api.synset import SyntheticSet
+from mddbench.errors import ConfigError, DistillationDiverged
+from mddbench.registry import METHODS
 
 DISTILLERS = [n for n in METHODS.names() if n not in ("random", "real")]
 SHORT = {"iterations": 6}
@@ -92,7 +91,7 @@ def test_runs_on_3d_and_112px(method, dataset, shape, tmp_path, expert_cache):
                                              ({"loss": float("nan"), "syn_lr": float("inf")}, "--hp lr_lr=")])
 def test_a_divergence_names_the_rate_to_lower(metrics, advice, tmp_path):
     """A learned step size that is no longer finite points at its own learning rate, not only lr_img."""
-    from mddbench.loop import distill_loop
+    from mddbench.api.loop import distill_loop
 
     _, task = make_task("dm", run_dir=tmp_path / "run")
     images = torch.zeros(2, 1, 28, 28)

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from mddbench.errors import ConfigError
-from mddbench.networks import ConvNet, LeNet, create_network, depth_for, flat_parameters
+from mddbench.nn.networks import ConvNet, LeNet, create_network, depth_for, flat_parameters
 from mddbench.registry import NETWORKS
 
 SHAPES = [(1, 28, 28), (3, 28, 28), (3, 112, 112), (1, 28, 28, 28)]

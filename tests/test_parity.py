@@ -5,13 +5,14 @@ from dataclasses import replace
 
 import pytest
 
-from mddbench.budgets import BUDGETS, get_budget, official_share
+from mddbench.api.budgets import BUDGETS, get_budget, official_share
+from mddbench.api.method import Method
+from mddbench.api.parity import PARITY_FACTOR, method_share, shares, spread
 from mddbench.cli import main
-from mddbench.data import get_spec
-from mddbench.method import Method
-from mddbench.parity import PARITY_FACTOR, method_share, shares, spread
+from mddbench.data.dataset import get_spec
 from mddbench.registry import METHODS
-from mddbench.runner import Job, make_record
+from mddbench.run.job import Job
+from mddbench.run.record import make_record
 
 BUILT_IN = ("dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
 
@@ -87,8 +88,8 @@ def test_records_and_jobs_carry_the_budget_version():
 
 def test_budget_scaling_does_not_depend_on_the_order_of_a_budget_entry(monkeypatch):
     """A scaler reads the official values and the entry's constants, never another scaler's result."""
-    from mddbench.budgets import BUDGETS
-    from mddbench.data import get_spec
+    from mddbench.api.budgets import BUDGETS
+    from mddbench.data.dataset import get_spec
     from mddbench.registry import METHODS
 
     spec = get_spec("breastmnist")
@@ -106,12 +107,12 @@ def test_budget_scaling_does_not_depend_on_the_order_of_a_budget_entry(monkeypat
 
 def test_a_plugin_budget_registers_and_every_method_scales_to_it(monkeypatch):
     from mddbench import Budget, register_budget
-    from mddbench import budgets as budgets_module
-    from mddbench.data import get_spec
+    from mddbench.api import budgets as budgets_module
+    from mddbench.data.dataset import get_spec
     from mddbench.registry import METHODS
-    from mddbench.runner import Job
+    from mddbench.run.job import Job
 
-    monkeypatch.setattr(budgets_module, "BUDGETS", dict(budgets_module.BUDGETS))
+    monkeypatch.setattr(budgets_module.BUDGETS, "_items", dict(budgets_module.BUDGETS._items))  # undone after
     gpu = register_budget(Budget("gpu10", eval_models=5, eval_epochs=500, real_epochs=50, experts=20,
                                  expert_epochs=30, share=0.1, real_min_steps=1500))
     assert Job(method="mtt", dataset="demo", budget="GPU10").budget == "gpu10"

@@ -11,19 +11,26 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve
 
+from mddbench.api.synset import SyntheticSet
 from mddbench.cli import main
-from mddbench.data import RealData, get_spec, load_dataset
+from mddbench.data.dataset import RealData, get_spec, load_dataset
 from mddbench.errors import ArtifactError, ConfigError, DataError
-from mddbench.evaluate import EvalConfig
-from mddbench.membership import attack_metrics, tpr_at_fpr
-from mddbench.memorisation import flat, near_copies, standardized
-from mddbench.privacy import (PRIVACY_VERSION, PrivacyConfig, audit, audit_artifact, load_for_audit,
-                              set_distance_attack, summary_lines)
-from mddbench.privacy_figure import figure_pairs, figure_space, nearest_figure
-from mddbench.privacy_leaderboard import privacy_table, write_privacy_leaderboard
-from mddbench.privacy_store import PrivacyStore
-from mddbench.results import ResultStore, artifact_path
-from mddbench.synset import SyntheticSet
+from mddbench.evaluation.protocol import EvalConfig
+from mddbench.privacy.audit import (
+    PRIVACY_VERSION,
+    PrivacyConfig,
+    audit,
+    audit_artifact,
+    load_for_audit,
+    set_distance_attack,
+    summary_lines,
+)
+from mddbench.privacy.membership import attack_metrics, tpr_at_fpr
+from mddbench.privacy.memorisation import flat, near_copies, standardized
+from mddbench.report.privacy_figure import figure_pairs, figure_space, nearest_figure
+from mddbench.report.privacy_leaderboard import privacy_table, write_privacy_leaderboard
+from mddbench.results.privacy_store import PrivacyStore
+from mddbench.results.store import ResultStore, artifact_path
 
 TINY = PrivacyConfig(target=EvalConfig(n_models=1, epochs=10), reference=EvalConfig(n_models=1, epochs=2))
 
@@ -254,7 +261,7 @@ def test_same_seed_same_figures_other_seed_other_networks(few, audited):
 # ---------------------------------------------------------------------- CLI, store, table
 @pytest.mark.slow
 def test_cli_stores_links_and_tables_regenerate_from_files(tmp_path, monkeypatch):
-    from mddbench import budgets
+    from mddbench.api import budgets
 
     monkeypatch.setitem(budgets.BUDGETS, "smoke", replace(budgets.BUDGETS["smoke"], version=2))  # a later definition
     out = tmp_path / "out"

@@ -5,12 +5,21 @@ import math
 
 import pytest
 import torch
+from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 
 from mddbench.errors import ConfigError
-from mddbench.unroll import TensorSource, match
-from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
-from mddbench.methods.ptm import (class_sigmas, halves, mmd2_unnormalised, overlap_loss, reset_complement,
-                                  retraining_iterations, retraining_points, segment_starts, stage_of)
+from mddbench.methods.ptm import (
+    class_sigmas,
+    halves,
+    mmd2_unnormalised,
+    overlap_loss,
+    reset_complement,
+    retraining_iterations,
+    retraining_points,
+    segment_starts,
+    stage_of,
+)
+from mddbench.nn.unroll import TensorSource, match
 
 
 @pytest.mark.parametrize("T,k,expected", [
@@ -146,7 +155,7 @@ def test_matching_loss_falls_and_beats_noise(tmp_path, expert_cache):
     ({"end_epoch": 13}, "end_epoch 13 exceeds the quick budget's"),
 ])
 def test_check_runs_the_family_checks(hp, message):
-    from mddbench.budgets import get_budget
+    from mddbench.api.budgets import get_budget
     from mddbench.errors import ConfigError
     from mddbench.registry import DATASETS, METHODS
 

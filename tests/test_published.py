@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mddbench.class_balance import TEST_CLASS_COUNTS, majority_dominated, majority_share
-from mddbench.leaderboard import write_leaderboards
+from mddbench.data.class_balance import TEST_CLASS_COUNTS, majority_dominated, majority_share
+from mddbench.report.leaderboard import write_leaderboards
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARDS = ROOT / "leaderboards"
@@ -21,14 +21,14 @@ def published_records() -> list[dict]:
 
 
 def published_privacy() -> list[dict]:
-    from mddbench.privacy_store import read_privacy_jsonl
+    from mddbench.results.privacy_store import read_privacy_jsonl
 
     path = BOARDS / "privacy.jsonl"
     return read_privacy_jsonl(path) if path.is_file() else []
 
 
 def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
-    from mddbench.failures import failures_of
+    from mddbench.results.failures import failures_of
 
     written = {p.name: p for p in write_leaderboards(published_records(), tmp_path, privacy=published_privacy(),
                                                      failures=failures_of(BOARDS / "records.jsonl"))}

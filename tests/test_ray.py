@@ -17,10 +17,10 @@ import pytest
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
 
 from mddbench.errors import ConfigError  # noqa: E402
-from mddbench.ray_executor import SCRATCH_ENV, RayExecutor  # noqa: E402
-from mddbench.results import ResultStore, artifact_path  # noqa: E402
-from mddbench.runner import Job  # noqa: E402
-from mddbench.sweep import run_sweep  # noqa: E402
+from mddbench.results.store import ResultStore, artifact_path  # noqa: E402
+from mddbench.run.job import Job  # noqa: E402
+from mddbench.scaleout.ray_cluster import SCRATCH_ENV, RayExecutor  # noqa: E402
+from mddbench.scaleout.sweep import run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from mddbench.cli import build_parser, main
-from mddbench.results import ResultStore, artifact_path
+from mddbench.results.store import ResultStore, artifact_path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,7 +23,7 @@ def test_readme_plugin_runs_verbatim(tmp_path):
                  "--budget", "smoke", "--eval-epochs", "2", "--out", str(out), "--quiet"]) == 0
     (record,) = ResultStore(out / "results.sqlite").records()
     assert record["method"] == "herding" and record["ipc"] == 2
-    from mddbench.synset import SyntheticSet
+    from mddbench.api.synset import SyntheticSet
 
     synset = SyntheticSet.load(artifact_path(record, out))
     assert synset.images.shape == (8, 1, 28, 28) and torch.equal(synset.labels, torch.arange(4).repeat_interleave(2))

@@ -7,17 +7,17 @@ import sys
 import pytest
 import torch
 
+from mddbench.api.method import Method
+from mddbench.api.synset import SyntheticSet
 from mddbench.cli import main
-from mddbench.data import load_dataset
+from mddbench.data.dataset import load_dataset
 from mddbench.errors import MddError, UnknownNameError
-from mddbench.method import Method
 from mddbench.registry import DATASETS, METHODS, NETWORKS, Registry, load_plugins
-from mddbench.results import ResultStore, artifact_path
-from mddbench.synset import SyntheticSet
+from mddbench.results.store import ResultStore, artifact_path
 
 PLUGIN = '''
 import torch
-from mddbench.method import Method
+from mddbench.api.method import Method
 from mddbench.registry import register_method
 
 
@@ -158,7 +158,7 @@ def test_broken_plugin_is_reported_by_name_and_the_rest_still_works(methods, tmp
 
 HALF_BROKEN = '''
 import dataclasses
-from mddbench.data import get_spec
+from mddbench.data.dataset import get_spec
 from mddbench.registry import register_dataset
 register_dataset("half_demo", dataclasses.replace(get_spec("demo"), name="half_demo"))
 raise RuntimeError("second half broken")
@@ -186,7 +186,7 @@ def test_a_plugin_that_fails_halfway_registers_nothing(methods, monkeypatch, tmp
 
 # ----------------------------------------------------------------------------- entry points
 EP_OBJECT = '''
-from mddbench.method import Method
+from mddbench.api.method import Method
 
 
 class EntryPointMethod(Method):  # not decorated: registered under its entry point's name
@@ -196,7 +196,7 @@ class EntryPointMethod(Method):  # not decorated: registered under its entry poi
         return task.synset(task.initial_images("noise"), task.hard_labels())
 '''
 EP_MODULE = '''
-from mddbench.method import Method
+from mddbench.api.method import Method
 from mddbench.registry import register_method
 
 
@@ -256,9 +256,9 @@ def test_method_registry_loads_entry_points_beside_builtins(fake_distribution, m
 def test_a_plugin_reference_row_is_handled_by_what_it_declares_not_its_name(methods):
     """A plugin's whole-train-split reference (``uses_ipc = False``, ``reference = True``) gets one sweep
     job per seed whatever --ipc says, and its leaderboard row is listed last and never made bold."""
-    from mddbench.leaderboard import is_reference, main_table
-    from mddbench.runner import Job
-    from mddbench.sweep import expand
+    from mddbench.report.leaderboard import is_reference, main_table
+    from mddbench.run.job import Job
+    from mddbench.scaleout.sweep import expand
 
     @methods.register("oracle_subset")
     class Oracle(Method):

@@ -20,20 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from mddbench.atomic import replacing, write_text
-from mddbench.budgets import get_budget
-from mddbench.cli import main
-from mddbench.data import SPLITS, DatasetSpec, RawArrays, load_dataset
-from mddbench.errors import ArtifactError, ConfigError, CorruptRunState, DataError
-from mddbench.evaluate import EvalConfig, evaluate
-from mddbench.experts import MTT_RECIPE, ExpertProvider, mean_expert_accuracy
-from mddbench.loop import MetricsLog, read_log
-from mddbench.registry import DATASETS, METHODS
-from mddbench.runner import Job, distill as run_distill, prepare
-from mddbench.synset import SyntheticSet
-
 from methodkit import distill, load, make_task
+
+from mddbench.api.budgets import get_budget
+from mddbench.api.loop import MetricsLog, read_log
+from mddbench.api.synset import SyntheticSet
+from mddbench.atomic import replacing, write_text
+from mddbench.cli import main
+from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays, load_dataset
+from mddbench.errors import ArtifactError, ConfigError, CorruptRunState, DataError
+from mddbench.evaluation.protocol import EvalConfig, evaluate
+from mddbench.registry import DATASETS, METHODS
+from mddbench.run.job import Job
+from mddbench.run.pipeline import distill as run_distill
+from mddbench.run.pipeline import prepare
+from mddbench.trajectory.experts import MTT_RECIPE, ExpertProvider, mean_expert_accuracy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mddbench"
 

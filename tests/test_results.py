@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mddbench.errors import ConfigError
-from mddbench.results import DEFAULT_FILENAME, ResultStore, record_id
+from mddbench.results.store import DEFAULT_FILENAME, ResultStore, record_id
 
 
 def make_record(job_id: str, eval_model: str = "convnet", **over) -> dict:
@@ -112,7 +112,7 @@ def test_a_diverged_model_is_a_gap_in_a_valid_record(tmp_path):
 
 def test_a_record_whose_models_all_diverged_is_stored_as_strict_json(tmp_path):
     """Its means are NaN in memory; the store writes null (json.dumps(allow_nan=False) used to refuse it)."""
-    from mddbench.metrics import summarize
+    from mddbench.evaluation.metrics import summarize
     store = ResultStore(tmp_path / "r.sqlite")
     metrics = {m: summarize([None, None]) for m in ("test_acc", "val_acc", "balanced_acc")}
     metrics["auc"] = summarize([float("nan"), None])  # undefined AUC beside a diverged model

@@ -7,13 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from mddbench.errors import ConfigError
-from mddbench.results import ResultStore
-from mddbench.runner import Job
-from mddbench.synset import SyntheticSet
-
 from conftest import RANDOM_DEMO, cli
+
+from mddbench.api.synset import SyntheticSet
+from mddbench.errors import ConfigError
+from mddbench.results.store import ResultStore
+from mddbench.run.job import Job
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "leaderboards" / "records.jsonl"
@@ -135,7 +134,7 @@ def test_eval_of_a_recorded_set_keeps_its_method(random_run, capsys):
                    "--eval-epochs", "2", "--no-record")
     assert rc == 0
     # recompute what eval decided, without a second store write
-    from mddbench.runner import provenance
+    from mddbench.run.record import provenance
 
     meta = SyntheticSet.load(_artifact(random_run)).meta
     assert provenance(_artifact(random_run), meta, random_run / "results.sqlite")["method"] == "random"
@@ -155,7 +154,7 @@ def test_eval_against_other_data_is_refused(random_run, tmp_path, capsys):
 def test_a_store_that_cannot_take_records_fails_before_distilling(tmp_path, capsys, monkeypatch):
     """Another process holds the store's write lock past the busy timeout (root ignores file modes, so a
     read-only file cannot stand in for it here)."""
-    import mddbench.results as results
+    import mddbench.results.store as results
 
     ResultStore(tmp_path / "results.sqlite")
     monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 0.2)
@@ -172,7 +171,7 @@ def test_a_store_that_cannot_take_records_fails_before_distilling(tmp_path, caps
 def test_a_record_the_store_refused_is_stored_by_the_rerun(tmp_path, capsys, monkeypatch):
     """The store fails after the evaluation: the record waits in the run folder; the rerun stores it
     without evaluating again."""
-    import mddbench.runner as runner
+    import mddbench.run.pipeline as runner
 
     def broken(self, record):
         raise sqlite3.OperationalError("database or disk is full")

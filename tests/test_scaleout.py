@@ -17,13 +17,15 @@ import pytest
 
 from mddbench.cli import main
 from mddbench.errors import ConfigError
-from mddbench.executors import LocalExecutor, slot_devices
-from mddbench.experts import ExpertProvider
-from mddbench.merge import merge_into
 from mddbench.registry import METHODS
-from mddbench.results import ResultStore
-from mddbench.runner import Job
-from mddbench.sweep import Plan, Result, Work, plan, schedule
+from mddbench.results.merge import merge_into
+from mddbench.results.store import ResultStore, record_id
+from mddbench.run.job import Job
+from mddbench.run.record import claimed_job_id
+from mddbench.scaleout.local import LocalExecutor, slot_devices
+from mddbench.scaleout.sweep import Plan, plan, schedule
+from mddbench.scaleout.work import Result, Work
+from mddbench.trajectory.experts import ExpertProvider
 
 
 # ------------------------------------------------------------------------------ devices per worker
@@ -54,7 +56,7 @@ def test_local_executor_gives_each_running_work_its_own_device(monkeypatch):
 
 
 def test_worker_threads_follow_omp_num_threads_when_it_is_set(monkeypatch):
-    from mddbench import executors
+    from mddbench.scaleout import local as executors
 
     monkeypatch.setattr(executors, "usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -89,8 +91,8 @@ def test_plan_builds_each_declared_recipe_once_and_jobs_need_only_their_own(tmp_
     assert len(builds) == 2 and {b.experts.recipe.optimizer for b in builds} == {"sgd", "gsam"}
     by_job = {w.job.method + str(w.job.ipc): w.needs for w in p.works if w.job}
     for job in jobs:  # what each needs is what its method declares, by the cache folder it reads
-        from mddbench.budgets import get_budget
-        from mddbench.data import get_spec, load_dataset
+        from mddbench.api.budgets import get_budget
+        from mddbench.data.dataset import get_spec, load_dataset
 
         method, spec = METHODS.get(job.method)(), get_spec("demo")
         recipes = method.expert_recipes(method.resolve(spec, job.ipc, get_budget("smoke"), {}))
@@ -276,11 +278,17 @@ def test_a_stopped_sweep_stops_its_workers_jobs_and_says_how_to_resume(tmp_path,
 
 
 # -------------------------------------------------------------------------------------- merge
-def _record(job_id: str, acc: float = 0.5, model: str = "convnet") -> dict:
+def _record(label: str, acc: float = 0.5, model: str = "convnet") -> dict:
+    """A record whose ids recompute from its content (``merge`` refuses any other): ``label`` "jN" is seed N."""
     metric = {"per_model": [acc], "mean": acc, "std": 0.0, "n": 1}
-    return {"job_id": job_id, "method": "random", "dataset": "demo", "ipc": 1, "eval_model": model, "protocol": "v1",
-            "budget": "smoke", "seed": 0,
-            "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+    record = {"method": "random", "dataset": "demo", "ipc": 1, "eval_model": model, "protocol": "v1",
+              "budget": "smoke", "seed": int(label[1:]),
+              "metrics": {k: metric for k in ("test_acc", "val_acc", "auc", "balanced_acc")}}
+    return {**record, "job_id": claimed_job_id({**record, "job_id": ""})}
+
+
+def jid(label: str) -> str:
+    return _record(label)["job_id"]
 
 
 def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys):
@@ -295,8 +303,8 @@ def test_merging_two_stores_twice_adds_nothing_the_second_time(tmp_path, capsys)
     assert "a: 2 added, 0 already there" in printed and "results.sqlite: 2 added, 1 already there" in printed
     assert "4 record(s) added" in printed
     merged = ResultStore(into / "results.sqlite")
-    assert sorted((r["job_id"], r["eval_model"]) for r in merged.records()) == [
-        ("j1", "convnet"), ("j2", "convnet"), ("j3", "convnet"), ("j3", "lenet")]
+    assert sorted((r["job_id"], r["eval_model"]) for r in merged.records()) == sorted([
+        (jid("j1"), "convnet"), (jid("j2"), "convnet"), (jid("j3"), "convnet"), (jid("j3"), "lenet")])
     again = merge_into(into, [tmp_path / "a", tmp_path / "b"])
     assert [(added, same, differing) for _, added, same, differing, *_ in again] == [(0, 2, 0), (0, 3, 0)]
     assert len(merged) == 4
@@ -307,8 +315,8 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
     store.add(_record("j1", 0.5))
     export = tmp_path / "records.jsonl"
     export.write_text(json.dumps(_record("j1", 0.75)) + "\n" + json.dumps(_record("j2")) + "\n")
-    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0, 0, 0)]
-    assert store.records(job_id="j1")[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
+    assert merge_into(tmp_path / "out", [export]) == [(str(export), 1, 0, 1, 0, 0, 0, [record_id(jid("j1"), "convnet")])]
+    assert store.records(job_id=jid("j1"))[0]["metrics"]["test_acc"]["mean"] == 0.5  # the store's own is kept
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(_record("j9")) + "\n" + json.dumps({**_record("j10"), "ipc": 0}) + "\n")
@@ -319,19 +327,19 @@ def test_merge_reads_jsonl_reports_conflicts_and_keeps_the_store_untouched_on_ba
         with pytest.raises(ConfigError) as info:
             merge_into(tmp_path / "out", [export, source])
         assert words in str(info.value) and "nothing was merged" in str(info.value)
-    assert sorted(r["job_id"] for r in store.records()) == ["j1", "j2"]
+    assert sorted(r["job_id"] for r in store.records()) == sorted([jid("j1"), jid("j2")])
 
 
-def _audit(audit_id: str, job_id: str) -> dict:
-    return {"id": audit_id, "privacy_version": "privacy-v1", "job_id": job_id, "eval_record_id": None,
-            "method": "random", "dataset": "demo", "ipc": 1, "seed": 0, "budget": "smoke",
+def _audit(audit_id: str, label: str) -> dict:
+    return {"id": audit_id, "privacy_version": "privacy-v1", "job_id": jid(label), "eval_record_id": None,
+            "method": "random", "dataset": "demo", "ipc": 1, "seed": int(label[1:]), "budget": "smoke",
             "memorisation": {}, "membership": {}}
 
 
 def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_export(tmp_path, capsys):
     """Both halves of a published folder (records.jsonl and its privacy.jsonl) and a store's privacy
     table arrive in the merged store, once, so it can publish them again without losing an audit."""
-    from mddbench.privacy_store import PrivacyStore
+    from mddbench.results.privacy_store import PrivacyStore
 
     a = PrivacyStore(tmp_path / "a" / "results.sqlite")
     a.add(_record("j1"))
@@ -361,10 +369,8 @@ def test_merge_brings_privacy_audits_from_stores_and_from_the_jsonl_beside_an_ex
 def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, capsys):
     """Rerunning a published job elsewhere makes another set: the merge keeps the published record, and an
     audit of the rerun's set that links to it is named, so that no one reads it as the published set's."""
-    from mddbench.merge import audits_of_other_files
-    from mddbench.privacy_store import PrivacyStore
-    from mddbench.results import record_id
-
+    from mddbench.results.merge import audits_of_other_files
+    from mddbench.results.privacy_store import PrivacyStore
     published = PrivacyStore(tmp_path / "published" / "results.sqlite")
     published.add({**_record("j1"), "artifact_sha256": "a" * 64})
     published.add({**_record("j2"), "artifact_sha256": "c" * 64})
@@ -372,7 +378,7 @@ def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, cap
     rerun.add({**_record("j1", 0.75), "artifact_sha256": "b" * 64})  # same job, another set and score
 
     def linked(audit_id: str, job: str, sha: str | None) -> dict:
-        return {**_audit(audit_id, job), "eval_record_id": record_id(job, "convnet"), "artifact_sha256": sha}
+        return {**_audit(audit_id, job), "eval_record_id": record_id(jid(job), "convnet"), "artifact_sha256": sha}
 
     rerun.add_privacy(linked("p1", "j1", "b" * 64))  # the rerun's set
     rerun.add_privacy(linked("p2", "j2", "c" * 64))  # the published set itself
@@ -380,9 +386,9 @@ def test_merge_names_audits_of_another_file_than_their_kept_record(tmp_path, cap
     into = tmp_path / "merged"
     assert main(["merge", str(tmp_path / "published"), str(tmp_path / "rerun"), "--into", str(into)]) == 0
     out = capsys.readouterr().out
-    assert [(a["id"], r["job_id"]) for a, r in audits_of_other_files(into)] == [("p1", "j1")]
-    assert "privacy result p1 (random, demo, ipc 1, seed 0) audited another file" in out and "p2 (" not in out
-    kept = PrivacyStore(into / "results.sqlite", create=False).records(job_id="j1")[0]
+    assert [(a["id"], r["job_id"]) for a, r in audits_of_other_files(into)] == [("p1", jid("j1"))]
+    assert "privacy result p1 (random, demo, ipc 1, seed 1) audited another file" in out and "p2 (" not in out
+    kept = PrivacyStore(into / "results.sqlite", create=False).records(job_id=jid("j1"))[0]
     assert kept["metrics"]["test_acc"]["mean"] == 0.5  # the published record stays
 
 

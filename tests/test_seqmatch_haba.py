@@ -8,18 +8,18 @@ import logging
 
 import pytest
 import torch
-
-import mddbench.experts as experts_mod
-import mddbench.methods.seqmatch as seqmatch
-from mddbench.budgets import get_budget
-from mddbench.errors import ConfigError
-from mddbench.evaluate import EvalConfig, train_on_synset
-from mddbench.loop import MetricsLog
-from mddbench.methods.haba import Hallucinators, bases_per_class, hallucinator_values, supcon
-from mddbench.networks import create_network
-from mddbench.registry import METHODS
-from mddbench.synset import SyntheticSet
 from methodkit import distill, falls, load, log_rows, noise_like, small_eval
+
+import mddbench.methods.seqmatch as seqmatch
+import mddbench.trajectory.experts as experts_mod
+from mddbench.api.budgets import get_budget
+from mddbench.api.loop import MetricsLog
+from mddbench.api.synset import SyntheticSet
+from mddbench.errors import ConfigError
+from mddbench.evaluation.protocol import EvalConfig, train_on_synset
+from mddbench.methods.haba import Hallucinators, bases_per_class, hallucinator_values, supcon
+from mddbench.nn.networks import create_network
+from mddbench.registry import METHODS
 
 SEQ_HP = {"iterations": 24, "prev_train_epochs": 10}
 HABA_HP = {"iterations": 30}

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 
-from mddbench.budgets import get_budget
-from mddbench.data import get_spec
+from mddbench.api.budgets import get_budget
+from mddbench.data.dataset import get_spec
 from mddbench.methods.datm import DATM, expert_predictors, pick_correct, soft_label_init, start_window
 from mddbench.methods.ftd import FTD, ema_update
 from mddbench.methods.smdd import SMDD, prune_mask
 from mddbench.registry import METHODS
-from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
 
 # ------------------------------------------------------------------------------------------ SMDD
 E = torch.tensor([0.1, 5.0, 0.3, 2.0, 0.2, 9.0, 0.05, 1.0, 0.4, 0.6])

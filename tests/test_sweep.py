@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from mddbench.results import ResultStore
-from mddbench.runner import Job
-from mddbench.sweep import expand, pending
+from mddbench.results.store import ResultStore
+from mddbench.run.job import Job
+from mddbench.scaleout.sweep import expand, pending
 
 
 def test_expand_gives_real_one_job_per_dataset_and_seed():
@@ -56,8 +56,8 @@ def test_killed_sweep_restarts_without_losing_or_duplicating(tmp_path):
 @pytest.mark.slow
 def test_output_folders_share_one_expert_cache(tmp_path, monkeypatch):
     """Experts built twice are not bit-identical, so runs meant to be compared share one cache."""
-    from mddbench import experts as experts_mod
     from mddbench.cli import main
+    from mddbench.trajectory import experts as experts_mod
 
     cache = tmp_path / "experts"
     args = ["sweep", "--methods", "mtt", "--datasets", "demo", "--ipc", "1", "--budget", "smoke", "--eval-epochs", "1",
@@ -89,7 +89,7 @@ def test_a_work_run_in_this_process_leaves_its_thread_count_as_it_found_it():
     later test ran with two threads, and SeqMatch's stage-2 loss stopped falling on an AVX512 EPYC)."""
     import torch
 
-    from mddbench.sweep import Work, execute
+    from mddbench.scaleout.work import Work, execute
 
     before = torch.get_num_threads()
     result = execute(Work("no job"), "cpu", before + 1)  # no job: it fails, and the failure is a Result

@@ -1,0 +1,1 @@
+"""What records become for readers: leaderboards with their statistics, figures, publishing, `show`."""

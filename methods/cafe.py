@@ -1,4 +1,4 @@
-"""CAFE: Condense dataset by Aligning FEatures (Wang et al., CVPR'22), methods.md 4.4.
+"""CAFE: Condense dataset by Aligning FEatures (Wang et al., CVPR'22), docs/methods.md 4.4.
 
 One iteration of the official ``distill.py``: a fresh random ConvNet, then the dynamic bi-level
 loop. *Outer*: one SGD step on the images (lr_img 0.1, momentum 0.5, halved at 60/80/90% of the

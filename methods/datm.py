@@ -1,4 +1,4 @@
-"""DATM: Difficulty-Aligned Trajectory Matching (Guo et al., ICLR'24), methods.md 4.9.
+"""DATM: Difficulty-Aligned Trajectory Matching (Guo et al., ICLR'24), docs/methods.md 4.9.
 
 MTT on flat (GSAM, FTD-style) experts with four changes, as in the official ``DATM.py``:
 

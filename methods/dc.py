@@ -1,4 +1,4 @@
-"""DC: Dataset Condensation with Gradient Matching (Zhao, Mopuri, Bilen, ICLR'21), methods.md 4.1.
+"""DC: Dataset Condensation with Gradient Matching (Zhao, Mopuri, Bilen, ICLR'21), docs/methods.md 4.1.
 
 Every iteration draws a fresh network. For each of ``outer_loop`` rounds: per class, the gradient
 of the cross-entropy on a real class batch (``batch_real`` images, all of the class if it has

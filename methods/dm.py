@@ -1,4 +1,4 @@
-"""DM: Distribution Matching (Zhao & Bilen, WACV'23), methods.md 4.3.
+"""DM: Distribution Matching (Zhao & Bilen, WACV'23), docs/methods.md 4.3.
 
 Every iteration draws a fresh randomly initialised network (parameters frozen, train mode) and,
 per class, matches the mean embedding (``net.embed``: the features before the classifier) of a

@@ -1,4 +1,4 @@
-"""DSA: Differentiable Siamese Augmentation (Zhao & Bilen, ICML'21), methods.md 4.2 and 2.2.
+"""DSA: Differentiable Siamese Augmentation (Zhao & Bilen, ICML'21), docs/methods.md 4.2 and 2.2.
 
 DC (``methods/dc.py``) with augmentation in two places: in the matching step each class's real
 batch and synthetic batch go through one identical transform (:meth:`mddbench.nn.augment.DSA.pair`:

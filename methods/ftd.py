@@ -1,4 +1,4 @@
-"""FTD: Flat Trajectory Distillation (Du et al., CVPR'23), methods.md 4.8.
+"""FTD: Flat Trajectory Distillation (Du et al., CVPR'23), docs/methods.md 4.8.
 
 MTT on *flat* experts (trained with GSAM, ``expert_alpha`` and ``expert_rho`` from FTD's Table 7;
 see :data:`mddbench.trajectory.experts.FLAT_RECIPE`) plus an exponential moving average of the synthetic

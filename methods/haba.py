@@ -1,4 +1,4 @@
-"""HaBa: Dataset Distillation via Factorization (Liu et al., NeurIPS'22), methods.md 4.7.
+"""HaBa: Dataset Distillation via Factorization (Liu et al., NeurIPS'22), docs/methods.md 4.7.
 
 The set is factorised into *bases* [classes x bases_per_class, c_base, *spatial] and ``n_style``
 *hallucinators* shared across classes. A hallucinator is a conv3 without padding (c_base -> C),

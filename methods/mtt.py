@@ -1,4 +1,4 @@
-"""MTT: Matching Training Trajectories (Cazenavette et al., CVPR'22), methods.md 4.5.
+"""MTT: Matching Training Trajectories (Cazenavette et al., CVPR'22), docs/methods.md 4.5.
 
 Random segment of an SGD expert trajectory, ``syn_steps`` student steps on the synthetic set with
 per-sample DSA and a learned step size, normalised parameter distance. Presets: the official

@@ -1,4 +1,4 @@
-"""PTM: progressive trajectory matching with dynamic overlap mitigation (Yu, Liu, Chen), as spec/ptm.md reads it.
+"""PTM: progressive trajectory matching with dynamic overlap mitigation (Yu, Liu, Chen), as the project's reading of the paper has it (docs/methods.md).
 
 1. Progressive matching (section 3.2): every iteration draws an expert, starts the student at that
    expert's *first* snapshot, unrolls ``t * steps_per_epoch`` steps (capped at ``max_syn_steps``) and

@@ -1,4 +1,4 @@
-"""SeqMatch: Sequential Subset Matching (Du, Shi, Zhou, NeurIPS'23), the MTT variant; methods.md 4.10.
+"""SeqMatch: Sequential Subset Matching (Du, Shi, Zhou, NeurIPS'23), the MTT variant; docs/methods.md 4.10.
 
 The ipc budget is split into K subsets (:func:`split_ipc`, 50 over 3 -> 17/17/16) distilled one after
 another. Stage 1 is MTT on the standard SGD experts. Stage k >= 2 matches *later-stage* experts: each

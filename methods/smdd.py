@@ -1,9 +1,9 @@
-"""SMDD: MTT with pruning of difficult-to-match parameters (Li, Togo, Ogawa, Haseyama), methods.md 4.6.
+"""SMDD: MTT with pruning of difficult-to-match parameters (Li, Togo, Ogawa, Haseyama), docs/methods.md 4.6.
 
 **A reconstruction.** The repository linked as SMDD's code (``Guang000/mtt-distillation``) is an
 unmodified MTT fork with no pruning code, and the method section of the companion paper ("Dataset
 Distillation Using Parameter Pruning", arXiv 2209.14609) could not be checked, so this follows the
-documented reconstruction of methods.md 4.6, not the authors' code:
+documented reconstruction of docs/methods.md 4.6, not the authors' code:
 
 1. run MTT (:mod:`mddbench.trajectory.matching`, the official CIFAR-10 rows by ipc);
 2. after the student unroll, take each parameter's discrepancy ``e_j = (w_N[j] - target[j])^2``;

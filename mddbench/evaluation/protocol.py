@@ -1,6 +1,6 @@
 """Evaluation protocol v1: train fresh networks on a synthetic set, test them on the real test split.
 
-benchmark.md's protocol: ``n_models`` freshly initialised networks, ``epochs`` passes over the set,
+the benchmark's protocol (docs/methods.md): ``n_models`` freshly initialised networks, ``epochs`` passes over the set,
 SGD (momentum 0.9, weight decay 5e-4) at the set's learned step size (0.01 otherwise), lr x0.1 at
 half time with the optimiser re-created as in the official code, batch 256, DSA augmentation,
 hard or soft cross-entropy, and the *final* epoch's network is scored (never the best epoch).

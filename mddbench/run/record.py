@@ -34,7 +34,7 @@ def git_commit() -> str | None:
 
 def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, budget: str,
                 artifact: str | None, job_id: str | None = None) -> dict[str, Any]:
-    """One complete result record (benchmark.md's fields) from a synthetic set's metadata."""
+    """One complete result record (the benchmark's fields) from a synthetic set's metadata."""
     ipc = meta.get("ipc")
     return {
         "job_id": job_id or meta["job_id"], "method": meta["method"], "dataset": spec.name,

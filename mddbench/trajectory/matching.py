@@ -35,7 +35,7 @@ from mddbench.nn.networks import create_network
 from mddbench.nn.unroll import MatchResult, Source, Student, TensorSource, match, param_distance
 from mddbench.trajectory.experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
 
-# CIFAR-10 rows of the official tables (methods.md 4.5), the transfer the spec recommends for data
+# CIFAR-10 rows of the official tables (docs/methods.md 4.5), the transfer the spec recommends for data
 # without published values, ZCA off as in the medical precedent (HoP-TM).
 MTT_IPC1 = dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01)
 MTT_IPC10 = dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.001)

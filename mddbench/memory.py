@@ -153,16 +153,18 @@ def per_item_bytes(net: torch.nn.Module, sample: torch.Tensor, forward: Callable
     return _per_item[key]
 
 
-def micro_batch(net: torch.nn.Module, sample: torch.Tensor, purpose: str, forward: Callable | None = None) -> int:
+def micro_batch(net: torch.nn.Module, sample: torch.Tensor, purpose: str, forward: Callable | None = None,
+                graphs: int = 1) -> int:
     """How many items of ``sample``'s shape one pass of ``net`` may take at once (at least 1).
 
     A network with BatchNorm gets no limit (its batch statistics need the whole batch); ``purpose``
-    names the loop in the run's record (:func:`chosen`).
+    names the loop in the run's record (:func:`chosen`); ``graphs``: how many forward passes' worth a
+    pass keeps (a recomputed unroll step: its forward, its gradient's graph and the double backward).
     """
     if _has_batchnorm(net):
         _chosen[purpose] = "whole batch (BatchNorm)"
         return 1 << 62
-    size = max(1, int(budget_bytes(sample.device) // (2 * per_item_bytes(net, sample, forward))))
+    size = max(1, int(budget_bytes(sample.device) // (2 * graphs * per_item_bytes(net, sample, forward))))
     _chosen[purpose] = min(size, int(_chosen[purpose])) if isinstance(_chosen.get(purpose), int) else size
     return size
 

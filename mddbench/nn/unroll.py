@@ -150,8 +150,10 @@ def _match_constant(student, source, lr, start, target, schedule, generator, aug
         w_req = w.detach().requires_grad_(True)
         with torch.no_grad():
             x, y = _step_batch(source, idx, augment, generator)
-        if micro is None:  # each recomputed step keeps a step's graph and its gradient's (x2)
-            micro = max(1, micro_batch(student.net, x, "unroll") // 2)
+        if micro is None:  # a recomputed step keeps the forward graph, its gradient's graph and the double
+            # backward's buffers: about 4 forwards (counted as 2, MTT and PTM at 112 px ipc 10 peaked at 3.3 and
+            # 3.1 GB, benchmarks/bench_memory.py)
+            micro = micro_batch(student.net, x, "unroll", graphs=4)
         ce, g = torch.zeros(()), torch.zeros_like(w)
         for p in _parts(len(x), micro):  # the mean loss's gradient, part by part (one part: exactly as whole)
             share = (p.stop - p.start) / len(x)

@@ -42,6 +42,7 @@ from mddbench.api.method import Task
 from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE
+from mddbench.memory import micro_batch
 from mddbench.nn.unroll import MatchResult, Student
 from mddbench.registry import register_method
 from mddbench.trajectory.experts import Trajectories
@@ -209,6 +210,9 @@ def expert_predictors(task: Task, experts: Trajectories, batch: int = 256
     student = Student(task.network(generator=torch.Generator()))
 
     def predictor(flat: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: torch.cat([student(flat, x[i:i + batch].to(flat.device)) for i in range(0, len(x), batch)])
+        def predict(x: torch.Tensor) -> torch.Tensor:  # at most ``batch``, fewer where the memory budget says so
+            size = min(batch, micro_batch(student.net, x[:2].to(flat.device), "predict"))
+            return torch.cat([student(flat, x[i:i + size].to(flat.device)) for i in range(0, len(x), size)])
+        return predict
 
     return [predictor(experts.final(e).to(task.device)) for e in range(len(experts))]

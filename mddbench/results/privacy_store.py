@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mddbench.results.jsonl import read_jsonl, require_fields
-from mddbench.results.kind import RecordKind, read_rows
+from mddbench.results.jsonl import require_fields
+from mddbench.results.kind import RecordKind, read_export, read_rows
 from mddbench.results.store import ResultStore
 
 EXPORT_FILENAME = "privacy.jsonl"
@@ -63,7 +63,7 @@ class PrivacyStore(ResultStore):
 
 
 def read_privacy_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    return read_jsonl(path, validate_privacy, PRIVACY.what)
+    return read_export(path, PRIVACY)
 
 
 def privacy_for_leaderboard(store_path: Path, records_file: str | None) -> list[dict[str, Any]]:

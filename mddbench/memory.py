@@ -131,7 +131,8 @@ def budget_mib(device: torch.device | str = "cpu") -> float:
     return round(budget_bytes(device) / 2**20, 1)
 
 
-def _has_batchnorm(net: torch.nn.Module) -> bool:
+def has_batchnorm(net: torch.nn.Module) -> bool:
+    """Whether ``net`` normalises over its batch (its statistics need whole batches)."""
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
@@ -161,7 +162,7 @@ def micro_batch(net: torch.nn.Module, sample: torch.Tensor, purpose: str, forwar
     names the loop in the run's record (:func:`chosen`); ``graphs``: how many forward passes' worth a
     pass keeps (a recomputed unroll step: its forward, its gradient's graph and the double backward).
     """
-    if _has_batchnorm(net):
+    if has_batchnorm(net):
         _chosen[purpose] = "whole batch (BatchNorm)"
         return 1 << 62
     size = max(1, int(budget_bytes(sample.device) // (2 * graphs * per_item_bytes(net, sample, forward))))

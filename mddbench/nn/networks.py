@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mddbench.errors import ConfigError
+from mddbench.memory import has_batchnorm  # noqa: F401  (networks' callers ask here)
 from mddbench.registry import NETWORKS, register_network
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -222,6 +223,3 @@ def create_network(name: str, channels: int, n_classes: int, size: int, dims: in
 def flat_parameters(net: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
 
-
-def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())

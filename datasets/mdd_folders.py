@@ -94,12 +94,28 @@ def _image_files(folder: Path, suffixes=IMAGE_SUFFIXES, exclude: Callable[[Path]
                   if p.suffix.lower() in suffixes and p.is_file() and not exclude(p.relative_to(folder)))
 
 
+# files an operating system leaves in a folder, never data: ignored, not reported as stray
+SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def _stray_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` that are neither images nor system or hidden files (sorted)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+                  and p.name not in SYSTEM_FILES and not p.name.startswith("."))
+
+
 def _class_folders(exclude: Callable[[Path], bool]) -> Callable[[Path, tuple[str, ...]], Listing]:
     """Lister for archives with one folder per class."""
 
     def list_images(folder: Path, classes: tuple[str, ...]) -> Listing:
         files, labels = [], []
         for c, name in enumerate(classes):
+            stray = _stray_files(folder / name)
+            if stray:
+                shown = ", ".join(str(p.relative_to(folder)) for p in stray[:5])
+                raise DataError(f"{len(stray)} file(s) in {folder / name} are not images ({', '.join(IMAGE_SUFFIXES)}): "
+                                f"{shown}{' ...' if len(stray) > 5 else ''}; move them out of the class folder "
+                                "(a file there is either an image of that class or a mask)")
             found = _image_files(folder / name, exclude=exclude)
             if not found:
                 raise DataError(f"class folder {folder / name} holds no images")
@@ -244,6 +260,14 @@ def _load(spec: DatasetSpec, root: Path, offline: bool) -> RawArrays:
     candidates = [root / f for f in layout.folders]
     source = next((d for d in candidates if layout.is_archive(d)), None)
     if source is None:
+        partial = next((d for d in candidates if d.is_dir() and layout.classes
+                        and any((d / c).is_dir() for c in layout.classes)), None)
+        if partial is not None and not all((partial / c).is_dir() for c in layout.classes):
+            missing = [c for c in layout.classes if not (partial / c).is_dir()]
+            raise DataError(f"{spec.name}: {partial} holds some of the class folders but not "
+                            f"{', '.join(repr(m) for m in missing)}; expected layout: {layout.expected}. "
+                            "Unpack the whole archive there (a class cannot be left out: the split and the "
+                            "labels depend on all of them).")
         raise DataError(
             f"{spec.name} ({spec.title}): neither the cache {npz} nor the unpacked archive was found.\n"
             f"  Searched: {', '.join(str(d) for d in candidates)}\n"

@@ -371,3 +371,76 @@ def test_genuine_ham_files_filtered_to_those_present(tmp_path):
     assert (tmp_path / "skin-ham_112.npz").is_file()
     _, again = _load("skin-ham", tmp_path)  # from the 112 px cache
     assert all(np.array_equal(again.images[s], raw.images[s]) for s in SPLITS)
+
+
+# ------------------------------------------------------------------------------- genuine BUSI files
+BUSI_SAMPLE = SHARED_DATA / "busi_sample" / "Dataset_BUSI_with_GT"
+needs_busi = pytest.mark.skipif(not BUSI_SAMPLE.is_dir(), reason=f"genuine BUSI sample not found at {BUSI_SAMPLE}")
+
+
+@pytest.fixture
+def busi_copy(tmp_path):
+    """A writable copy of the genuine BUSI sample (26 images, 29 masks) under tmp_path/Dataset_BUSI_with_GT."""
+    import shutil
+    shutil.copytree(BUSI_SAMPLE, tmp_path / "Dataset_BUSI_with_GT")
+    return tmp_path
+
+
+@needs_busi
+def test_genuine_busi_sample_masks_labels_split_and_cache(busi_copy, monkeypatch):
+    root = busi_copy / "Dataset_BUSI_with_GT"
+    images = {c: sorted(p.name for p in (root / c).iterdir() if "_mask" not in p.name) for c in mf.BUSI_CLASSES}
+    masks = [p for p in root.rglob("*.png") if "_mask" in p.name]
+    assert [len(images[c]) for c in mf.BUSI_CLASSES] == [9, 9, 8] and len(masks) == 29
+    assert any(p.stem.endswith("_mask_1") for p in masks)  # the extra masks are in the sample
+    (root / "benign" / "benign (1)_mask_2.png").write_bytes((root / "benign" / "benign (1)_mask.png").read_bytes())
+
+    files, labels, groups = mf.LAYOUTS["breast-uls"].list_images(root, mf.BUSI_CLASSES)
+    assert groups is None
+    assert sorted(p.name for p in files) == sorted(n for c in mf.BUSI_CLASSES for n in images[c])  # no mask got in
+    for path, y in zip(files, labels):
+        assert path.parent.name == mf.BUSI_CLASSES[y]  # the label is the class folder
+
+    spec, built = _load("breast-uls", busi_copy)
+    counts = json.loads((busi_copy / "breast-uls_112.json").read_text())["counts"]
+    # stratified 70/10/20 per class with seed 0: each class's share of every split is its rounded share
+    for c, name in enumerate(mf.BUSI_CLASSES):
+        per_split = {s: counts[s][name] for s in SPLITS}
+        assert sum(per_split.values()) == len(images[name])
+        assert per_split == {s: int((built.labels[s] == c).sum()) for s in SPLITS}
+        assert abs(per_split["train"] - 0.7 * len(images[name])) <= 1
+        assert abs(per_split["test"] - 0.2 * len(images[name])) <= 1
+    assert sum(len(built.labels[s]) for s in SPLITS) == 26
+    assert all(built.images[s].shape[1:] == (112, 112, 3) for s in SPLITS)
+    # masks are binary 0/255; every decoded ultrasound image has a full grey range
+    every = np.concatenate([built.images[s] for s in SPLITS])
+    assert all(len(np.unique(img)) > 50 for img in every)
+
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("the cache must be read without decoding"))
+    _, cached = _load("breast-uls", busi_copy)
+    assert cached.checksum == built.checksum
+    assert all(np.array_equal(cached.images[s], built.images[s]) for s in SPLITS)
+
+
+@needs_busi
+def test_genuine_busi_missing_class_folder_says_which(busi_copy):
+    import shutil
+    shutil.rmtree(busi_copy / "Dataset_BUSI_with_GT" / "malignant")
+    with pytest.raises(DataError, match="'malignant'") as info:
+        _load("breast-uls", busi_copy)
+    assert "Dataset_BUSI_with_GT" in str(info.value)
+    assert not (busi_copy / "breast-uls_112.npz").exists()
+
+
+@needs_busi
+def test_genuine_busi_stray_non_image_file_is_named(busi_copy):
+    folder = busi_copy / "Dataset_BUSI_with_GT" / "normal"
+    (folder / ".DS_Store").write_bytes(b"\0\0")  # system files are ignored
+    (folder / "Thumbs.db").write_bytes(b"\0")
+    (folder / "notes.txt").write_text("reviewed by Dr X")
+    with pytest.raises(DataError, match=r"notes\.txt") as info:
+        _load("breast-uls", busi_copy)
+    assert "not images" in str(info.value) and ".DS_Store" not in str(info.value)
+    (folder / "notes.txt").unlink()
+    _, raw = _load("breast-uls", busi_copy)
+    assert sum(len(raw.labels[s]) for s in SPLITS) == 26

@@ -218,3 +218,29 @@ def in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, micro
     if len(x) <= micro:
         return fn(x)
     return torch.cat([fn(part) for part in x.split(micro)])
+
+
+def backward_through_features(features_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                              loss_of: Callable[[torch.Tensor], torch.Tensor], micro: int) -> torch.Tensor:
+    """``loss_of(features_of(x)).backward()`` within the budget, for a loss that couples the items (a
+    contrastive or pairwise term cannot be split into per-item parts): gradient caching.
+
+    With more than ``micro`` items the features are computed without a graph in chunks, the loss and its
+    gradient with respect to them once, then each chunk's features again with its graph, backpropagating
+    that chunk's share of the gradient. The gradients equal the whole batch's up to float summation order
+    (``features_of`` must treat items independently: no BatchNorm, no dropout). Gradients reach ``x``'s own
+    graph where it has one. Returns the loss (detached)."""
+    if len(x) <= micro:
+        loss = loss_of(features_of(x))
+        loss.backward()
+        return loss.detach()
+    with torch.no_grad():
+        cached = torch.cat([features_of(part) for part in x.split(micro)])
+    cached.requires_grad_(True)
+    loss = loss_of(cached)
+    loss.backward()  # the loss's own parameters (e.g. a classifier head) get their gradients here
+    grads = cached.grad
+    parts = list(zip(x.split(micro), grads.split(micro)))
+    for i, (part, grad) in enumerate(parts):
+        features_of(part).backward(grad, retain_graph=x.requires_grad and i < len(parts) - 1)
+    return loss.detach()

@@ -48,6 +48,7 @@ from mddbench.api.method import Task
 from mddbench.api.synset import SyntheticSet, register_renderer
 from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
+from mddbench.memory import backward_through_features, micro_batch
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
 from mddbench.nn.losses import cross_entropy
 from mddbench.nn.networks import init_parameters
@@ -295,15 +296,23 @@ class HaBa(TrajectoryMatching):
         hp, extractor = task.hp, state["extractor"]
         with torch.no_grad():
             x, y = self.rendered_pair(task, state)
-        embed = extractor.embed(x)
-        cls = cross_entropy(extractor.classifier(embed), y.repeat(2))
-        likeli = ((1 - pair_cosine(embed)) / 2).mean()
-        contrast = supcon(embed, y, hp["temperature"], hp["temperature"])
-        loss = hp["lambda_cls"] * cls + hp["lambda_likeli"] * likeli + hp["lambda_contrast"] * contrast
+        parts: dict[str, torch.Tensor] = {}
+
+        def loss_of(embed: torch.Tensor) -> torch.Tensor:
+            parts["cls"] = cross_entropy(extractor.classifier(embed), y.repeat(2))
+            likeli = ((1 - pair_cosine(embed)) / 2).mean()
+            contrast = supcon(embed, y, hp["temperature"], hp["temperature"])
+            return hp["lambda_cls"] * parts["cls"] + hp["lambda_likeli"] * likeli + hp["lambda_contrast"] * contrast
+
         state["extractor_opt"].zero_grad(set_to_none=True)
-        loss.backward()
+        # the contrastive loss couples the whole minibatch: gradient caching bounds the extractor's graph
+        loss = backward_through_features(extractor.embed, x, loss_of, self._micro(task, extractor, x, "haba extractor"))
         state["extractor_opt"].step()
-        return {"extractor_loss": float(loss.detach()), "extractor_ce": float(cls.detach())}
+        return {"extractor_loss": float(loss), "extractor_ce": float(parts["cls"].detach())}
+
+    @staticmethod
+    def _micro(task: Task, extractor: nn.Module, x: torch.Tensor, purpose: str) -> int:
+        return micro_batch(extractor, x, purpose, forward=extractor.embed)
 
     def source(self, task: Task, state: dict) -> HabaSource:
         return HabaSource(state["images"], state["labels"], state["hallucinators"])
@@ -311,8 +320,15 @@ class HaBa(TrajectoryMatching):
     def extra_loss(self, task: Task, state: dict) -> tuple[torch.Tensor, float, dict[str, Any]]:
         """The club term on a fresh rendered pair (lambda_club inside, so the logged value is the term's)."""
         x, _ = self.rendered_pair(task, state)
-        club = task.hp["lambda_club"] * ((pair_cosine(state["extractor"].embed(x)) + 1) / 2).mean()
-        return club, 1.0, {"club": float(club.detach())}
+        extractor = state["extractor"]
+
+        def club_of(embed: torch.Tensor) -> torch.Tensor:
+            return task.hp["lambda_club"] * ((pair_cosine(embed) + 1) / 2).mean()
+
+        # backpropagated here, in chunks (gradient caching), into the bases and hallucinators through x; the
+        # extractor's gradients from it are dropped, as before (its optimiser zeroes them before its own step)
+        club = backward_through_features(extractor.embed, x, club_of, self._micro(task, extractor, x, "haba club"))
+        return club, 1.0, {"club": float(club)}
 
     def after_step(self, task: Task, state: dict, step: Step) -> dict[str, Any]:
         with torch.no_grad():

@@ -214,3 +214,29 @@ def test_a_constant_memory_unroll_in_micro_batches_equals_the_whole_batch(budget
     assert loss_a == pytest.approx(loss_b, rel=1e-5) and ce_a == pytest.approx(ce_b, rel=1e-5)
     assert torch.allclose(g_a, g_b, rtol=1e-4, atol=1e-7) and g_a.abs().sum() > 0
     assert torch.allclose(lr_a, lr_b, rtol=1e-4)
+
+
+def test_gradient_caching_equals_the_whole_batch_for_a_coupled_loss():
+    """HaBa's contrastive extractor loss and its club term couple every item: their gradients, computed with
+    cached features in chunks of 3, equal one whole pass's, for the network and through x's own graph."""
+    from mddbench.methods.haba import pair_cosine, supcon
+    net = _net(seed=3)
+    leaf = torch.randn(10, 3, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 0])
+
+    def loss_of(embed):
+        return (torch.nn.functional.cross_entropy(net.classifier(embed), y.repeat(2))
+                + ((1 - pair_cosine(embed)) / 2).mean() + supcon(embed, y, 0.07, 0.07))
+
+    grads = []
+    for micro in (100, 3):
+        net.zero_grad(set_to_none=True)
+        leaf.grad = None
+        x = torch.tanh(leaf) * 2  # a graph to a leaf, as a rendering has to the bases
+        loss = memory.backward_through_features(net.embed, x, loss_of, micro)
+        grads.append((loss, [p.grad.clone() for p in net.parameters()], leaf.grad.clone()))
+    (whole_loss, whole_params, whole_x), (loss, params, gx) = grads
+    assert torch.allclose(loss, whole_loss, atol=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(params, whole_params))
+    assert torch.allclose(gx, whole_x, rtol=1e-4, atol=1e-7) and gx.abs().sum() > 0
+    assert all(p.abs().sum() > 0 for p in whole_params[-2:])  # the classifier got its share too

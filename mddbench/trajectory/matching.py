@@ -224,7 +224,8 @@ class TrajectoryMatching(Method):
     def extra_loss(self, task: Task, state: dict) -> tuple[torch.Tensor | None, float, dict[str, Any]]:
         """``(term, weight, metrics)``: a term computed after the unroll and backpropagated as ``weight * term``
         before the optimisers step (None: nothing added), and what to log about it. ``weight * term`` is
-        added to the logged ``loss``."""
+        added to the logged ``loss``. A term without a graph was backpropagated by the method itself (HaBa's,
+        in chunks) and is only logged."""
         return None, 0.0, {}
 
     def accept(self, task: Task, state: dict, result: MatchResult) -> bool:
@@ -273,7 +274,7 @@ class TrajectoryMatching(Method):
                     memory=task.hp["unroll_memory"], mask=self.mask(task, state, start, target), weight=weight,
                     loss_fn=self.loss_fn(task, state))
         term, term_weight, extra = self.extra_loss(task, state)
-        if term is not None:
+        if term is not None and term.requires_grad:
             (term_weight * term).backward()
         stepped = self.accept(task, state, res)
         if stepped:

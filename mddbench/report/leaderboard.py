@@ -356,7 +356,7 @@ def leaderboard_tables(records: Iterable[Record], paper_csv: str | os.PathLike[s
             make: Callable[..., pd.DataFrame], *args, **kwargs) -> None:
         def frame(kind: str) -> pd.DataFrame:
             return make(*args, **kwargs, bold=kind == "md", as_cells=kind == "cells")
-        tables.append(Table(stem, title, tuple(notes), tuple(behind), tuple(failed), frame))
+        tables.append(Table(stem, title, tuple(notes), tuple(behind), tuple(failed), frame, suffix))
 
     # a scope or a 3D table that only failures hold (every job diverged) is written too, its cells saying so
     scopes = sorted({(r["protocol"], budget_label(r)) for r in [*records, *lost_all]})

@@ -125,9 +125,9 @@ def privacy_tables(records: Iterable[Record]) -> list[Table]:
     for version, budget in scopes:
         recs = [r for r in records if (r["privacy_version"], budget_label(r)) == (version, budget)]
         df = privacy_table(recs)
-        tables.append(Table(f"privacy_{version}_{budget}" if several else f"privacy_{budget}",
-                            f"Privacy audit ({version}, budget `{budget}`)", tuple(NOTES), tuple(recs), (),
-                            lambda kind, df=df: df))
+        scope = f"{version}_{budget}" if several else budget
+        tables.append(Table(f"privacy_{scope}", f"Privacy audit ({version}, budget `{budget}`)", tuple(NOTES),
+                            tuple(recs), (), lambda kind, df=df: df, scope))
     return tables
 
 

@@ -22,3 +22,4 @@ class Table:
     records: tuple[Record, ...]
     failures: tuple[Record, ...]
     frame: Callable[[Rendering], pd.DataFrame]  # a table without Cell objects gives its text for "cells"
+    scope: str = ""  # the budget (and protocol, privacy version) its stem names: "quick_v4"; "" for one over all

@@ -119,7 +119,7 @@ class Renderer:
         stat = cell.stat
         value = round(stat.mean, 2) if stat.n and math.isfinite(stat.mean) else None
         classes = ["best"] if cell.best else ["tie"] if cell.tie else []
-        mark = f'<span class="mark" title="tied with the column\'s best">{TIE}</span> ' if cell.tie else ""
+        mark = f'<span class="mark" title="tied with the column\'s best">{TIE}</span>&nbsp;' if cell.tie else ""
         ci = stat.interval
         extra = (f"[{ci[0]:.1f}, {ci[1]:.1f}] · " if ci else "") + count(len(stat.seeds), "seed") if stat.n else ""
         thumb, found = self._thumb(cell)

@@ -223,6 +223,28 @@ def cmd_leaderboard(args) -> None:
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
 
 
+def cmd_web(args) -> None:
+    from mddbench.atomic import ensure_writable
+    from mddbench.report.publish import read_records
+    from mddbench.report.web import write_web
+    from mddbench.results.failures import failures_of
+    from mddbench.results.privacy_store import privacy_for_leaderboard
+    from mddbench.results.store import ResultStore
+
+    if Path(args.to).exists() and not Path(args.to).is_dir():
+        raise ConfigError(f"--to {args.to} is a file; name a folder for the web page")
+    store_path = Path(args.results) / "results.sqlite"
+    if args.records:
+        records = read_records(args.records)
+    else:
+        records = ResultStore(store_path, create=False).records()
+    sets = args.sets or (Path(args.records).parent if args.records else Path(args.results))
+    ensure_writable(Path(args.to), "--to")
+    paths = write_web(records, args.to, privacy_for_leaderboard(store_path, args.records),
+                      failures_of(args.records or store_path), sets_root=sets)
+    print(f"{len(records)} records -> {paths[0]} ({len(paths) - 1} set thumbnails; open it in a browser)")
+
+
 def cmd_sweep(args) -> None:
     from mddbench.scaleout.sweep import expand, run_sweep
 
@@ -454,6 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", help="a records.jsonl export to render instead of the store")
     p.add_argument("--to", default="leaderboards", help="output folder (default: leaderboards)")
     p.set_defaults(fn=cmd_leaderboard)
+
+    p = sub.add_parser("web", help="render the leaderboards as one static web page (index.html + thumbs/)")
+    p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
+    p.add_argument("--records", help="a records.jsonl export to render instead of the store (its privacy.jsonl and "
+                                     "failures.jsonl beside it are read too)")
+    p.add_argument("--sets", help="the folder the records' set paths (artifact) start from, for the thumbnails "
+                                  "(default: the --results folder, or the folder of --records)")
+    p.add_argument("--to", default=f"{DEFAULT_OUT}/web", help=f"output folder (default: {DEFAULT_OUT}/web)")
+    p.set_defaults(fn=cmd_web)
 
     p = sub.add_parser("sweep", help="run a grid of jobs (skips finished ones; safe to kill and restart)")
     p.add_argument("--methods", nargs="+", required=True)

@@ -1,5 +1,6 @@
 """One table cell: its records pooled into a :class:`Stat` (mean, spread, seeds, what diverged or was
-lost) and the text a table shows for it."""
+lost), the text a table shows for it, and a :class:`Cell` (the stat with its column's verdict and the records
+behind it: what the web page renders)."""
 from __future__ import annotations
 
 import math
@@ -125,3 +126,19 @@ def format_cell(stat: Stat | None, bold: bool = False, tie: bool = False, interv
     ci = f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""
     seeds = f", {count(len(stat.seeds), 'seed')}"
     return f"{pm}{ci} (n={stat.n}{seeds}{diverged}{lost}{never_updated_note(stat)})"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A leaderboard cell with everything its renderings need: the pooled ``stat`` (None: an empty cell), the
+    column's verdict on it (``best``: significantly best, ``tie``: the best or not significantly below it), the
+    ``records`` (and failures) it pools, and ``note``, what they share beyond the row (a time budget)."""
+    stat: Stat | None
+    best: bool = False
+    tie: bool = False
+    records: tuple[Record, ...] = ()
+    note: str = ""
+
+    def text(self, marked: bool = False) -> str:
+        """The CSV's text, or (``marked``) the markdown's: interval, **best** or the tie mark."""
+        return format_cell(self.stat, marked and self.best, marked and self.tie, interval=marked) + self.note

@@ -21,7 +21,7 @@ from mddbench.api.budgets import budget_label, record_budget_version
 from mddbench.atomic import write_text
 from mddbench.data.class_balance import majority_dominated, majority_share
 from mddbench.errors import ConfigError
-from mddbench.report.cells import TIE, Record, cell_stat, format_cell, format_pm, pool
+from mddbench.report.cells import TIE, Cell, Record, cell_stat, format_cell, format_pm, pool
 from mddbench.report.keys import (
     ColKey,
     RowKey,
@@ -40,6 +40,7 @@ from mddbench.report.keys import (
 from mddbench.report.markdown import to_markdown
 from mddbench.report.privacy_leaderboard import write_privacy_leaderboard
 from mddbench.report.significance import ALPHA, LEVEL, verdict, welch_p
+from mddbench.report.table import Table
 from mddbench.results.store import METRIC_NAMES
 
 PAPER_RESULTS = Path(__file__).parents[1] / "paper_results.csv"
@@ -90,13 +91,15 @@ def _cells(records: list[Record], row_of: Callable[[Record], RowKey] = row_key
 
 def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
            row_of: Callable[[Record], RowKey] = row_key,
-           note_of: Callable[[list[Record]], str] = lambda recs: "", lost: Sequence[Record] = ()) -> pd.DataFrame:
+           note_of: Callable[[list[Record]], str] = lambda recs: "", lost: Sequence[Record] = (),
+           as_cells: bool = False) -> pd.DataFrame:
     """Rows = (method, label type, variant), columns = (dataset, ipc, eval model); ipc "full" spreads.
 
     ``note_of`` appends to a cell what its records share beyond the row (the variants table: time budgets).
     ``bold`` renders for markdown: intervals, and the column's verdict (bold, or ``≈`` on tied cells).
     ``lost``: failures (:func:`mddbench.results.failures.lost`) of the same scope; each cell says how many of its
     seeds they took, and a row or column only they hold appears too.
+    ``as_cells``: each cell a :class:`~mddbench.report.cells.Cell` (stat, verdict, records) instead of its text.
     """
     cols, cells = _cells([*records, *lost], row_of)
     stats = {k: cell_stat(v, metric) for k, v in cells.items()}
@@ -106,9 +109,12 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
     verdicts = {c: verdict({row: round(s.mean, 2) for (row, col), s in contenders.items() if col == c},
                            {row: s.seeds for (row, col), s in contenders.items() if col == c}) for c in cols}
     rows = sorted({row_of(r) for r in [*records, *lost]}, key=row_order)
-    data = [[format_cell(stats.get((row, c)), bold and verdicts[c].significant and verdicts[c].best == row,
-                   bold and row in verdicts[c].tied, interval=bold)
-             + note_of(cells.get((row, c), [])) for c in cols] for row in rows]
+    def cell(row: RowKey, c: ColKey) -> Cell:
+        held = cells.get((row, c), [])
+        return Cell(stats.get((row, c)), verdicts[c].significant and verdicts[c].best == row, row in verdicts[c].tied,
+                    tuple(held), note_of(held))
+
+    data = [[cell(row, c) if as_cells else cell(row, c).text(bold) for c in cols] for row in rows]
     index = pd.Index([row_label(row) for row in rows], name="method")
     return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
 
@@ -154,7 +160,7 @@ def _lost_in_scope(lost: Iterable[Record], records: Sequence[Record], budget: st
 
 def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
                budget: str | None = None, protocol: str | None = None, bold: bool = False,
-               balanced_beside: bool = False, lost: Iterable[Record] = ()) -> pd.DataFrame:
+               balanced_beside: bool = False, lost: Iterable[Record] = (), as_cells: bool = False) -> pd.DataFrame:
     """The paper's layout: rows = methods, columns = "<dataset> ipc<k>", cells "mean ± std (n=N)".
 
     ``bold`` renders for markdown: the 95 % interval over seeds in each cell, the column's best in
@@ -162,14 +168,16 @@ def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: 
     ``balanced_beside``: after each column of a dataset whose test majority class exceeds half the test
     split, the same column in balanced accuracy ("... bal. acc").
     ``lost``: failures (:func:`mddbench.results.failures.lost`); the cells say which seeds they took.
+    ``as_cells``: :class:`~mddbench.report.cells.Cell` objects instead of text (the web page's).
     """
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
     lost = [f for f in _lost_in_scope(lost, records, budget, protocol) if f["eval_model"] == eval_model]
-    table = _pivot(records, metric, lambda c: f"{c[0]} {ipc_label(c[1])}", bold, lost=lost)
+    table = _pivot(records, metric, lambda c: f"{c[0]} {ipc_label(c[1])}", bold, lost=lost, as_cells=as_cells)
     if (not balanced_beside or metric == "balanced_acc"
             or not any(majority_dominated(r["dataset"]) for r in [*records, *lost])):
         return table
-    balanced = _pivot(records, "balanced_acc", lambda c: f"{c[0]} {ipc_label(c[1])} bal. acc", bold, lost=lost)
+    balanced = _pivot(records, "balanced_acc", lambda c: f"{c[0]} {ipc_label(c[1])} bal. acc", bold, lost=lost,
+                      as_cells=as_cells)
     columns = []
     for acc, bal in zip(table.columns, balanced.columns):
         columns.append(table[acc])
@@ -180,7 +188,7 @@ def main_table(records: Iterable[Record], metric: str = "test_acc", eval_model: 
 
 def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_model: str = "convnet",
                    budget: str | None = None, protocol: str | None = None, bold: bool = False,
-                   lost: Iterable[Record] = ()) -> pd.DataFrame:
+                   lost: Iterable[Record] = (), as_cells: bool = False) -> pd.DataFrame:
     """Variant runs (ablations, time budgets) beside the default runs of the same methods, in the
     (dataset, ipc) cells where variants exist. A time-budgeted row names each cell's budget in the cell."""
     records = [r for r in _scope(records, metric, budget, protocol) if r["eval_model"] == eval_model]
@@ -190,21 +198,22 @@ def variants_table(records: Iterable[Record], metric: str = "test_acc", eval_mod
     shown = lambda r: (r["dataset"], r["ipc"]) in cells and (variant(r) or r["method"] in methods  # noqa: E731
                                                               or r["method"] == "random")
     return _pivot([r for r in records if shown(r)], metric, lambda c: f"{c[0]} {ipc_label(c[1])}", bold,
-                  row_key_any_time, time_budgets, [f for f in lost if shown(f)])
+                  row_key_any_time, time_budgets, [f for f in lost if shown(f)], as_cells)
 
 
 def cross_arch_table(records: Iterable[Record], ipc: int | None = 2, metric: str = "test_acc",
                      budget: str | None = None, protocol: str | None = None, bold: bool = False,
-                     lost: Iterable[Record] = ()) -> pd.DataFrame:
+                     lost: Iterable[Record] = (), as_cells: bool = False) -> pd.DataFrame:
     """Rows = methods, columns = "<dataset> <eval model>" at one ipc (all ipcs, labelled, if None)."""
     records = _scope(records, metric, budget, protocol)
     lost = _lost_in_scope(lost, records, budget, protocol)
     if ipc is None:
-        return _pivot(records, metric, lambda c: f"{c[0]} {ipc_label(c[1])} {c[2]}", bold, lost=lost)
+        return _pivot(records, metric, lambda c: f"{c[0]} {ipc_label(c[1])} {c[2]}", bold, lost=lost,
+                      as_cells=as_cells)
     datasets = {r["dataset"] for r in [*records, *lost] if r["ipc"] == ipc}
     shown = lambda r: r["dataset"] in datasets and r["ipc"] in (ipc, "full")  # noqa: E731
     return _pivot([r for r in records if shown(r)], metric, lambda c: f"{c[0]} {c[2]}", bold,
-                  lost=[f for f in lost if shown(f)])
+                  lost=[f for f in lost if shown(f)], as_cells=as_cells)
 
 
 def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
@@ -285,11 +294,12 @@ def _write(path: Path, text: str) -> Path:
     return write_text(path, text, newline="\n")
 
 
-def _write_table(out_dir: Path, stem: str, csv_df: pd.DataFrame, md_df: pd.DataFrame,
-                 title: str, notes: Sequence[str], records: Sequence[Record],
-                 failures: Sequence[Record] = ()) -> list[Path]:
-    return [_write(out_dir / f"{stem}.csv", csv_df.to_csv(lineterminator="\n", index=csv_df.index.name is not None)),
-            _write(out_dir / f"{stem}.md", to_markdown(md_df, title, notes, records, failures))]
+def _write_table(out_dir: Path, table: Table) -> list[Path]:
+    csv_df = table.frame("csv")
+    return [_write(out_dir / f"{table.stem}.csv",
+                   csv_df.to_csv(lineterminator="\n", index=csv_df.index.name is not None)),
+            _write(out_dir / f"{table.stem}.md",
+                   to_markdown(table.frame("md"), table.title, table.notes, table.records, table.failures))]
 
 
 def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) -> list[str]:
@@ -331,18 +341,23 @@ def _budget_note(budgets: list[str]) -> str:
     return note
 
 
-def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str],
-                       paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
-                       privacy: Iterable[Record] = (), failures: Iterable[Record] = ()) -> list[Path]:
-    """Write every leaderboard (CSV + markdown) for ``records`` (and ``privacy`` results, if any)
-    into ``out_dir``, the cells marking the seeds ``failures`` took; return the paths."""
+def leaderboard_tables(records: Iterable[Record], paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
+                       failures: Iterable[Record] = ()) -> list[Table]:
+    """Every accuracy table of ``records`` (the cells marking the seeds ``failures`` took), in the files' order:
+    per scope (protocol, budget) the main tables (2D, then 3D; accuracy and balanced accuracy), the variants and
+    the cross-architecture table, then reported vs reproduced."""
     from mddbench.results.failures import lost as still_lost
 
     records = sorted(records, key=record_order)
     lost_all = still_lost(failures, records)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
+    tables: list[Table] = []
+
+    def add(stem: str, title: str, notes: list[str], behind: Sequence[Record], failed: Sequence[Record],
+            make: Callable[..., pd.DataFrame], *args, **kwargs) -> None:
+        def frame(kind: str) -> pd.DataFrame:
+            return make(*args, **kwargs, bold=kind == "md", as_cells=kind == "cells")
+        tables.append(Table(stem, title, tuple(notes), tuple(behind), tuple(failed), frame, suffix))
+
     # a scope or a 3D table that only failures hold (every job diverged) is written too, its cells saying so
     scopes = sorted({(r["protocol"], budget_label(r)) for r in [*records, *lost_all]})
     several_protocols = len({p for p, _ in scopes}) > 1
@@ -361,51 +376,52 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
             for metric, stem in (("test_acc", f"main_{suffix}{kind}"),
                                  ("balanced_acc", f"main_{suffix}{kind}_balanced_acc")):
                 beside = metric == "test_acc"
-                paths += _write_table(out, stem, main_table(used, metric, budget=budget, protocol=protocol,
-                                                            balanced_beside=beside, lost=lost_here),
-                                      main_table(used, metric, budget=budget, protocol=protocol, bold=True,
-                                                 balanced_beside=beside, lost=lost_here),
-                                      f"Main leaderboard{title}: {METRIC_LABELS[metric]} (%), ConvNet",
-                                      _cell_notes(protocol, budget, "evaluated on ConvNet", version)
-                                      + (_balanced_note([*used, *lost_here]) if beside else []), used, lost_here)
+                add(stem, f"Main leaderboard{title}: {METRIC_LABELS[metric]} (%), ConvNet",
+                      _cell_notes(protocol, budget, "evaluated on ConvNet", version)
+                      + (_balanced_note([*used, *lost_here]) if beside else []), used, lost_here,
+                      main_table, used, metric, budget=budget, protocol=protocol, balanced_beside=beside,
+                      lost=lost_here)
         varied = [r for r in recs if r["eval_model"] == "convnet"]
         if any(variant(r) for r in [*varied, *(f for f in lost if f["eval_model"] == "convnet")]):
             for metric, stem in (("test_acc", f"variants_{suffix}"),
                                  ("balanced_acc", f"variants_{suffix}_balanced_acc")):
-                paths += _write_table(out, stem, variants_table(varied, metric, budget=budget, protocol=protocol,
-                                                                lost=lost),
-                                      variants_table(varied, metric, budget=budget, protocol=protocol, bold=True,
-                                                     lost=lost),
-                                      f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
-                                      _cell_notes(protocol, budget, "rows in [brackets] are runs with the "
-                                                  "hyperparameter overrides or distillation time budget shown",
-                                                  version),
-                                      [r for r in varied if variant(r)],
-                                      [f for f in lost if f["eval_model"] == "convnet" and variant(f)])
+                add(stem, f"Variants (ablations, time budgets): {METRIC_LABELS[metric]} (%), ConvNet",
+                      _cell_notes(protocol, budget, "rows in [brackets] are runs with the hyperparameter overrides "
+                                  "or distillation time budget shown", version),
+                      [r for r in varied if variant(r)], [f for f in lost if f["eval_model"] == "convnet" and variant(f)],
+                      variants_table, varied, metric, budget=budget, protocol=protocol, lost=lost)
         recs = [r for r in recs if not variant(r)]
         cross = {(r["dataset"], r["ipc"]) for r in [*recs, *lost] if r["eval_model"] != "convnet" and not variant(r)}
         if cross:
             used = [r for r in recs if (r["dataset"], r["ipc"]) in cross
                     or (r["ipc"] == "full" and r["dataset"] in {d for d, _ in cross})]
             lost_here = [f for f in lost if not variant(f) and (f["dataset"], f["ipc"]) in cross]
-            paths += _write_table(out, f"cross_arch_{suffix}",
-                                  cross_arch_table(used, None, budget=budget, protocol=protocol, lost=lost_here),
-                                  cross_arch_table(used, None, budget=budget, protocol=protocol, bold=True,
-                                                   lost=lost_here),
-                                  "Cross-architecture leaderboard: test accuracy (%)",
-                                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks",
-                                              version),
-                                  used, lost_here)
+            add(f"cross_arch_{suffix}", "Cross-architecture leaderboard: test accuracy (%)",
+                  _cell_notes(protocol, budget, "each synthetic set evaluated on several networks", version),
+                  used, lost_here, cross_arch_table, used, None, budget=budget, protocol=protocol, lost=lost_here)
     rvr = reported_vs_reproduced(records, paper_csv, lost=lost_all)
     notes = ["The paper's reported test accuracy (mean ± std in points; the paper writes std as a fraction) "
              "beside ours (mean ± std over pooled per-model values, n models), and ours minus reported.",
              _budget_note(sorted({budget_label(r) for r in records})),
              "Rows with table \"\" are runs the paper does not report."]
-    paths += _write_table(out, "reported_vs_reproduced", rvr, rvr, "Reported vs reproduced", notes, records,
-                          lost_all)
+    tables.append(Table("reported_vs_reproduced", "Reported vs reproduced", tuple(notes), tuple(records),
+                        tuple(lost_all), lambda kind: rvr))
+    return tables
+
+
+def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str],
+                       paper_csv: str | os.PathLike[str] = PAPER_RESULTS,
+                       privacy: Iterable[Record] = (), failures: Iterable[Record] = ()) -> list[Path]:
+    """Write every leaderboard (CSV + markdown) for ``records`` (and ``privacy`` results, if any)
+    into ``out_dir``, the cells marking the seeds ``failures`` took; return the paths."""
+    records = sorted(records, key=record_order)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for table in leaderboard_tables(records, paper_csv, failures):
+        paths += _write_table(out, table)
     paths.append(_write(out / "records.csv", tidy(records).to_csv(lineterminator="\n", index=False)))
     privacy = list(privacy)
     if privacy:
-
         paths += write_privacy_leaderboard(privacy, out)
     return paths

@@ -24,6 +24,7 @@ from mddbench.privacy.memorisation import SPACE_LABELS
 from mddbench.report.cells import format_pm
 from mddbench.report.keys import REAL, col_order, row_key, row_label, row_order
 from mddbench.report.markdown import to_markdown
+from mddbench.report.table import Table
 
 Record = dict[str, Any]
 
@@ -114,21 +115,30 @@ NOTES = [
 ]
 
 
-def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """``privacy_<budget>.csv`` and ``.md`` per (privacy version, budget and its version, as the accuracy
-    tables label it: ``quick_v3``); never pooled across them."""
+def privacy_tables(records: Iterable[Record]) -> list[Table]:
+    """One table per (privacy version, budget and its version, as the accuracy tables label it: ``quick_v3``);
+    never pooled across them."""
     records = list(records)
-    out = Path(out_dir)
     scopes = sorted({(r["privacy_version"], budget_label(r)) for r in records})
     several = len({v for v, _ in scopes}) > 1
-    paths = []
+    tables = []
     for version, budget in scopes:
         recs = [r for r in records if (r["privacy_version"], budget_label(r)) == (version, budget)]
         df = privacy_table(recs)
-        stem = f"privacy_{version}_{budget}" if several else f"privacy_{budget}"
-        title = f"Privacy audit ({version}, budget `{budget}`)"
-        for path, text in ((out / f"{stem}.csv", df.to_csv(lineterminator="\n", index=False)),
-                           (out / f"{stem}.md", to_markdown(df, title, NOTES, recs))):
+        scope = f"{version}_{budget}" if several else budget
+        tables.append(Table(f"privacy_{scope}", f"Privacy audit ({version}, budget `{budget}`)", tuple(NOTES),
+                            tuple(recs), (), lambda kind, df=df: df, scope))
+    return tables
+
+
+def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """``privacy_<budget>.csv`` and ``.md`` per table of :func:`privacy_tables`."""
+    out = Path(out_dir)
+    paths = []
+    for table in privacy_tables(records):
+        df = table.frame("csv")
+        for path, text in ((out / f"{table.stem}.csv", df.to_csv(lineterminator="\n", index=False)),
+                           (out / f"{table.stem}.md", to_markdown(df, table.title, table.notes, table.records))):
             path.write_text(text, encoding="utf-8", newline="\n")
             paths.append(path)
     return paths

@@ -12,7 +12,7 @@ and ``methods/kcenter.py``.
 ConvNet, i.e. the final snapshot of expert ``expert`` (0) of the default MTT buffer (``MTT_RECIPE``: SGD,
 lr 0.01, DSA, trained on the real train split for the budget's ``expert_epochs``; the same, cached
 trajectories the trajectory rows match), embedded with ``net.embed`` (the features before the
-classifier, as DM and CAFE embed; 2048-d for a 28 px ConvNet), in eval mode without gradients.
+classifier, as DM and CAFE embed; 1152-d for a 28 px ConvNet, 2048-d at 32 px), in eval mode without gradients.
 DeepCore trains a ResNet-18 from scratch for 40 epochs (herding) or fine-tunes an ImageNet-pretrained
 torchvision ResNet-18 at 224 px (k-center, spec §3.2); neither is comparable with the benchmark's
 ConvNet, and ImageNet weights are unavailable offline. The choice is kept in the set's meta

@@ -64,11 +64,13 @@ def nearest_figure(images: torch.Tensor, labels: torch.Tensor, data: RealData, r
                                      color="red" if near else "black")
     shown = f"{n} of {len(images)}" if n < len(images) else f"{n}"
     slices = " - middle axial slices" if images.ndim == 5 else ""
-    construction = " (real train images: 100 % by construction)" if selects_real(record.get("method", "")) else ""
+    real = selects_real(record.get("method", ""))
+    construction = " (real train images: 100 % by construction)" if real else ""
     fig.suptitle(f"{record.get('method', '?')} on {record.get('dataset', '?')}, ipc {record.get('ipc', '?')}: "
                  f"{shown} synthetic images beside their nearest training image{slices}\n"
                  f"d = {SPACES[space]}; red: near copy (d <= {pixel['threshold']:.3f}, the 5th percentile "
-                 f"of held-out images' d); near copies {100 * pixel['near_copy_share']:.1f} %{construction}", fontsize=7)
+                 f"of held-out images' d); near copies {100 * pixel['near_copy_share']:.1f} %{construction}",
+                 fontsize=7)
     fig.tight_layout()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

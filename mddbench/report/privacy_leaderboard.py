@@ -84,7 +84,8 @@ def privacy_table(records: Iterable[Record]) -> pd.DataFrame:
     for (col, row), recs in cells.items():
         cells = {name: _stat([get(r) for r in recs]) for name, get in COLUMNS.items()}
         if selects_real(row[0]):
-            cells.update({name: f"{cells[name]} {BY_CONSTRUCTION}" for name in NEAR_COPY_COLUMNS if cells[name] != "-"})
+            cells.update({name: f"{cells[name]} {BY_CONSTRUCTION}" for name in NEAR_COPY_COLUMNS
+                          if cells[name] != "-"})
         rows.append(((col_order(col), row_order(row)), {
             "dataset": col[0], "ipc": col[1], "eval_model": col[2], "method": row_label(row), "seeds": len(recs),
             **cells}))
@@ -128,7 +129,8 @@ def notes(records: Iterable[Record]) -> list[str]:
         return NOTES
     return NOTES + [f"{', '.join(f'`{m}`' for m in real)}: the set is real train images that the method selects "
                     f"(`Method.selects_real`), so its near-copy share is 100 % by construction; its near-copy cells "
-                    f"show the audit's figure with {BY_CONSTRUCTION} beside it. Sharing such a set shares patients' images."]
+                    f"show the audit's figure with {BY_CONSTRUCTION} beside it. Sharing such a set shares patients' "
+                    "images."]
 
 
 def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str]) -> list[Path]:

@@ -212,3 +212,12 @@ def test_privacy_table_marks_rows_of_real_images_by_declaration(monkeypatch):
     assert df.loc["mtt", "near copies, pixel"] == "0.00 ± 0.00"
     monkeypatch.setattr(METHODS.get("mtt"), "selects_real", True)  # the declaration decides, not the name
     assert privacy_table([rec("mtt", 0.0)]).iloc[0]["near copies, pixel"].endswith(BY_CONSTRUCTION)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", CORESETS)
+def test_the_rows_select_3d_volumes(method, expert_cache):
+    synset, task = distill(method, dataset="tiny3d", ipc=2, expert_root=expert_cache)
+    idx = torch.tensor(synset.meta["selection"]["train_indices"])
+    assert synset.images.shape == (6, 1, 12, 12, 12) and torch.equal(synset.images, task.data.x["train"][idx])
+    assert synset.labels.tolist() == [0, 0, 1, 1, 2, 2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methodkit import distill, make_task, noise_like, small_eval
+from methodkit import distill, load, make_task, noise_like, small_eval
 
 from mddbench.api.budgets import BUDGETS, get_budget
 from mddbench.api.parity import method_share
@@ -221,3 +221,21 @@ def test_the_rows_select_3d_volumes(method, expert_cache):
     idx = torch.tensor(synset.meta["selection"]["train_indices"])
     assert synset.images.shape == (6, 1, 12, 12, 12) and torch.equal(synset.images, task.data.x["train"][idx])
     assert synset.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("method, marked", [("kcenter", True), ("random", True), ("mtt", False)])
+def test_the_nearest_image_figure_says_by_construction_for_rows_of_real_images(method, marked, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from mddbench.report.privacy_figure import nearest_figure
+
+    titles: list[str] = []
+    original = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, **kw: titles.append(t) or original(self, t, **kw))
+    data = load("tiny28")
+    pixel = {"near_copy_share": 1.0, "threshold": 0.5, "nearest_train_index": [0, 40],
+             "distance": {"per_image": [0.0, 0.0]}}
+    record = {"method": method, "dataset": "tiny28", "ipc": 1, "memorisation": {"pixel": pixel}}
+    nearest_figure(data.x["train"][[0, 40]], torch.tensor([0, 1]), data, record, tmp_path / "f.png")
+    assert ("100 % by construction" in titles[0]) == marked

@@ -7,6 +7,7 @@ from mddbench.registry import register_method
 @register_method("random")
 class RandomSubset(Method):
     summary = "reference row: ipc random real train images per class"
+    selects_real = True
 
     def distill(self, task: Task) -> SyntheticSet:
         return task.synset(task.initial_images("real"), task.hard_labels())

@@ -21,6 +21,7 @@ class FullTrainSet(Method):
     shareable = False
     uses_ipc = False
     reference = True
+    selects_real = True
 
     def eval_overrides(self, budget: Budget) -> dict:
         return {"epochs": budget.real_epochs, "lr": 0.01, "min_steps": budget.real_min_steps}

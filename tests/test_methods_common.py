@@ -17,7 +17,7 @@ from mddbench.api.synset import SyntheticSet
 from mddbench.errors import ConfigError, DistillationDiverged
 from mddbench.registry import METHODS
 
-DISTILLERS = [n for n in METHODS.names() if n not in ("random", "real")]
+DISTILLERS = [n for n in METHODS.names() if not METHODS.get(n).selects_real]  # sets of real images optimise nothing
 SHORT = {"iterations": 6}
 QUICK = ("dm", "mtt")  # stay in `-m "not slow"`: one method without experts, one on the trajectory base
 SHAPES = [("tiny3d", (1, 12, 12, 12)), ("tiny112", (3, 112, 112))]

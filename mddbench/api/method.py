@@ -36,6 +36,9 @@ class Method:
     shareable: ClassVar[bool] = True  # False when the "synthetic" set is real patient data (`real`)
     uses_ipc: ClassVar[bool] = True  # False: the method takes the whole train split (no --ipc; records say "full")
     reference: ClassVar[bool] = False  # a reference row (an upper bound), shown but never ranked against methods
+    # the set is real train images, selected not synthesised (`random`, the coresets, `real`): every image is a
+    # near copy of a patient by construction, and the privacy tables say so beside the figure
+    selects_real: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
     # valid ranges of numeric hyperparameters, checked by resolve(); merged with those of the base classes
     limits: ClassVar[dict[str, Limit]] = {}

@@ -11,7 +11,8 @@ from mddbench.api.budgets import budget_label
 from mddbench.data.dataset import BENCHMARK
 from mddbench.report.cells import Record
 
-METHOD_ORDER = ("random", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
+METHOD_ORDER = ("random", "herding", "kcenter", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm",
+                "seqmatch", "ptm")
 
 
 EVAL_MODEL_ORDER = ("convnet", "lenet", "resnet18", "alexnet")
@@ -73,6 +74,13 @@ def is_reference(method: str) -> bool:
     from mddbench.registry import METHODS
 
     return method in METHODS and METHODS.get(method).reference
+
+
+def selects_real(method: str) -> bool:
+    """A row of real train images, as its method declares (``Method.selects_real``: `random`, the coresets)."""
+    from mddbench.registry import METHODS
+
+    return method in METHODS and METHODS.get(method).selects_real
 
 
 def row_order(key: RowKey) -> tuple:

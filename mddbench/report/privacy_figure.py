@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from mddbench.data.dataset import RealData  # noqa: E402
+from mddbench.report.keys import selects_real  # noqa: E402
 from mddbench.report.show import displayable  # noqa: E402
 
 PAIRS_PER_ROW = 4
@@ -63,10 +64,13 @@ def nearest_figure(images: torch.Tensor, labels: torch.Tensor, data: RealData, r
                                      color="red" if near else "black")
     shown = f"{n} of {len(images)}" if n < len(images) else f"{n}"
     slices = " - middle axial slices" if images.ndim == 5 else ""
+    real = selects_real(record.get("method", ""))
+    construction = " (real train images: 100 % by construction)" if real else ""
     fig.suptitle(f"{record.get('method', '?')} on {record.get('dataset', '?')}, ipc {record.get('ipc', '?')}: "
                  f"{shown} synthetic images beside their nearest training image{slices}\n"
                  f"d = {SPACES[space]}; red: near copy (d <= {pixel['threshold']:.3f}, the 5th percentile "
-                 f"of held-out images' d); near copies {100 * pixel['near_copy_share']:.1f} %", fontsize=7)
+                 f"of held-out images' d); near copies {100 * pixel['near_copy_share']:.1f} %{construction}",
+                 fontsize=7)
     fig.tight_layout()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ results, in percent, with n the number of seeds. A result's loss-attack figure i
 networks it attacked. A figure that only some of a row's results hold (the standardized pixel space
 arrived after the first audits; an attack that gave no number) is pooled over those and says how
 many: ``(1 of 3 seeds)``. The `real` row is the reference attack on the network trained on the whole
-train split (one per dataset and seed, shared by every set of that seed).
+train split (one per dataset and seed, shared by every set of that seed). A row whose method selects real
+train images (``Method.selects_real``: `random`, `herding`, `kcenter`) says beside its near-copy figures
+that they are 100 % by construction: the set *is* patients' images, whatever the audit measured.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import pandas as pd
 from mddbench.api.budgets import budget_label
 from mddbench.privacy.memorisation import SPACE_LABELS
 from mddbench.report.cells import format_pm
-from mddbench.report.keys import REAL, col_order, row_key, row_label, row_order
+from mddbench.report.keys import REAL, col_order, row_key, row_label, row_order, selects_real
 from mddbench.report.markdown import to_markdown
 from mddbench.report.table import Table
 
@@ -50,6 +52,8 @@ COLUMNS: dict[str, Callable[[Record], float | None]] = {
     "set-distance TPR@0.1% FPR": lambda r: r["membership"]["set_distance"]["tpr_at_0.1pct_fpr"],
     "attacked nets' test acc": lambda r: r["membership"]["target"]["test_acc"]["mean"],
 }
+NEAR_COPY_COLUMNS = [name for name in COLUMNS if name.startswith("near copies")]
+BY_CONSTRUCTION = "(by construction)"  # beside a selects_real row's near-copy figures (a note says why)
 REFERENCE_COLUMNS = {"loss attack AUC": "auc", "loss TPR@1% FPR": "tpr_at_1pct_fpr",
                      "loss TPR@0.1% FPR": "tpr_at_0.1pct_fpr", "attacked nets' test acc": "test_acc"}
 
@@ -79,9 +83,13 @@ def privacy_table(records: Iterable[Record]) -> pd.DataFrame:
         cells[((r["dataset"], r["ipc"], r["eval_model"]), row_key(r))].append(r)
     rows = []
     for (col, row), recs in cells.items():
+        cells = {name: _stat([get(r) for r in recs]) for name, get in COLUMNS.items()}
+        if selects_real(row[0]):
+            cells.update({name: f"{cells[name]} {BY_CONSTRUCTION}" for name in NEAR_COPY_COLUMNS
+                          if cells[name] != "-"})
         rows.append(((col_order(col), row_order(row)), {
             "dataset": col[0], "ipc": col[1], "eval_model": col[2], "method": row_label(row), "seeds": len(recs),
-            **{name: _stat([get(r) for r in recs]) for name, get in COLUMNS.items()}}))
+            **cells}))
     for (dataset, eval_model), recs in _reference_rows(records).items():
         ref = {name: _stat([r["membership"]["reference"][key]["mean"] for r in recs])
                for name, key in REFERENCE_COLUMNS.items()}
@@ -115,6 +123,17 @@ NOTES = [
 ]
 
 
+def notes(records: Iterable[Record]) -> list[str]:
+    """:data:`NOTES`, and which rows are real images by construction when the table holds any."""
+    real = sorted({r["method"] for r in records if selects_real(r["method"])})
+    if not real:
+        return NOTES
+    return NOTES + [f"{', '.join(f'`{m}`' for m in real)}: the set is real train images that the method selects "
+                    f"(`Method.selects_real`), so its near-copy share is 100 % by construction; its near-copy cells "
+                    f"show the audit's figure with {BY_CONSTRUCTION} beside it. Sharing such a set shares patients' "
+                    "images."]
+
+
 def privacy_tables(records: Iterable[Record]) -> list[Table]:
     """One table per (privacy version, budget and its version, as the accuracy tables label it: ``quick_v3``);
     never pooled across them."""
@@ -126,7 +145,7 @@ def privacy_tables(records: Iterable[Record]) -> list[Table]:
         recs = [r for r in records if (r["privacy_version"], budget_label(r)) == (version, budget)]
         df = privacy_table(recs)
         scope = f"{version}_{budget}" if several else budget
-        tables.append(Table(f"privacy_{scope}", f"Privacy audit ({version}, budget `{budget}`)", tuple(NOTES),
+        tables.append(Table(f"privacy_{scope}", f"Privacy audit ({version}, budget `{budget}`)", tuple(notes(recs)),
                             tuple(recs), (), lambda kind, df=df: df, scope))
     return tables
 

@@ -50,7 +50,7 @@ def make_record(meta: dict[str, Any], spec: DatasetSpec, result: EvalResult, bud
         "budget_version": meta.get("budget_version") or 1,
         "distill_budget": meta.get("budget"), "time_budget": meta.get("time_budget"), "learned_lr": meta.get("lr"),
         "overrides": meta.get("overrides") or {},
-        **{k: meta[k] for k in ("claimed_method", "provenance", "artifact_sha256") if k in meta},
+        **{k: meta[k] for k in ("claimed_method", "provenance", "artifact_sha256", "extractor") if k in meta},
         "artifact": artifact, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "record_schema": RECORD_SCHEMA, "environment": environment(meta.get("device")),
     }

@@ -34,7 +34,6 @@ import types
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -198,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logged = stub_modules()
     sys.path[:0] = [str(a.hoptm), str(a.hoptm / "distill")]
-    import distill_high_order_spl as official  # noqa: E402 (their script, unchanged)
-    from utils.cfg import CFG  # noqa: E402
+    import distill_high_order_spl as official  # their script, unchanged
+    from utils.cfg import CFG
 
     dst_train, _ = tiny_data(a.seed)
     official.get_dataset = lambda *args, **kw: (3, (SIZE, SIZE), C, None, None, dst_train, [], None, None,

@@ -45,7 +45,8 @@ def _run(problem, memory="full", steps=4, keep=(), loss_fn=param_distance, augme
 def test_the_kept_midpoint_is_the_student_after_those_steps_by_hand(memory):
     problem = _problem()
     student, start, _, images, labels = problem
-    res, _, _ = _run(problem, memory, keep=(2,), augment=DSA(), loss_fn=lambda e, s, t, m, points: param_distance(e, s, t))
+    res, _, _ = _run(problem, memory, keep=(2,), augment=DSA(),
+                     loss_fn=lambda e, s, t, m, points: param_distance(e, s, t))
     g = torch.Generator().manual_seed(5)  # the unroll's own order: the schedule first, then each step's augmentation
     w, augment = start.clone(), DSA()
     for k, idx in enumerate(minibatches(len(images), 3, 4, g), 1):

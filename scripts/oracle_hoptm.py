@@ -15,7 +15,8 @@ on identical inputs, and is observed from outside:
 - ours: :class:`mddbench.methods.hoptm.HoPTM`'s ``match_step`` (the family's loop, full-memory unroll) on the
   same inputs with our ConvNet (its parameter layout is theirs: the script checks the shapes).
 
-``base_threshold`` is chosen so about half the entries pass at it = 0 (a first official run with one iteration
+Their ``get_network`` reseeds the global RNG from the clock, so each run's minibatch order differs (it is
+replayed into ours, so the comparison holds for whatever order a run draws). ``base_threshold`` is chosen so about half the entries pass at it = 0 (a first official run with one iteration
 measures the errors), so the mask's admission is exercised; it = 1 admits more with the same threshold.
 
 Stubs (``sys.modules``, this script only), for imports the compared code does not use here: ``wandb`` (logging;

@@ -14,7 +14,7 @@ from mddbench.registry import METHODS
 from mddbench.run.job import Job
 from mddbench.run.record import make_record
 
-BUILT_IN = ("dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
+BUILT_IN = ("dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm", "hoptm")
 
 
 @pytest.mark.parametrize("budget", [b for b in BUDGETS.values() if b.share is not None], ids=lambda b: b.name)
@@ -33,7 +33,8 @@ def test_quick_shares_by_hand():
     got = {s.method: (s.iterations, s.official) for s in shares(spec, 2, quick, list(BUILT_IN))}
     assert got == {"dc": (20, 1000), "dsa": (20, 1000), "dm": (400, 20000), "cafe": (40, 2000),
                    "mtt": (100, 5000), "smdd": (100, 5000), "haba": (300, 15000), "ftd": (100, 5000),
-                   "datm": (200, 10000), "seqmatch": (100, 5000), "ptm": (100, 5000)}
+                   "datm": (200, 10000), "seqmatch": (100, 5000), "ptm": (100, 5000),
+                   "hoptm": (200, 10000)}
     assert method_share("seqmatch", spec, 2, quick).unit == "iterations per stage"
     assert "inner_loop 50->5" in method_share("dc", spec, 2, quick).also
     assert method_share("real", spec, 2, quick) is None  # trains on the real split: no iterations
@@ -122,7 +123,7 @@ def test_a_plugin_budget_registers_and_every_method_scales_to_it(monkeypatch):
         register_budget(Budget("quick", eval_models=1, eval_epochs=1, real_epochs=1, experts=1, expert_epochs=1))
 
 
-TRAJECTORY = ("mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm")
+TRAJECTORY = ("mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm", "hoptm")
 
 
 @pytest.mark.parametrize("dataset", ["breastmnist", "retinamnist", "adrenalmnist3d"])

@@ -8,8 +8,9 @@ set starts (``initial_images``, ``initial_labels``, ``extra_state``), what happe
 iteration (``before_step``: PTM's retraining resets), which segment (``segment``) and how many
 student steps (``steps``), where the student's minibatches come from (``source``: HaBa renders
 them, SeqMatch puts its frozen subsets in front), which parameters count (``mask``, fixed before the
-unroll), how the end point is scored (``loss_fn``, which may look at the end point, as SMDD's pruning
-does) and weighted (``match_weight``), a term added before the optimisers step (``extra_loss``:
+unroll), which intermediate student parameters the scoring also sees (``keep_steps``: HoP-TM's
+midpoint), how the end point is scored (``loss_fn``, which may look at the end point, as SMDD's pruning
+does, and at the kept points) and weighted (``match_weight``), a term added before the optimisers step (``extra_loss``:
 HaBa's club term, PTM's overlap term), whether to step (``accept``), what happens after a step
 (``after_step``), what an iteration logs (``metrics``) and what is returned (``result``). The
 optimisers are the state's ``opt_*`` entries: all are zeroed before the unroll and stepped together.
@@ -213,8 +214,13 @@ class TrajectoryMatching(Method):
     def mask(self, task: Task, state: dict, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    def keep_steps(self, task: Task, steps: int) -> tuple[int, ...]:
+        """Student steps whose parameters ``loss_fn`` also receives, as ``points={k: w_k}`` (none: MTT)."""
+        return ()
+
     def loss_fn(self, task: Task, state: dict) -> Callable[..., torch.Tensor]:
-        """``(end, start, target, mask) -> loss`` scoring the unroll's end point (MTT: the normalised distance)."""
+        """``(end, start, target, mask[, points]) -> loss`` scoring the unroll's end point (MTT: the normalised
+        distance); ``points`` is passed when :meth:`keep_steps` asks for any."""
         return param_distance
 
     def match_weight(self, task: Task) -> float:
@@ -272,7 +278,7 @@ class TrajectoryMatching(Method):
         res = match(student, self.source(task, state), state["syn_lr"], start, target, steps=steps,
                     generator=task.generator, batch=task.hp["batch_syn"] or None, augment=task.augment,
                     memory=task.hp["unroll_memory"], mask=self.mask(task, state, start, target), weight=weight,
-                    loss_fn=self.loss_fn(task, state))
+                    loss_fn=self.loss_fn(task, state), keep_steps=self.keep_steps(task, steps))
         term, term_weight, extra = self.extra_loss(task, state)
         if term is not None and term.requires_grad:
             (term_weight * term).backward()

@@ -406,15 +406,20 @@ class NCFM(Method):
             with torch.no_grad():
                 pixels.clamp_(0, 1)
             match, calib = [], []
-            for c in range(k):
-                real = task.real_batch(c, hp["batch_real"])
-                t = None if psi is not None else gaussian_frequencies(hp["num_freqs"], dim, g, task.device)
-                noise = psi.noise(g, task.device) if psi is not None else None
-                match.append(match_step(pixels, c, k, real, net, t, hp, normalise, opt, augment, g, psi, noise,
-                                        state.get("opt_psi")))
-            for _ in range(hp["iter_calib"]):
+            try:
                 for c in range(k):
-                    calib.append(calib_step(pixels, c, k, final, hp, normalise, opt, augment, g))
+                    real = task.real_batch(c, hp["batch_real"])
+                    t = None if psi is not None else gaussian_frequencies(hp["num_freqs"], dim, g, task.device)
+                    noise = psi.noise(g, task.device) if psi is not None else None
+                    match.append(match_step(pixels, c, k, real, net, t, hp, normalise, opt, augment, g, psi, noise,
+                                            state.get("opt_psi")))
+                for _ in range(hp["iter_calib"]):
+                    for c in range(k):
+                        calib.append(calib_step(pixels, c, k, final, hp, normalise, opt, augment, g))
+            except RuntimeError as exc:  # Adam's step size lr / (1 - beta1^n) past float32: the step diverged
+                if "overflow" not in str(exc):
+                    raise
+                return {"loss": float("nan")}  # the loop's guard stops the run and keeps the last good set
             match_mean = torch.stack(match).mean()
             calib_sum = torch.stack(calib).sum() / k if calib else torch.zeros(())
             loss = match_mean + calib_sum  # Condenser L262-266: (match + calib totals) / classes

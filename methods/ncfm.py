@@ -295,11 +295,12 @@ class NCFM(Method):
         t_batchsize=64, t_var=1.0, plateau_factor=0.5, plateau_patience=500,
         num_premodel=20, premodel_epochs=60, premodel_lr=0.01, premodel_momentum=0.9, premodel_weight_decay=5e-4,
         premodel_batch=128, premodel_dsa="color_crop", dsa_strategy="color_crop_cutout", model="convnet")
+    # t_batchsize >= 32: psi's BatchNorm1d needs at least 2 distinct rows (t_batchsize // 16) in train mode
     limits = dict(
         iterations=NON_NEGATIVE, lr_img=POSITIVE, weight_decay_img=NON_NEGATIVE, momentum_img=MOMENTUM,
         batch_real=AT_LEAST_1, factor=Limit(1, 8), num_freqs=AT_LEAST_1, alpha=FRACTION, beta=FRACTION,
         loss_scale=POSITIVE, iter_calib=NON_NEGATIVE, calib_weight=NON_NEGATIVE, lr_sampling_net=POSITIVE,
-        momentum_sampling_net=MOMENTUM, t_batchsize=Limit(16, LARGEST), t_var=POSITIVE,
+        momentum_sampling_net=MOMENTUM, t_batchsize=Limit(32, LARGEST), t_var=POSITIVE,
         plateau_factor=Limit(0, 1, low_open=True, high_open=True), plateau_patience=NON_NEGATIVE,
         num_premodel=AT_LEAST_1, premodel_epochs=AT_LEAST_1, premodel_lr=POSITIVE, premodel_momentum=MOMENTUM,
         premodel_weight_decay=NON_NEGATIVE, premodel_batch=AT_LEAST_1)

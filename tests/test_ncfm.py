@@ -40,7 +40,8 @@ def test_defaults_weigh_amplitude_and_phase_equally():
 
 @pytest.mark.parametrize("n_real,n_syn", [(32, 8), (5, 5), (64, 3)])
 def test_loss_is_the_mean_cf_modulus_over_sqrt2(n_real, n_syn):
-    real, syn, t = F.normalize(features(n_real), dim=1), F.normalize(features(n_syn, seed=1), dim=1), features(500, seed=2)
+    real, syn = F.normalize(features(n_real), dim=1), F.normalize(features(n_syn, seed=1), dim=1)
+    t = features(500, seed=2)
     got = cf_discrepancy(real, syn, t, HP["alpha"], HP["beta"])
     assert float(got) == pytest.approx(float(complex_cf_distance(real, syn, t)), rel=1e-5)
     # match_loss: loss_scale x the discrepancy of L2-normalised rows, whatever the rows' scale
@@ -158,7 +159,8 @@ def test_min_max_step_lowers_the_loss_for_the_images_and_raises_it_for_psi():
     assert loss(pixels.detach(), before_psi) < start  # images: descent
     assert loss(before_pixels, psi) > start  # psi: ascent
     out = psi(noise)
-    assert out.shape == (32, 1152) and torch.equal(out[:2], out[2:4]) and not torch.equal(out[0], out[1])  # 2 rows, tiled
+    assert out.shape == (32, 1152) and torch.equal(out[:2], out[2:4])  # 2 distinct rows, tiled 16 times
+    assert not torch.equal(out[0], out[1])
 
 
 # ----------------------------------------------------------------------------- the method

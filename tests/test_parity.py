@@ -14,7 +14,7 @@ from mddbench.registry import METHODS
 from mddbench.run.job import Job
 from mddbench.run.record import make_record
 
-BUILT_IN = ("dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm", "hoptm")
+BUILT_IN = ("dc", "dsa", "dm", "cafe", "ncfm", "mtt", "smdd", "haba", "ftd", "datm", "seqmatch", "ptm", "hoptm")
 
 
 @pytest.mark.parametrize("budget", [b for b in BUDGETS.values() if b.share is not None], ids=lambda b: b.name)
@@ -31,7 +31,7 @@ def test_every_method_gets_the_same_share(budget, dataset, ipc):
 def test_quick_shares_by_hand():
     spec, quick = get_spec("breastmnist"), get_budget("quick")
     got = {s.method: (s.iterations, s.official) for s in shares(spec, 2, quick, list(BUILT_IN))}
-    assert got == {"dc": (20, 1000), "dsa": (20, 1000), "dm": (400, 20000), "cafe": (40, 2000),
+    assert got == {"dc": (20, 1000), "dsa": (20, 1000), "dm": (400, 20000), "cafe": (40, 2000), "ncfm": (400, 20000),
                    "mtt": (100, 5000), "smdd": (100, 5000), "haba": (300, 15000), "ftd": (100, 5000),
                    "datm": (200, 10000), "seqmatch": (100, 5000), "ptm": (100, 5000),
                    "hoptm": (200, 10000)}

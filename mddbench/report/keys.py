@@ -11,8 +11,8 @@ from mddbench.api.budgets import budget_label
 from mddbench.data.dataset import BENCHMARK
 from mddbench.report.cells import Record
 
-METHOD_ORDER = ("random", "herding", "kcenter", "dc", "dsa", "dm", "cafe", "mtt", "smdd", "haba", "ftd", "datm",
-                "seqmatch", "ptm")
+METHOD_ORDER = ("random", "herding", "kcenter", "dc", "dsa", "dm", "cafe", "ncfm", "mtt", "smdd", "haba", "ftd",
+                "datm", "seqmatch", "hoptm", "ptm")
 
 
 EVAL_MODEL_ORDER = ("convnet", "lenet", "resnet18", "alexnet")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast
+from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast, skip_without_data
 
 from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
@@ -66,8 +66,7 @@ def test_info(capsys):
 
 def test_info_finds_a_file_in_medmnists_own_folder(capsys, monkeypatch, tmp_path):
     """The loader also reads ~/.medmnist, where the medmnist package keeps its files; info says so."""
-    if not BREAST.is_file():
-        pytest.skip(f"{BREAST} is not available")
+    skip_without_data(BREAST.name)
     medmnist_root = tmp_path / "medmnist-root"
     medmnist_root.mkdir()
     (medmnist_root / BREAST.name).symlink_to(BREAST)

@@ -2,7 +2,7 @@
 
 Where one class holds more than half of the test split, accuracy rewards predicting it: a leaderboard
 shows balanced accuracy beside accuracy for such a dataset. The counts are the MedMNIST v2 test
-labels (tests check them against the files when ../shared/data holds them); a dataset not listed
+labels (tests check them against the files in $MDDBENCH_TEST_DATA when set); a dataset not listed
 here gets no balanced-accuracy column beside its accuracy (its balanced-accuracy table still exists).
 """
 from __future__ import annotations

@@ -1,7 +1,18 @@
-"""A command offers only the options it uses (issue 14): an ignored option is refused by argparse."""
-import pytest
+"""A command offers only the options it uses (issue 14): an ignored option is refused by argparse.
 
-from mddbench.cli import build_parser
+Issue 46: every option says its help and default, one name per concept (old names warn), the printout after
+a run, and config files (TOML, or a run's job.json) for run and sweep.
+"""
+import argparse
+import json
+import re
+
+import pytest
+from conftest import RANDOM_DEMO, cli
+
+from mddbench.cli import build_parser, parse_command
+from mddbench.report.printout import printout
+from mddbench.results.store import ResultStore
 
 
 @pytest.mark.parametrize("argv", [
@@ -31,16 +42,6 @@ def test_eval_help_states_the_default_it_uses(capsys):
 
 
 # ------------------------------------------------------------------ issue 46: help, names, printout, config
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-
-from conftest import RANDOM_DEMO, cli  # noqa: E402
-
-from mddbench.cli import parse_command  # noqa: E402
-from mddbench.report.printout import printout  # noqa: E402
-from mddbench.results.store import ResultStore  # noqa: E402
-
 
 def commands():
     parser = build_parser()

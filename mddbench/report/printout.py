@@ -17,7 +17,7 @@ NOT_COMPARABLE = "*"  # beside the budget of a row whose numbers are not compara
 HEADER = ["method", "dataset", "ipc", "model", "budget", "test acc %", "bal acc %", "AUC %", "n", "diverged",
           "distill s"]
 LEGEND = ("test acc %: test accuracy in percent, mean ± std over the n evaluation networks trained on the set\n"
-          "bal acc %: balanced accuracy (mean per-class recall); AUC %: area under the ROC curve; both means, in percent\n"
+          "bal acc %: balanced accuracy (mean per-class recall); AUC %: area under the ROC curve; means, in percent\n"
           "n: evaluation networks scored; diverged: networks whose training diverged (not among the n)\n"
           "distill s: seconds the distillation took (expert training not counted)")
 

@@ -2,7 +2,9 @@
 
 A reader (or a process killed mid-write) therefore sees the old file or the new one, never half of
 one. The temporary name is hidden and unique per process, so concurrent writers never share one,
-and globs for the real files (``expert_*.safetensors``, ``it*.safetensors``) never match it.
+and globs for the real files (``expert_*.safetensors``, ``it*.safetensors``) never match it. The file
+gets the mode ``open`` gives a new file (0644 under the usual umask 022), whatever wrote the temporary
+file: safetensors' ``save_file`` creates it 0600, which left saved sets and experts unreadable by the group.
 """
 from __future__ import annotations
 
@@ -28,9 +30,25 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)
+        if tmp.exists():
+            os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def new_file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 less the process's umask (Linux says it in /proc, which avoids
+    setting the umask to read it, a race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def is_temporary(path: str | os.PathLike) -> bool:

@@ -1,7 +1,14 @@
-"""``mddbench``: run, distill, evaluate, inspect and publish medical dataset distillation results."""
+"""``mddbench``: run, distill, evaluate, inspect and publish medical dataset distillation results.
+
+Every option says its default in ``--help`` (:class:`HelpFormatter`); one concept has one name in every
+command (``--eval-model``, ``--eval-n-models``, ``--eval-epochs``), the older names still work with a
+warning (:func:`deprecated_alias`); ``run`` and ``sweep`` read a TOML file or a run's ``job.json``
+(``--config``, :func:`apply_config`), options given on the command line winning (issue 46).
+"""
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -15,6 +22,8 @@ from mddbench.errors import ConfigError, MddError, Terminated, raise_terminated
 from mddbench.limits import AT_LEAST_1, NON_NEGATIVE, POSITIVE, option
 
 DEFAULT_OUT = "mddbench_out"
+DESCRIPTION = ("Run, distill, evaluate, inspect and publish medical dataset distillation results. "
+               "Start with: mddbench run --method random --budget smoke (generated demo data, no download).")
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -116,9 +125,27 @@ def cmd_run(args) -> None:
     from mddbench.run.pipeline import run_job
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
+    replayed = getattr(args, "config_job_id", None)
+    if replayed and replayed != job.job_id:
+        print(f"note: {args.config} names job {replayed}, this command makes {job.job_id}: an option given here, or "
+              f"the budget's definition (version) since, changed it", file=sys.stderr)
+    stored = _stored_models(job)
     records = run_job(job)
-    _print_records(records)
+    _print_records(records, job.data_root, already_done=bool(records) and all(r["eval_model"] in stored
+                                                                               for r in records))
     print(f"run folder: {job.run_dir}\nresults:    {Path(job.out) / 'results.sqlite'}")
+
+
+def _stored_models(job) -> set[str]:
+    """The evaluation networks whose records of the job its store holds already (none without a store)."""
+    from mddbench.results.store import ResultStore
+
+    path = Path(job.out) / "results.sqlite"
+    try:
+        return {r["eval_model"] for r in ResultStore(path, create=False).records(job_id=job.job_id)} \
+            if path.is_file() else set()
+    except MddError:  # an unreadable store: run_job says what is wrong with it
+        return set()
 
 
 def cmd_distill(args) -> None:
@@ -144,10 +171,10 @@ def cmd_eval(args) -> None:
 
     if not args.no_record:
         ensure_writable(Path(args.out))  # before the evaluation, not after it
-    records = evaluate_saved(args.artifact, tuple(args.model or ("convnet",)), args.budget, args.seed,
+    records = evaluate_saved(args.artifact, tuple(args.eval_model or ("convnet",)), args.budget, args.seed,
                              args.eval_n_models, args.eval_epochs, args.data_root, args.out, args.device,
                              progress=not args.quiet, record=False)
-    _print_records(records)
+    _print_records(records, args.data_root)
     if not args.no_record:
         store = ResultStore(Path(args.out) / "results.sqlite")
         added = sum(store.add_new(r) for r in records)
@@ -181,7 +208,8 @@ def cmd_privacy(args) -> None:
     store = None if args.no_record else PrivacyStore(Path(args.out) / "results.sqlite")
     for artifact in args.artifacts:
         record, synset, data = audit_artifact(
-            artifact, args.data_root, args.budget, args.model, args.n_models, args.epochs, args.real_epochs, args.seed,
+            artifact, args.data_root, args.budget, args.eval_model, args.eval_n_models, args.eval_epochs,
+            args.real_epochs, args.seed,
             device, cache, None if store is None or args.again else store.has_privacy,
             None if store is None else lambda job, model: next(iter(store.records(job_id=job, eval_model=model)), None),
             store_path=Path(args.out) / "results.sqlite")
@@ -320,9 +348,9 @@ def cmd_curve(args) -> None:
                                                               progress=False),
                             points=args.points, settings=settings, progress=not args.quiet)
     for p in points:
-        print(f"it {p['iteration']:>6}  {p['seconds']:>8.1f} s  test {100 * p['test_acc']:.2f}  "
-              f"bal {100 * p['balanced_acc']:.2f}  val {100 * p['val_acc']:.2f}  "
-              f"val bal {100 * p['val_balanced_acc']:.2f}")
+        print(f"it {p['iteration']:>6}  {p['seconds']:>8.1f} s  test {100 * p['test_acc']:.2f} %  "
+              f"bal {100 * p['balanced_acc']:.2f} %  val {100 * p['val_acc']:.2f} %  "
+              f"val bal {100 * p['val_balanced_acc']:.2f} %")
     print(f"wrote {Path(args.run) / 'curve.json'}")
 
 
@@ -341,7 +369,7 @@ def cmd_buffers(args) -> None:
 
     for provider, recipe, traj in build_experts(_job(args, args.method, args.dataset, args.ipc, 0)):
         print(f"{len(traj)} experts x {traj.epochs} epochs in {provider.folder(recipe)} "
-              f"(mean expert test accuracy {mean_expert_accuracy(traj.meta):.3f})")
+              f"(mean expert test accuracy {100 * mean_expert_accuracy(traj.meta):.2f} %)")
         if args.report:
             from mddbench.trajectory.expert_quality import report_rows, snapshot_scores
 
@@ -360,24 +388,53 @@ def _print_rows(header, rows) -> None:
     print(tabulate(rows, headers=header, tablefmt="simple"))
 
 
-def _print_records(records) -> None:
-    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.2f}"  # noqa: E731  (None / NaN: no value)
-    rows = []
-    for r in records:
-        m = r["metrics"]
-        acc = f"{pct(m['test_acc']['mean'])} ± {pct(m['test_acc']['std'])}" if m["test_acc"]["n"] else "diverged"
-        rows.append((r["method"], r["dataset"], r["ipc"], r["eval_model"], r["budget"], acc,
-                     pct(m["balanced_acc"]["mean"]), pct(m["auc"]["mean"]), m["test_acc"]["n"],
-                     m["test_acc"].get("diverged", 0), r.get("distill_seconds")))
-    _print_rows(["method", "dataset", "ipc", "model", "budget", "test acc", "bal acc", "AUC", "n", "diverged",
-                 "distill s"], rows)
+def _print_records(records, data_root: str | None = None, already_done: bool = False) -> None:
+    from mddbench.data.class_balance import counts_of_test_split
+    from mddbench.report.printout import printout
+
+    print(printout(records, functools.cache(lambda dataset: counts_of_test_split(dataset, data_root)), already_done))
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it or there is none to say
+    (None, a switch's False): ``--help`` shows what leaving an option out means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default == argparse.SUPPRESS
+                or (not action.option_strings and action.nargs not in ("?", "*"))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def deprecated_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """``old`` still does what ``new`` does (hidden from --help) and says once per command line that its name
+    is ``new`` now: one name per concept in every command (issue 46), without breaking scripts."""
+    target = next(a for a in p._actions if new in a.option_strings)
+
+    class Alias(type(target)):
+        silent = False  # set on the parser that only finds which options were given (apply_config)
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            if not self.silent and not getattr(self, "said", False):
+                self.said = True
+                print(f"mddbench: warning: {old} is deprecated, use {new} (the same option, one name in every "
+                      f"command)", file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    kw = {"nargs": target.nargs} if target.nargs is not None else {}
+    p.add_argument(old, action=Alias, dest=target.dest, type=target.type, metavar=target.metavar,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
 
 
 def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = True,
             budget_default: str = "quick") -> None:
     """The options a command shares; ``experts``/``plugins``: only where the command uses them."""
-    p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"results, runs and expert cache (default: {DEFAULT_OUT})")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="results, runs and expert cache")
     if experts:
         p.add_argument("--expert-cache", metavar="DIR",
                        help="expert trajectories folder shared by several --out folders "
@@ -393,87 +450,111 @@ def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = Tr
         p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
 
 
-def _run_opts(p: argparse.ArgumentParser, sweep: bool = False, save: bool = False) -> None:
-    if not sweep:
-        p.add_argument("--method", required=True)
-        p.add_argument("--dataset", default="demo", help="default: demo (generated, offline)")
-        p.add_argument("--ipc", type=int, default=2, help="images per class (default 2; ignored by `real`)")
-        p.add_argument("--seed", type=int, default=0)
+def _eval_opts(p: argparse.ArgumentParser, many: bool = True, default_size: str = "the budget's") -> None:
+    """The evaluation options, one name each in run, sweep, eval and privacy (``many``: --eval-model repeatable)."""
+    if many:
+        p.add_argument("--eval-model", action="append", default=None, metavar="NET",
+                       help="evaluation network, repeatable: convnet, lenet, alexnet, resnet18, ... "
+                            "(default: convnet)")
+    else:
+        p.add_argument("--eval-model", default="convnet", metavar="NET",
+                       help="network trained on the set, attacked and used for the embedding")
+    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1), metavar="N",
+                   help=f"evaluation networks trained on the set (default: {default_size} eval models)")
+    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), metavar="N",
+                   help=f"epochs of each evaluation network (default: {default_size} eval epochs)")
+
+
+def _run_opts(p: argparse.ArgumentParser, sweep: bool = False, save: bool = False, evaluate: bool = True) -> None:
+    """A job's options (run, distill, sweep); ``evaluate``: the command evaluates (distill does not)."""
+    if not sweep:  # --method is required: checked after --config (parse_command)
+        p.add_argument("--method", help="the method to run (mddbench list methods); required"
+                                        + ("" if save else " unless --config names it"))
+        p.add_argument("--dataset", default="demo", help="dataset name (mddbench list datasets); demo is generated, "
+                                                         "offline")
+        p.add_argument("--ipc", type=int, default=2, help="images per class (ignored by the real baseline)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the distillation and the evaluation")
+    if not save:
+        p.add_argument("--config", metavar="FILE",
+                       help="read the options from a TOML file (keys: the long options, with _ or -) or a run "
+                            "folder's job.json; options given on the command line win (default: none)")
     p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a method hyperparameter (repeatable)")
-    p.add_argument("--eval-model", action="append", default=None, metavar="NET",
-                   help="evaluation network(s): convnet (default), lenet, alexnet, resnet18, ...")
-    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1),
-                   help="override the budget's number of evaluation models")
-    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), help="override the budget's evaluation epochs")
+    if evaluate:
+        _eval_opts(p)
     p.add_argument("--time-budget", type=option(float, POSITIVE), metavar="SECONDS",
-                   help="stop distilling after this many seconds")
+                   help="stop distilling after this many seconds (default: no limit)")
     p.add_argument("--snapshot-every", type=option(int, NON_NEGATIVE), default=0, metavar="N",
-                   help="save the synthetic set every N iterations (for accuracy-vs-time curves)")
+                   help="save the synthetic set every N iterations, for accuracy-vs-time curves (0: never)")
     if save:
-        p.add_argument("--save", help="also save the synthetic set to this path")
+        p.add_argument("--save", metavar="PATH",
+                       help="also save the synthetic set to this path (default: only in the run folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mddbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mddbench", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mddbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter))
 
     p = sub.add_parser("list", help="list methods, datasets, networks or budgets")
-    p.add_argument("what", nargs="?", default="methods", choices=["methods", "datasets", "networks", "budgets"])
+    p.add_argument("what", nargs="?", default="methods", choices=["methods", "datasets", "networks", "budgets"],
+                   help="what to list")
     p.add_argument("--pattern", default="*", help="glob filter, e.g. 'organ*'")
-    p.add_argument("--plugin", action="append", metavar="FILE.py")
-    p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones")
-    p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset (default: breastmnist)")
-    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class (default: 2)")
+    p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
+    p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones "
+                                    "(default: not shown)")
+    p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset")
+    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")
-    p.add_argument("dataset")
-    p.add_argument("--data-root")
+    p.add_argument("dataset", help="dataset name (mddbench list datasets)")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
     p.set_defaults(fn=cmd_info)
 
     for name, fn, text in (("run", cmd_run, "distill, evaluate and record one job"),
                            ("distill", cmd_distill, "distill and save a synthetic set, without evaluating")):
         p = sub.add_parser(name, help=text)
-        _run_opts(p, save=name == "distill")
+        _run_opts(p, save=name == "distill", evaluate=name == "run")
         _common(p)
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("eval", help="evaluate a saved synthetic set (protocol v1)")
-    p.add_argument("artifact")
-    p.add_argument("--model", action="append", default=None, metavar="NET", help="evaluation network(s)")
+    p.add_argument("artifact", help="a .safetensors synthetic set or a run folder")
+    _eval_opts(p)
+    deprecated_alias(p, "--model", "--eval-model")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the set's own)")
-    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1))
-    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1))
     p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
     _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_eval, budget=None)
 
     p = sub.add_parser("show", help="write a PNG grid of a synthetic set's images per class")
     p.add_argument("artifact", help="a .safetensors synthetic set or a run folder")
-    p.add_argument("--output", "-o", help="PNG path (default: beside the artifact)")
+    p.add_argument("--output", "-o", metavar="PNG", help="PNG path (default: beside the artifact)")
     p.set_defaults(fn=cmd_show)
 
     p = sub.add_parser("privacy", help="privacy audit of saved sets: near copies of patients, membership inference")
     p.add_argument("artifacts", nargs="+", metavar="SET", help=".safetensors synthetic set(s) or run folder(s)")
-    p.add_argument("--model", default="convnet", help="network attacked and used for the embedding (default convnet)")
+    _eval_opts(p, many=False)
+    for old, new in (("--model", "--eval-model"), ("--n-models", "--eval-n-models"), ("--epochs", "--eval-epochs")):
+        deprecated_alias(p, old, new)
     p.add_argument("--seed", type=int, default=None, help="audit seed (default: the set's own)")
-    p.add_argument("--n-models", type=option(int, AT_LEAST_1), help="networks trained on the set and attacked (default: the budget's)")
-    p.add_argument("--epochs", type=option(int, AT_LEAST_1), help="their epochs (default: the budget's evaluation epochs)")
-    p.add_argument("--real-epochs", type=option(int, AT_LEAST_1), help="epochs of the `real` reference network (default: the budget's)")
-    p.add_argument("--figure", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
+    p.add_argument("--real-epochs", type=option(int, AT_LEAST_1), metavar="N",
+                   help="epochs of the real reference network (default: the budget's real epochs)")
+    p.add_argument("--figure", metavar="PNG", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
     p.add_argument("--no-record", action="store_true", help="print only; do not store the results")
     p.add_argument("--again", action="store_true",
                    help="audit even when the same audit is already stored, and store the new audit in its place "
-                        "in OUT's store (e.g. to add a measurement made since; `mddbench merge` into a store that "
+                        "in OUT's store (e.g. to add a measurement made since; mddbench merge into a store that "
                         "holds it already keeps that store's)")
     _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_privacy, budget=None)
 
     p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store")
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
-    p.add_argument("--records", help="a records.jsonl export to render instead of the store")
+    p.add_argument("--records", help="a records.jsonl export to render instead of the store (default: the store)")
     p.add_argument("--to", default="leaderboards", help="output folder (default: leaderboards)")
     p.set_defaults(fn=cmd_leaderboard)
 
@@ -487,21 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_web)
 
     p = sub.add_parser("sweep", help="run a grid of jobs (skips finished ones; safe to kill and restart)")
-    p.add_argument("--methods", nargs="+", required=True)
-    p.add_argument("--datasets", nargs="+", required=True)
-    p.add_argument("--ipc", nargs="+", type=option(int, AT_LEAST_1), default=[1, 2, 10])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    p.add_argument("--methods", nargs="+", help="methods to run (required unless --config names them)")
+    p.add_argument("--datasets", nargs="+", help="datasets to run them on (required unless --config names them)")
+    p.add_argument("--ipc", nargs="+", type=option(int, AT_LEAST_1), default=[1, 2, 10], help="images per class")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds")
     p.add_argument("--jobs", type=option(int, AT_LEAST_1), default=1,
                    help="local worker processes (each gets cores/jobs threads, or OMP_NUM_THREADS when set, and, "
                         "with several GPUs, its own GPU)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local worker processes (default) or Ray tasks on a cluster (pip install -e '.[ray]')")
+                   help="local worker processes or Ray tasks on a cluster (pip install -e '.[ray]')")
     p.add_argument("--ray-address", metavar="HOST:PORT",
-                   help="(ray) the cluster `ray start --head` printed; default: start Ray on this machine")
-    p.add_argument("--cpus-per-job", type=option(float, POSITIVE), default=1, help="(ray) CPUs each task declares (default 1)")
+                   help="(ray) the cluster that ray start --head printed (default: start Ray on this machine)")
+    p.add_argument("--cpus-per-job", type=option(float, POSITIVE), default=1, help="(ray) CPUs each task declares")
     p.add_argument("--gpus-per-job", type=option(float, NON_NEGATIVE),
                    help="(ray) GPUs each task declares (default: 1 when the cluster has GPUs and --device is not cpu)")
-    p.add_argument("--max-retries", type=option(int, NON_NEGATIVE), default=3, help="(ray) retries of a task whose worker died (default 3)")
+    p.add_argument("--max-retries", type=option(int, NON_NEGATIVE), default=3,
+                   help="(ray) retries of a task whose worker died")
     p.add_argument("--shared-experts", action="store_true",
                    help="(ray) --expert-cache is a folder every node mounts: build and read experts there "
                         "instead of shipping them through Ray")
@@ -519,12 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("curve", help="evaluate a run's snapshots: accuracy against distillation time")
     p.add_argument("run", help="a run folder made with --snapshot-every N")
-    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1), default=3)
-    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), default=300)
+    p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1), default=3, metavar="N",
+                   help="evaluation networks per snapshot")
+    p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1), default=300, metavar="N",
+                   help="epochs of each evaluation network")
     p.add_argument("--points", type=option(int, AT_LEAST_1),
-                   help="evaluate at most N snapshots, evenly spaced, the last always")
-    p.add_argument("--data-root")
-    p.add_argument("--device", default="auto")
+                   help="evaluate at most N snapshots, evenly spaced, the last always (default: every snapshot)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding dataset files (default: the run's own)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_curve)
 
@@ -534,17 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("buffers", help="train (or find cached) the expert trajectories a method reads")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help="dataset name (mddbench list datasets)")
     p.add_argument("--method", default="mtt", help="build the buffers this method reads at --budget (default: mtt; "
                                                    "ftd/ptm: flat experts)")
     p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2,
-                   help="the ipc whose settings the method would use (default 2)")
+                   help="the ipc whose settings the method would use")
     p.add_argument("--hp", action="append", metavar="KEY=VALUE",
-                   help="a method hyperparameter, as for `run` (e.g. experts=flat)")
+                   help="a method hyperparameter, as for run (e.g. experts=flat)")
     p.add_argument("--report", action="store_true",
                    help="print every expert epoch's val accuracy and balanced accuracy (mean, min, max over experts)")
     _common(p)
     p.set_defaults(fn=cmd_buffers)
+
+    for action in sub._choices_actions:  # each command's --help starts with what it does
+        sub.choices[action.dest].description = sub.choices[action.dest].description or action.help
     return parser
 
 
@@ -558,15 +645,129 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def _main(argv: list[str] | None) -> int:
-    configure_allocator()
+# ------------------------------------------------------------------------------- config files
+REQUIRED = {"run": ("--method",), "distill": ("--method",), "sweep": ("--methods", "--datasets")}
+JOB_FIELDS = {"eval_models": "eval_model", "hparams": "hp", "plugins": "plugin"}  # job.json's names of options
+
+
+def parse_command(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as the command reads it: ``--config``'s file first, the options given here over it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    memory.set_budget(getattr(args, "memory_budget", None))
+    if getattr(args, "config", None):
+        args = apply_config(parser, args, argv)
+    missing = [opt for opt in REQUIRED.get(args.command, ()) if getattr(args, opt[2:].replace("-", "_")) is None]
+    if missing:
+        _subparser(parser, args.command).error(f"the following arguments are required: {', '.join(missing)}")
     if getattr(args, "eval_model", "unset") is None:
         args.eval_model = ["convnet"]
-    if getattr(args, "model", "unset") is None:
-        args.model = ["convnet"]
+    return args
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return parser._subparsers._group_actions[0].choices[command]
+
+
+def _options(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """A command's options a config file may set, by destination (the deprecated names and --config excluded)."""
+    return {a.dest: a for a in sub._actions
+            if a.option_strings and a.help != argparse.SUPPRESS and a.dest not in ("help", "config")}
+
+
+def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """``args`` with the options of ``args.config`` (TOML, or a run's job.json) wherever the command line gave none.
+
+    The file's values become command-line tokens parsed by the same parser, so they are checked exactly as
+    typed options are; an option given on the command line replaces the file's (``--hp`` per key)."""
+    from mddbench.run.config import read_config
+
+    values = read_config(args.config)
+    tokens, job_id = config_tokens(_subparser(parser, args.command), values, args.config)
+    merged = parser.parse_args([args.command, *tokens])
+    for dest in _given(argv, args.command):
+        if dest == "hp" and merged.hp:
+            keys = {item.split("=", 1)[0].strip() for item in args.hp}
+            merged.hp = [item for item in merged.hp if item.split("=", 1)[0].strip() not in keys] + args.hp
+        else:
+            setattr(merged, dest, getattr(args, dest))
+    merged.verbose, merged.config, merged.config_job_id = args.verbose, args.config, job_id
+    return merged
+
+
+def _given(argv: list[str], command: str) -> set[str]:
+    """The destinations of the options ``argv`` gives (parsed with every default suppressed)."""
+    parser = build_parser()
+    for action in _subparser(parser, command)._actions:
+        action.default = argparse.SUPPRESS
+        action.silent = True  # a deprecated name warned in the first parse already
+    return set(vars(parser.parse_args(argv))) - {"fn", "command", "verbose", "config"}
+
+
+def config_tokens(sub: argparse.ArgumentParser, values: dict, source: str) -> tuple[list[str], str | None]:
+    """Command-line tokens for a config file's ``values`` (keys: long options with _ or -, or job.json's fields),
+    and the job id the file names (job.json); an unknown key or a value an option refuses is a ConfigError."""
+    options = _options(sub)
+    aliases = {k: v for k, v in JOB_FIELDS.items() if v in options}
+    if "quiet" in options:
+        aliases["progress"] = "quiet"
+    tokens, job_id = [], None
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name == "job_id" and "method" in options:
+            job_id = str(value)
+            continue
+        dest = aliases.get(name, name)
+        if dest not in options:
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted([*options, *aliases]))}"
+                              + (", job_id" if "method" in options else ""))
+        if name == "progress" and isinstance(value, bool):
+            value = not value
+        if value is not None:
+            tokens += _tokens(options[dest], value, key, source)
+    return tokens, job_id
+
+
+def _tokens(action: argparse.Action, value, key: str, source: str) -> list[str]:
+    """The tokens that set ``action`` to a config file's ``value``, each item checked as the option checks it."""
+    flag = max(action.option_strings, key=len)
+    if action.nargs == 0:  # a switch
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} is a switch: true or false, got {value!r}")
+        return [flag] if value != action.default else []
+    if action.dest == "hp" and isinstance(value, dict):  # a [hp] table
+        value = [f"{k}={_text(v)}" for k, v in value.items()]
+    if action.dest == "hp" and isinstance(value, list):  # job.json's [[key, value], ...]
+        value = [f"{v[0]}={_text(v[1])}" if isinstance(v, list) and len(v) == 2 else v for v in value]
+    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+    if isinstance(value, (list, tuple)) and not many:
+        raise ConfigError(f"{source}: {key} takes one value, got the list {value!r}")
+    items = [_text(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    for item in items:
+        try:
+            parsed = action.type(item) if action.type else item
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {key} = {item}: {exc or 'not a valid value'}") from None
+        if action.choices is not None and parsed not in action.choices:
+            raise ConfigError(f"{source}: {key} = {item}: choose from {', '.join(map(str, action.choices))}")
+    if action.nargs in ("+", "*"):
+        return [flag, *items] if items else []
+    return [f"{flag}={item}" for item in items]
+
+
+def _text(value) -> str:
+    """A config value as it would be typed (TOML's true is true, not Python's True)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _main(argv: list[str] | None) -> int:
+    configure_allocator()
+    try:
+        args = parse_command(argv)
+    except MddError as exc:  # the config file: a bad key or value
+        print(f"mddbench: error: {exc}", file=sys.stderr)
+        return 2
+    memory.set_budget(getattr(args, "memory_budget", None))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     try:
         args.fn(args)

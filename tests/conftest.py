@@ -1,7 +1,12 @@
 """Fixtures and paths every test file shares: defined once here, imported (paths) or requested (fixtures).
 
-The real dataset files live beside the repository, in ``../shared/data`` (never copied into it);
-test modules use ``from conftest import SHARED_DATA`` for module-level paths and skip marks.
+The genuine dataset files (breastmnist.npz, retinamnist.npz, adrenalmnist3d.npz, ham10000_sample/, ...) are
+never copied into the repository: ``MDDBENCH_TEST_DATA`` names the folder holding them (a relative path is
+taken from the repository's root; ``.ci/run`` sets ``../shared/data``). Test modules use
+``from conftest import SHARED_DATA`` for paths and ``needs_data`` / ``skip_without_data`` to skip without
+them; every such skip's reason starts with :data:`REAL_DATA_SKIP`, and the end of the run says how many
+real-data tests were skipped and how to run them (:func:`pytest_terminal_summary`). Without the variable
+no test reads a file beside the clone.
 """
 import os
 import subprocess
@@ -19,10 +24,56 @@ import pytest  # noqa: E402
 from mddbench.data.dataset import load_dataset  # noqa: E402
 from mddbench.datasets import medmnist_sets  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA_ENV = "MDDBENCH_TEST_DATA"
+TEST_DATA_SET = bool(os.environ.get(TEST_DATA_ENV))
+# the folder of genuine data files; unset, a path that holds nothing (every real-data test skips)
+SHARED_DATA = REPO / Path(os.environ.get(TEST_DATA_ENV) or f"<{TEST_DATA_ENV} is not set>").expanduser()
+REAL_DATA_SKIP = "real data:"  # the start of every real-data skip reason (counted at the end of the run)
+
+
+def missing_data(*names: str) -> str | None:
+    """Why the real-data files ``names`` (under SHARED_DATA) cannot be read: a skip reason, None when all are there."""
+    if not TEST_DATA_SET:
+        return f"{REAL_DATA_SKIP} {TEST_DATA_ENV} is not set ({', '.join(names)})"
+    missing = [n for n in names if not (SHARED_DATA / n).exists()]
+    return f"{REAL_DATA_SKIP} {', '.join(missing)} not in {SHARED_DATA} ({TEST_DATA_ENV})" if missing else None
+
+
+def needs_data(*names: str) -> pytest.MarkDecorator:
+    """Skip mark of a test that reads the real-data files ``names`` (under SHARED_DATA)."""
+    reason = missing_data(*names)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def skip_without_data(*names: str) -> None:
+    """Skip the running test unless the real-data files ``names`` are there."""
+    reason = missing_data(*names)
+    if reason is not None:
+        pytest.skip(reason)
+
+
 BREAST = SHARED_DATA / "breastmnist.npz"
 BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
-needs_breast = pytest.mark.skipif(not BREAST.is_file(), reason=f"{BREAST} is not available")
+needs_breast = needs_data(BREAST.name)
+
+
+def pytest_configure(config) -> None:
+    if TEST_DATA_SET and not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"{TEST_DATA_ENV}={os.environ[TEST_DATA_ENV]} is not a folder ({SHARED_DATA}); "
+                                f"name the folder holding the genuine data files, or unset it")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say how many real-data tests were skipped, and how to run them: a fresh clone skips them all."""
+    reasons = [r.longrepr[2] for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and REAL_DATA_SKIP in str(r.longrepr[2])]
+    if not reasons:
+        return
+    how = (f"set {TEST_DATA_ENV} to the folder holding the genuine data files "
+           f"(e.g. {TEST_DATA_ENV}=../shared/data python -m pytest, relative to the repository; .ci/run sets it)"
+           if not TEST_DATA_SET else f"put the files they name into {SHARED_DATA}")
+    terminalreporter.write_line(f"{len(reasons)} real-data test(s) skipped: {how}", yellow=True)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +85,7 @@ def expert_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def breast():
     """The genuine BreastMNIST file from SHARED_DATA, loaded once per test module (skips when absent)."""
-    if not BREAST.is_file():
-        pytest.skip(f"{BREAST} is not available")
+    skip_without_data(BREAST.name)
     return load_dataset("breastmnist", SHARED_DATA, offline=True)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from methodkit import SHARED_DATA, distill
+from conftest import SHARED_DATA, needs_data
+from methodkit import distill
 
 from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays, load_dataset
 from mddbench.errors import ConfigError
 from mddbench.registry import DATASETS, METHODS
 
 ADRENAL = SHARED_DATA / "adrenalmnist3d.npz"
-pytestmark = pytest.mark.skipif(not ADRENAL.is_file(), reason=f"{ADRENAL} is not available")
+pytestmark = needs_data(ADRENAL.name)
 PER_CLASS = {"train": 2, "val": 1, "test": 1}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast
+from conftest import BREAST, BREAST_MD5, RANDOM_DEMO, SHARED_DATA, cli, needs_breast, skip_without_data
 
 from mddbench.cli import main
 from mddbench.datasets import medmnist_sets
@@ -66,8 +66,7 @@ def test_info(capsys):
 
 def test_info_finds_a_file_in_medmnists_own_folder(capsys, monkeypatch, tmp_path):
     """The loader also reads ~/.medmnist, where the medmnist package keeps its files; info says so."""
-    if not BREAST.is_file():
-        pytest.skip(f"{BREAST} is not available")
+    skip_without_data(BREAST.name)
     medmnist_root = tmp_path / "medmnist-root"
     medmnist_root.mkdir()
     (medmnist_root / BREAST.name).symlink_to(BREAST)
@@ -261,17 +260,17 @@ def test_a_record_made_under_another_default_is_not_taken_for_the_job(tmp_path, 
     stored record would silently stand for the new definition. run and sweep refuse and say what to do."""
     from mddbench.registry import METHODS
 
-    dm = ["--method", "dm", "--dataset", "demo", "--ipc", "1", "--budget", "smoke", "--quiet", "--out", tmp_path,
-          "--eval-n-models", "1", "--eval-epochs", "1"]
+    job = ["--method", "dm", "--dataset", "demo", "--ipc", "1", "--budget", "smoke", "--quiet", "--out", tmp_path]
+    dm = [*job, "--eval-n-models", "1", "--eval-epochs", "1"]
     assert cli(capsys, "run", *dm)[0] == 0
     assert cli(capsys, "run", *dm)[0] == 0  # unchanged: the stored record is the job's
-    assert cli(capsys, "distill", *dm, "--seed", "1")[0] == 0  # a run folder with a set, no record yet
+    assert cli(capsys, "distill", *job, "--seed", "1")[0] == 0  # a run folder with a set, no record yet
     assert (tmp_path / "runs").is_dir() and len(list((tmp_path / "runs").glob("*/hparams.json"))) == 2
     cls = METHODS.get("dm")
     monkeypatch.setattr(cls, "defaults", {**cls.defaults, "lr_img": 2.0})
     rc, _, err = cli(capsys, "run", *dm)
     assert rc == 2 and "lr_img 1.0 -> 2.0" in err and "Bump `version` of 'smoke'" in err
-    rc, _, err = cli(capsys, "run", *dm, "--seed", "1")  # the set it would reuse was made under lr_img 1.0
+    rc, _, err = cli(capsys, "run", *job, "--seed", "1")  # the set it would reuse was made under lr_img 1.0
     assert rc == 2 and "its set or checkpoints" in err and "lr_img 1.0 -> 2.0" in err
     sweep = ["--methods", "dm", "--datasets", "demo", "--ipc", "1", "--budget", "smoke", "--quiet", "--out", tmp_path,
              "--eval-n-models", "1", "--eval-epochs", "1"]

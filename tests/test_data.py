@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast
+from conftest import BREAST, BREAST_MD5, SHARED_DATA, needs_breast, skip_without_data
 from medmnist import INFO
 
 from mddbench.data.dataset import DatasetSpec, get_spec, load_dataset, md5sum, read_npz
@@ -67,8 +67,7 @@ def test_normalisation_comes_from_the_train_split(breast):
 
 
 def test_data_root_from_the_environment(monkeypatch):
-    if not BREAST.is_file():
-        pytest.skip(f"{BREAST} is not available")
+    skip_without_data(BREAST.name)
     monkeypatch.setenv("MDDBENCH_DATA", str(SHARED_DATA))
     assert load_dataset("breastmnist", offline=True).checksum == BREAST_MD5
 

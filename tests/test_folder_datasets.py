@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs_data
 from PIL import Image
 
 from mddbench.data.dataset import SPLITS, get_spec, load_dataset, md5sum
@@ -320,7 +320,7 @@ def test_ham_missing_image(tmp_path):
 
 # ------------------------------------------------------------------ the genuine HAM10000 sample
 HAM_SAMPLE = SHARED_DATA / "ham10000_sample"
-needs_ham = pytest.mark.skipif(not HAM_SAMPLE.is_dir(), reason=f"{HAM_SAMPLE} is not available")
+needs_ham = needs_data(HAM_SAMPLE.name)
 
 
 @needs_ham

@@ -2,7 +2,7 @@
 
 A session is lent a GPU for 15 minutes in all: a script that breaks there (a renamed flag, a stage that
 exits on the first failed cell, tables that do not render) wastes the only chance. This runs it as written,
-on the CPU at the smoke budget, on the genuine RetinaMNIST and AdrenalMNIST3D files.
+on the CPU at the smoke budget, on the genuine BREAST-ULS, RetinaMNIST and AdrenalMNIST3D files.
 """
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, run_script
+from conftest import SHARED_DATA, needs_data, run_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_leaderboard.sh"
-NEEDED = [SHARED_DATA / "retinamnist.npz", SHARED_DATA / "adrenalmnist3d.npz", SHARED_DATA / "breast-uls_112.npz"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all(p.is_file() for p in NEEDED), reason=f"needs {', '.join(map(str, NEEDED))}")
+@needs_data("retinamnist.npz", "adrenalmnist3d.npz", "breast-uls_112.npz")
 def test_the_gpu_script_runs_every_stage_and_renders_its_tables(tmp_path):
     out = tmp_path / "gpu"
     done = run_script(SCRIPT, SHARED_DATA, out, DEVICE="cpu", BUDGET2D="smoke", BUDGET3D="smoke", METHODS3D="random",

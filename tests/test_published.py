@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, skip_without_data
 
 from mddbench.data.class_balance import TEST_CLASS_COUNTS, majority_dominated, majority_share
 from mddbench.report.leaderboard import write_leaderboards
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARDS = ROOT / "leaderboards"
-DATA = ROOT.parent / "shared" / "data"
 
 
 def published_records() -> list[dict]:
@@ -115,8 +115,7 @@ def test_majority_shares():
 
 @pytest.mark.parametrize("dataset", sorted(TEST_CLASS_COUNTS))
 def test_class_counts_match_the_data(dataset):
-    path = DATA / f"{dataset}.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here")
+    path = SHARED_DATA / f"{dataset}.npz"
+    skip_without_data(path.name)
     labels = np.load(path)["test_labels"].ravel()
     assert tuple(np.bincount(labels).tolist()) == TEST_CLASS_COUNTS[dataset]

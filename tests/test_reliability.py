@@ -348,3 +348,33 @@ def test_one_atomic_write_path():
                  for p in root.rglob("*.py") if p.name != "atomic.py" and
                  re.search(r"os\.replace\(|\.tmp\"\)|\.tmp\b.*\.replace\(|mkstemp", p.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_writes_get_the_mode_of_a_new_file(tmp_path, umask, mode):
+    """safetensors creates its file 0600: through replacing() a saved set is readable as any other file (issue 46)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from mddbench.api.synset import SyntheticSet
+
+    old = os.umask(umask)
+    try:
+        with replacing(tmp_path / "raw.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))
+        synset = SyntheticSet(images=torch.zeros(2, 1, 4, 4), labels=torch.tensor([0, 1]))
+        synset.save(tmp_path / "set.safetensors")
+        write_text(tmp_path / "job.json", "{}")
+    finally:
+        os.umask(old)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {
+        "raw.safetensors": oct(mode), "set.safetensors": oct(mode), "job.json": oct(mode)}
+
+
+def test_a_runs_files_are_all_readable_by_the_group(random_run):
+    """Every file a run leaves (its saved set included) is 0644 under the usual umask, none 0600."""
+    modes = {str(p.relative_to(random_run)): oct(p.stat().st_mode & 0o777)
+             for p in random_run.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert any(name.endswith("synset.safetensors") for name in modes)
+    assert set(modes.values()) == {oct(0o644)}, modes

@@ -214,5 +214,6 @@ def evaluate(synset: SyntheticSet, data: RealData, config: EvalConfig = EvalConf
                                   [model_streams(seed, i, config.model)[1] for i in pack], device, bar)
             per_model += [score(net, data, device) for net in nets]
             scored = [m["test_acc"] for m in per_model if m["test_acc"] is not None]
-            bar.set_postfix(acc=f"{np.mean(scored):.3f}" if scored else "-", diverged=len(per_model) - len(scored))
+            bar.set_postfix(acc=f"{100 * np.mean(scored):.2f} %" if scored else "-",  # % as in the printed table
+                            diverged=len(per_model) - len(scored))
     return EvalResult(config, per_model, time.perf_counter() - start, engine)

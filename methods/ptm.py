@@ -16,10 +16,10 @@
    the foundation never. Its momentum rows are cleared with it.
 4. Flat (FTD, GSAM) experts, DSA, a learned student step size, real initialisation.
 
-Where the paper is silent the values are ours (documented in the README and flagged as
+Where the paper is silent the values are ours (documented in docs/methods.md and flagged as
 hyperparameters): uniform stage lengths; ``steps_per_epoch``, ``max_syn_steps``; ``beta1 = 1``
 (the match term carries MTT's image learning rate); ``beta2 = 10``, chosen on the val split of RetinaMNIST
-ipc 2 at quick over 0.01, 0.1, 1 and 10 (README, "PTM's open values"); the median-heuristic sigma; ``k = 2``;
+ipc 2 at quick over 0.01, 0.1, 1 and 10 (docs/methods.md, "PTM's open values"); the median-heuristic sigma; ``k = 2``;
 odd ipc: the foundation takes the extra image (the MMD uses means, so unequal halves are fine);
 ipc = 1 leaves no pair, so the overlap module switches off. ``overlap_reduction="mean"`` divides each
 class's term by its pairs (eq. 4 sums over |S^f| x |S^c| of them, so at ipc 10 it is 25 times ipc 2's).

@@ -7,7 +7,7 @@ numbers also come from a separate recipe), but never for fewer SGD steps than
 images, 3 batches, 90 steps against the 300 a one-batch synthetic set gets), and LeNet still
 predicts the majority class after them. The floor, three times a one-batch set's steps, is the
 smallest of those measured on the val split at which LeNet left the majority class for all three
-seeds (README). Its "synthetic set" is patient data: never saved.
+seeds (leaderboards/README.md, "The quick-budget leaderboard"). Its "synthetic set" is patient data: never saved.
 """
 from mddbench.api.budgets import Budget
 from mddbench.api.method import Method, Task

@@ -1,4 +1,4 @@
-"""Welch's t between every two rows of one leaderboard column: the p-values behind the README's sentences.
+"""Welch's t between every two rows of one leaderboard column: the p-values behind leaderboards/README.md's sentences.
 
     python scripts/compare_rows.py leaderboards/records.jsonl --dataset retinamnist --ipc 10 --budget quick_v4
     python scripts/compare_rows.py STORE --dataset retinamnist --ipc 2 --budget quick_v3 --metric balanced_acc

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The PTM evidence of the README (quick budget, CPU): for each dataset and ipc (default BreastMNIST and
+# The PTM evidence of leaderboards/README.md (quick budget, CPU): for each dataset and ipc (default BreastMNIST and
 # PneumoniaMNIST at ipc 2 and 10),
 #  1. PTM, then MTT (on the same flat experts) and FTD, each given PTM's measured distillation time;
 #  2. the ablations: the module off; overlap on but retraining off; retraining alone; Figure 1b's random-segment baseline

@@ -1,17 +1,20 @@
-"""Copy the published leaderboards' tables into the README blocks that name them.
+"""Copy the published leaderboards' tables into the blocks of the pages that name them.
 
     python scripts/readme_tables.py            # rewrite the blocks from leaderboards/
     python scripts/readme_tables.py --check    # exit 1 (and name the blocks) where a copy is stale
 
+The pages are ``leaderboards/README.md`` (the results and their story), every ``docs/*.md`` and the
+README; a page without blocks is left alone (``--page FILE``, repeatable, names others).
+
 A block is ``<!-- NAME: copied from leaderboards/FILE ... -->`` ... ``<!-- end of NAME -->``. Its table
 (the run of lines starting with ``|``) is replaced by FILE's table lines; the prose around it in the block
-is the README's own and stays. A block whose comment says ``columns=NAME[,NAME...]`` copies the first
+is the page's own and stays. A block whose comment says ``columns=NAME[,NAME...]`` copies the first
 column and the columns whose header's first word is one of the names (``columns=breastmnist``: that
 dataset's cells of a table that holds several), leaving out rows with nothing in them; verdict marks are
 per column, so a column reads the same alone. ``rows=NAME[,NAME...]`` keeps the rows whose first cell's
 first word is one of the names (the privacy tables, whose first column is the dataset). Run it after
-``mddbench leaderboard``, so the README never carries a number typed by hand (tests/test_published.py
-checks the copies).
+``mddbench leaderboard``, so no page carries a table typed by hand (tests/test_published.py checks the
+copies).
 """
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_pages(root: Path = ROOT) -> list[Path]:
+    """The pages that may hold blocks: the leaderboards' README, the docs and the README."""
+    return [root / "leaderboards" / "README.md", *sorted((root / "docs").glob("*.md")), root / "README.md"]
+
 BLOCK = re.compile(r"(<!-- (?P<name>[^:>]+): copied from leaderboards/(?P<source>\S+?)\s.*?-->\n)(?P<body>.*?)"
                    r"(<!-- end of (?P=name) -->)", re.S)
 
@@ -71,20 +80,20 @@ def block_selection(comment: str) -> dict[str, str]:
 
 
 def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
-    """The README with every block's table copied from ``boards``, and the names of the blocks that changed."""
+    """The page with every block's table copied from ``boards``, and the names of the blocks that changed."""
     changed: list[str] = []
 
     def copy(m: re.Match) -> str:
         source = boards / m["source"]
         if not source.is_file():
-            raise SystemExit(f"README block {m['name']!r} copies {source}, which does not exist: "
+            raise SystemExit(f"block {m['name']!r} copies {source}, which does not exist: "
                              f"run `mddbench leaderboard` first, or fix the block's name")
         lines = m["body"].split("\n")
         rows = [i for i, line in enumerate(lines) if line.startswith("|")]
         new = table_lines(source.read_text(), **block_selection(m.group(1)))
         if rows:
             if any(not lines[i].startswith("|") for i in range(rows[0], rows[-1] + 1)):
-                raise SystemExit(f"README block {m['name']!r} holds prose between table lines; "
+                raise SystemExit(f"block {m['name']!r} holds prose between table lines; "
                                  f"keep one table per block")
             body = lines[:rows[0]] + new + lines[rows[-1] + 1:]
         else:
@@ -99,19 +108,28 @@ def refresh(readme: str, boards: Path) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--page", type=Path, action="append",
+                    help="a markdown page holding blocks (repeatable; default: leaderboards/README.md, docs/*.md, "
+                         "README.md)")
     ap.add_argument("--boards", type=Path, default=ROOT / "leaderboards")
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 where a copy is stale")
     args = ap.parse_args(argv)
-    text = args.readme.read_text()
-    new, changed = refresh(text, args.boards)
+    stale = 0
+    for page in args.page or default_pages():
+        if not page.is_file():
+            continue
+        text = page.read_text()
+        new, changed = refresh(text, args.boards)
+        stale += len(changed)
+        if args.check:
+            for name in changed:
+                print(f"stale: {page.name}: {name}", file=sys.stderr)
+        elif changed:
+            page.write_text(new)
+            print(f"{page}: {len(changed)} block(s) updated: {', '.join(changed)}")
     if args.check:
-        for name in changed:
-            print(f"stale: {name}", file=sys.stderr)
-        return 1 if changed else 0
-    if changed:
-        args.readme.write_text(new)
-    print(f"{len(changed)} block(s) updated" + (f": {', '.join(changed)}" if changed else ""))
+        return 1 if stale else 0
+    print(f"{stale} block(s) updated")
     return 0
 
 

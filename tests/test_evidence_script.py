@@ -1,4 +1,4 @@
-"""scripts/ptm_evidence.sh, the README's recipe for PTM against MTT and FTD at equal time and for the
+"""scripts/ptm_evidence.sh, the recipe (docs/reproducing.md) for PTM against MTT and FTD at equal time and for the
 accuracy-against-time curves, runs as written (at the smoke budget, on the generated demo set)."""
 from __future__ import annotations
 

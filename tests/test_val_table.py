@@ -94,7 +94,7 @@ def test_a_value_whose_seed_diverged_is_counted_and_ranked_after_the_values_that
 
 def test_time_budgeted_runs_never_pool_with_the_runs_of_an_iteration_budget(val_table):
     """The equal-time runs of MTT share budget_version and lr_teacher with its default runs; grouping by
-    those alone pooled them (the README's ipc-10 step-size table then read 41.36, not its 41.68)."""
+    those alone pooled them (leaderboards/README.md's ipc-10 step-size table then read 41.36, not its 41.68)."""
     def run(val_bal, time_budget=None):
         return {**record(None, 0, val_bal, [0.5]), "hparams": {"lr_teacher": 0.01}, "budget_version": 4,
                 "overrides": {"iterations": "100000"} if time_budget else {}, "time_budget": time_budget}

@@ -36,8 +36,8 @@ from mddbench.nn.networks import create_network
 from mddbench.nn.unroll import MatchResult, Source, Student, TensorSource, match, param_distance
 from mddbench.trajectory.experts import FLAT_RECIPE, MTT_RECIPE, ExpertRecipe, Trajectories
 
-# CIFAR-10 rows of the official tables (docs/methods.md 4.5), the transfer the spec recommends for data
-# without published values, ZCA off as in the medical precedent (HoP-TM).
+# CIFAR-10 rows of the official tables (docs/methods.md 4.5; the shared spec/methods.md, outside the repository),
+# the transfer it recommends for data without published values, ZCA off as in the medical precedent (HoP-TM).
 MTT_IPC1 = dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01)
 MTT_IPC10 = dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.001)
 MTT_IPC50 = dict(syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.001)
@@ -74,7 +74,7 @@ def fit_steps_to_experts(hp: dict, spec: DatasetSpec, expert_lr: float) -> dict[
     ipc-10 and ipc-50 rows start at 0.001 so that a learned step size can grow over 30 student steps
     that stand for 392 expert steps. Fixed, 0.001 makes the student walk a tenth of the expert's rate
     over as many steps, and the set is then evaluated at 0.001 as well. Chosen on val (RetinaMNIST
-    ipc 10, README "The step size at ipc 10"); at ipc 1 and 2 every row already starts at the rate.
+    ipc 10, leaderboards/README.md "The step size at ipc 10"); at ipc 1 and 2 every row already starts at the rate.
     """
     per_epoch = expert_steps_per_epoch(spec)
     if per_epoch is None or hp["expert_epochs"] * per_epoch >= hp["syn_steps"]:

@@ -14,7 +14,7 @@ import math
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from mddbench.privacy.memorisation import SPACE_LABELS
 from mddbench.report.cells import format_pm
 from mddbench.report.keys import REAL, col_order, row_key, row_label, row_order
 from mddbench.report.markdown import to_markdown
+from mddbench.results.verification import MARK
 
 Record = dict[str, Any]
 
@@ -70,8 +71,9 @@ def _reference_rows(records: list[Record]) -> dict[tuple[str, str], list[Record]
     return {k: list(v.values()) for k, v in seen.items()}
 
 
-def privacy_table(records: Iterable[Record]) -> pd.DataFrame:
-    """Rows (dataset, ipc, eval model, method) with every privacy figure; `real` rows last per dataset."""
+def privacy_table(records: Iterable[Record], unverified: Collection[str] = ()) -> pd.DataFrame:
+    """Rows (dataset, ipc, eval model, method) with every privacy figure; `real` rows last per dataset.
+    ``unverified``: ids of evaluation records not trusted here; a row whose audits link to one is marked."""
     records = list(records)
     cells: dict[tuple, list[Record]] = defaultdict(list)
     for r in records:
@@ -79,7 +81,9 @@ def privacy_table(records: Iterable[Record]) -> pd.DataFrame:
     rows = []
     for (col, row), recs in cells.items():
         rows.append(((col_order(col), row_order(row)), {
-            "dataset": col[0], "ipc": col[1], "eval_model": col[2], "method": row_label(row), "seeds": len(recs),
+            "dataset": col[0], "ipc": col[1], "eval_model": col[2],
+            "method": row_label(row) + (f" {MARK}" if any(r.get("eval_record_id") in unverified for r in recs) else ""),
+            "seeds": len(recs),
             **{name: _stat([get(r) for r in recs]) for name, get in COLUMNS.items()}}))
     for (dataset, eval_model), recs in _reference_rows(records).items():
         ref = {name: _stat([r["membership"]["reference"][key]["mean"] for r in recs])
@@ -114,7 +118,8 @@ NOTES = [
 ]
 
 
-def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str]) -> list[Path]:
+def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str],
+                              unverified: Collection[str] = ()) -> list[Path]:
     """``privacy_<budget>.csv`` and ``.md`` per (privacy version, budget and its version, as the accuracy
     tables label it: ``quick_v3``); never pooled across them."""
     records = list(records)
@@ -124,11 +129,14 @@ def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathL
     paths = []
     for version, budget in scopes:
         recs = [r for r in records if (r["privacy_version"], budget_label(r)) == (version, budget)]
-        df = privacy_table(recs)
+        df = privacy_table(recs, unverified)
+        marked = sorted({r["eval_record_id"] for r in recs if r.get("eval_record_id") in unverified})
+        legend = [f"{MARK}: the row's audits are of sets whose evaluation records were merged from another store "
+                  f"and are not verified here (`mddbench verify`): {', '.join(marked)}."] if marked else []
         stem = f"privacy_{version}_{budget}" if several else f"privacy_{budget}"
         title = f"Privacy audit ({version}, budget `{budget}`)"
         for path, text in ((out / f"{stem}.csv", df.to_csv(lineterminator="\n", index=False)),
-                           (out / f"{stem}.md", to_markdown(df, title, NOTES, recs))):
+                           (out / f"{stem}.md", to_markdown(df, title, [*NOTES, *legend], recs))):
             path.write_text(text, encoding="utf-8", newline="\n")
             paths.append(path)
     return paths

@@ -255,7 +255,6 @@ def _print_untrusted(records: list[dict]) -> None:
 
 
 def cmd_publish(args) -> None:
-    from mddbench.atomic import ensure_writable
     from mddbench.registry import load_plugins
     from mddbench.report.publish import publish_step
     from mddbench.results.failures import failures_of
@@ -269,8 +268,6 @@ def cmd_publish(args) -> None:
     load_plugins(args.plugin)
     store = ResultStore(Path(args.results) / "results.sqlite", create=False)
     records = store.records()
-    if not args.dry_run:
-        ensure_writable(to, "--to")
     paths, plan = publish_step(records, to, str(store.path), privacy_for_leaderboard(store.path, None),
                                failures_of(store.path), args.replace or (), args.allow_unverified, record_problems,
                                args.dry_run)
@@ -299,7 +296,7 @@ def cmd_verify(args) -> int:
             print(o.line())
     counts = Counter(o.state for o in outcomes)
     print(f"{len(outcomes)} record(s): " + (", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-                                             or "none to check")
+                                             or "nothing left to check (verified already; --again re-checks)")
           + ("" if not counts.get("local") else " (local: made in this store, trusted by construction)"))
     failed = sum(counts[s] for s in FAILED)
     if failed:

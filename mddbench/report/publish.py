@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mddbench.api.budgets import budget_label
-from mddbench.atomic import write_text
+from mddbench.atomic import ensure_writable, write_text
 from mddbench.errors import ConfigError
 from mddbench.report.cells import cell_stat, format_cell
 from mddbench.report.keys import ipc_label, row_key, row_label
@@ -224,6 +224,7 @@ def publish_step(records: list[Record], to: str | os.PathLike[str], source: str,
                           "marked unverified with --allow-unverified")
     if dry_run:
         return [], plan
+    ensure_writable(to, "--to")  # every check passed: now the folder must take the files
     merged_privacy = _union(read_export(to / PRIVACY.export, PRIVACY) if (to / PRIVACY.export).is_file() else [],
                             privacy, PRIVACY.identity)
     merged_failures = _union(read_export(to / FAILURES.export, FAILURES) if (to / FAILURES.export).is_file()

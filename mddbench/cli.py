@@ -122,10 +122,13 @@ def cmd_run(args) -> None:
 
 
 def cmd_distill(args) -> None:
+    from mddbench.atomic import ensure_writable_file
     from mddbench.run.job import ARTIFACT
     from mddbench.run.pipeline import distill, prepare
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
+    if args.save:
+        ensure_writable_file(args.save, "--save")  # before the distillation, not after it
     p = prepare(job)
     if not p.method.shareable:
         raise ConfigError(f"{args.method} has no synthetic set to save (it trains on the real data); use `run`")
@@ -306,6 +309,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_sweep(args) -> None:
+    from mddbench.atomic import ensure_writable
     from mddbench.scaleout.sweep import expand, run_sweep
 
     if threading.current_thread() is threading.main_thread():
@@ -326,6 +330,7 @@ def cmd_sweep(args) -> None:
                                args.shared_experts, args.max_retries)
     elif args.ray_address or args.shared_experts:
         raise ConfigError("--ray-address and --shared-experts are options of --executor ray")
+    ensure_writable(Path(args.out))  # before any job, not when the first one records
     jobs = expand(args.methods, args.datasets, args.ipc, args.seeds, **kw)
     outcomes = run_sweep(jobs, workers=args.jobs, progress=not args.quiet, executor=executor)
     failed = [o for o in outcomes if not o.ok]
@@ -433,6 +438,17 @@ def _print_records(records) -> None:
                  "distill s"], rows)
 
 
+def _seed(text: str) -> int:
+    """An argparse ``type`` for a seed: an integer from 0 to 2**63 - 1 (what every seed stream takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**63 - 1}, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = True,
             budget_default: str = "quick") -> None:
     """The options a command shares; ``experts``/``plugins``: only where the command uses them."""
@@ -485,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", metavar="FILE.py")
     p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones")
     p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset (default: breastmnist)")
-    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class (default: 2)")
+    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2, help="with --budget: images per class (default: 2)")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")
@@ -503,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a saved synthetic set (protocol v1)")
     p.add_argument("artifact")
     p.add_argument("--model", action="append", default=None, metavar="NET", help="evaluation network(s)")
-    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the set's own)")
+    p.add_argument("--seed", type=_seed, default=None, help="evaluation seed (default: the set's own)")
     p.add_argument("--eval-n-models", type=option(int, AT_LEAST_1))
     p.add_argument("--eval-epochs", type=option(int, AT_LEAST_1))
     p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
@@ -518,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("privacy", help="privacy audit of saved sets: near copies of patients, membership inference")
     p.add_argument("artifacts", nargs="+", metavar="SET", help=".safetensors synthetic set(s) or run folder(s)")
     p.add_argument("--model", default="convnet", help="network attacked and used for the embedding (default convnet)")
-    p.add_argument("--seed", type=int, default=None, help="audit seed (default: the set's own)")
+    p.add_argument("--seed", type=_seed, default=None, help="audit seed (default: the set's own)")
     p.add_argument("--n-models", type=option(int, AT_LEAST_1), help="networks trained on the set and attacked (default: the budget's)")
     p.add_argument("--epochs", type=option(int, AT_LEAST_1), help="their epochs (default: the budget's evaluation epochs)")
     p.add_argument("--real-epochs", type=option(int, AT_LEAST_1), help="epochs of the `real` reference network (default: the budget's)")

@@ -259,7 +259,7 @@ def _print_untrusted(records: list[dict]) -> None:
 
 def cmd_publish(args) -> None:
     from mddbench.registry import load_plugins
-    from mddbench.report.publish import publish_step
+    from mddbench.report.publish import publish_step, read_records
     from mddbench.results.failures import failures_of
     from mddbench.results.privacy_store import privacy_for_leaderboard
     from mddbench.results.store import ResultStore
@@ -269,11 +269,17 @@ def cmd_publish(args) -> None:
     if to.exists() and not to.is_dir():
         raise ConfigError(f"--to {to} is a file; name the published leaderboard folder")
     load_plugins(args.plugin)
-    store = ResultStore(Path(args.results) / "results.sqlite", create=False)
-    records = store.records()
-    paths, plan = publish_step(records, to, str(store.path), privacy_for_leaderboard(store.path, None),
-                               failures_of(store.path), args.replace or (), args.allow_unverified, record_problems,
-                               args.dry_run)
+    if args.records:  # a file's records are its claims: those it adds count as merged from it (not verified)
+        source = str(Path(args.records).resolve())
+        records = [r if r.get("origin") else {**r, "origin": {"merged_from": source}} for r in read_records(args.records)]
+        privacy, failures = privacy_for_leaderboard(Path(args.results) / "results.sqlite", args.records), \
+            failures_of(args.records)
+    else:
+        store = ResultStore(Path(args.results) / "results.sqlite", create=False)
+        source, records = str(store.path), store.records()
+        privacy, failures = privacy_for_leaderboard(store.path, None), failures_of(store.path)
+    paths, plan = publish_step(records, to, source, privacy, failures, args.replace or (), args.allow_unverified,
+                               record_problems, args.dry_run)
     changed = ", ".join(sorted(plan.changed)) or "none"
     print(f"{len(plan.new)} new record(s) {'would be ' if args.dry_run else ''}published into {to} "
           f"({len(plan.published)} already there; published cells changed: {changed})")
@@ -559,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="add the store's records to the published leaderboards/ (explicit; refuses to "
                                        "change a published cell or publish unverified records unless told to)")
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
+    p.add_argument("--records", help="a records.jsonl to publish instead of the store (records it adds count as "
+                                     "unverified; `--records leaderboards/records.jsonl` re-renders the published "
+                                     "tables)")
     p.add_argument("--to", default="leaderboards", help="the published folder (default: leaderboards)")
     p.add_argument("--replace", action="append", metavar="CELL",
                    help="allow changing this published cell (repeatable; the refusal names the cells, "

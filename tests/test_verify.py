@@ -139,3 +139,19 @@ def test_publish_refuses_unverified_records_unless_told_and_then_marks_them(rand
     assert not pub.exists()
     rc, _, _ = cli(capsys, "publish", "--results", store, "--to", pub, "--allow-unverified")
     assert rc == 0 and f"{MARK} |" in (pub / "main_smoke.md").read_text()
+
+
+def test_publish_re_renders_a_published_folder_from_its_own_records(tmp_path, capsys):
+    to = tmp_path / "leaderboards"
+    shutil.copytree(PUBLISHED_DIR, to)
+    before = {p.name: p.read_bytes() for p in to.iterdir() if p.is_file()}
+    rc, out, _ = cli(capsys, "publish", "--records", to / "records.jsonl", "--to", to)
+    assert rc == 0 and "0 new record(s)" in out
+    assert {p.name: p.read_bytes() for p in to.iterdir() if p.is_file()} == before
+
+
+def test_publish_counts_a_files_new_records_as_unverified(random_run, tmp_path, capsys):
+    export = tmp_path / "mine.jsonl"
+    ResultStore(random_run).export_jsonl(export)
+    rc, _, err = cli(capsys, "publish", "--records", export, "--to", tmp_path / "pub")
+    assert rc == 2 and "not verified here" in err and str(export.resolve()) in err

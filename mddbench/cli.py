@@ -271,7 +271,8 @@ def cmd_publish(args) -> None:
     load_plugins(args.plugin)
     if args.records:  # a file's records are its claims: those it adds count as merged from it (not verified)
         source = str(Path(args.records).resolve())
-        records = [r if r.get("origin") else {**r, "origin": {"merged_from": source}} for r in read_records(args.records)]
+        records = [r if r.get("origin") else {**r, "origin": {"merged_from": source}}
+                   for r in read_records(args.records)]
         privacy, failures = privacy_for_leaderboard(Path(args.results) / "results.sqlite", args.records), \
             failures_of(args.records)
     else:
@@ -507,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", metavar="FILE.py")
     p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones")
     p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset (default: breastmnist)")
-    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2, help="with --budget: images per class (default: 2)")
+    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2,
+                   help="with --budget: images per class (default: 2)")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")

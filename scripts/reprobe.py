@@ -237,8 +237,8 @@ def forgeries() -> dict[str, Callable[[dict], str]]:
         "per-model above 1": line(per_model(1.5)),
         "per-model negative": line(per_model(-0.5)),
         "per-model huge": line(per_model(1e308)),
-        "mean NaN token": line(lambda r: json.dumps(r).replace('"mean": ' + json.dumps(r["metrics"]["test_acc"]["mean"]),
-                                                               '"mean": NaN', 1)),
+        "mean NaN token": line(lambda r: json.dumps(r).replace(
+            '"mean": ' + json.dumps(r["metrics"]["test_acc"]["mean"]), '"mean": NaN', 1)),
         "mean Infinity token": line(lambda r: json.dumps(r).replace(
             '"mean": ' + json.dumps(r["metrics"]["test_acc"]["mean"]), '"mean": Infinity', 1)),
         "no job id": line(drop("job_id")),
@@ -360,12 +360,13 @@ def cases() -> list[Case]:
                       ("row missing fields", "UPDATE records SET record = '{\"job_id\": \"x\"}'"),
                       ("forged mean in a row", "UPDATE records SET record = json_set(record, '$.metrics.test_acc.mean',"
                                                " 0.999)"),
-                      ("unknown method in a row", "UPDATE records SET record = json_set(record, '$.method', 'oracle')")]:
+                      ("unknown method in a row",
+                       "UPDATE records SET record = json_set(record, '$.method', 'oracle')")]:
         setup = _store_setup(sql)
         for argv in (["leaderboard", "--results", "{w}/s", "--to", "{w}/lb"], ["verify", "--results", "{w}/s"],
                      ["publish", "--results", "{w}/s", "--to", "{w}/pub"], ["merge", "{w}/s", "--into", "{w}/into"]):
             if argv[0] == "verify" and "row" in name and ("forged" in name or "unknown" in name):
-                continue  # a local record's content is leaderboard's and publish's to judge; verify re-evaluates merged ones
+                continue  # a local record's content is for leaderboard and publish to judge; verify: merged ones
             out.append(Case(f"{argv[0]}: store with {name}", "damaged store", FAULT, argv, setup=setup,
                             empty_after=("into",), absent_after=("lb", "pub")))
     # 6. stores that are not stores
@@ -430,7 +431,8 @@ def cases() -> list[Case]:
         Case("verify: merged record its set does not reproduce", "verify", FAULT,
              ["verify", "--results", "{w}/m", "--quiet"], expect=(1,), says="not reproduced",
              setup=_merged_edited),
-        Case("verify --results a records file", "verify", BAD, ["verify", "--results", "{repo}/leaderboards/records.jsonl"]),
+        Case("verify --results a records file", "verify", BAD,
+             ["verify", "--results", "{repo}/leaderboards/records.jsonl"]),
     ]
     # 10. run folders that are not
     out += [Case(f"{argv[0]}: {name}", "run folder", BAD, argv) for name, argv in [

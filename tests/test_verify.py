@@ -127,7 +127,8 @@ def test_publish_names_the_cell_it_would_change_and_never_drops_a_record(random_
     ResultStore(other / "results.sqlite").add(_shifted(own, 0.01))
     rc, out, err = cli(capsys, "publish", "--results", other, "--to", pub)
     assert rc == 0 and "kept the published copy of 1 record" in out, err
-    assert len((pub / "records.jsonl").read_text().splitlines()) == 2 and first.strip() in (pub / "records.jsonl").read_text()
+    published = (pub / "records.jsonl").read_text()
+    assert len(published.splitlines()) == 2 and first.strip() in published
 
 
 def test_publish_refuses_unverified_records_unless_told_and_then_marks_them(random_run, tmp_path, capsys):

@@ -114,7 +114,8 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
     rows = sorted({row_of(r) for r in [*records, *lost]}, key=row_order)
     data = [[format_cell(stats.get((row, c)), bold and verdicts[c].significant and verdicts[c].best == row,
                    bold and row in verdicts[c].tied, interval=bold)
-             + note_of(cells.get((row, c), [])) + unverified_mark(cells.get((row, c), [])) for c in cols] for row in rows]
+             + note_of(cells.get((row, c), [])) + unverified_mark(cells.get((row, c), [])) for c in cols]
+            for row in rows]
     index = pd.Index([row_label(row) for row in rows], name="method")
     return pd.DataFrame(data, index=index, columns=[col_label(c) for c in cols], dtype=object)
 

@@ -43,7 +43,8 @@ class Outcome:
 
     def line(self) -> str:
         r = self.record
-        what = f"{r['id']}  {r['method']} {r['dataset']} ipc {r['ipc']} seed {r['seed']} {r['eval_model']} {r['budget']}"
+        what = (f"{r['id']}  {r['method']} {r['dataset']} ipc {r['ipc']} seed {r['seed']} {r['eval_model']} "
+                f"{r['budget']}")
         return f"{self.state:<12} {what}" + (f": {self.detail}" if self.detail else "")
 
 

@@ -149,10 +149,13 @@ def _stored_models(job) -> set[str]:
 
 
 def cmd_distill(args) -> None:
+    from mddbench.atomic import ensure_writable_file
     from mddbench.run.job import ARTIFACT
     from mddbench.run.pipeline import distill, prepare
 
     job = _job(args, args.method, args.dataset, args.ipc, args.seed)
+    if args.save:
+        ensure_writable_file(args.save, "--save")  # before the distillation, not after it
     p = prepare(job)
     if not p.method.shareable:
         raise ConfigError(f"{args.method} has no synthetic set to save (it trains on the real data); use `run`")
@@ -230,25 +233,114 @@ def cmd_privacy(args) -> None:
             print(f"  {stored} in {store.path} (table privacy; evaluation record: {link})")
 
 
+def _checked_records(records: list[dict], source: str) -> list[dict]:
+    """``records``, refused when one contradicts itself (a forged or hand-edited record is never ranked)."""
+    from mddbench.run.record import record_problems
+
+    for i, record in enumerate(records, 1):
+        problems = record_problems(record)
+        if problems:
+            raise ConfigError(f"{source}: record {i} ({record['method']}, {record['dataset']}, ipc {record['ipc']}, "
+                              f"seed {record['seed']}, {record['eval_model']}) contradicts itself: "
+                              f"{'; '.join(problems)}; nothing was written")
+    return records
+
+
 def cmd_leaderboard(args) -> None:
     from mddbench.atomic import ensure_writable
-    from mddbench.report.publish import publish, read_records
+    from mddbench.registry import load_plugins
+    from mddbench.report.publish import is_published_folder, publish, read_records
     from mddbench.results.failures import failures_of
     from mddbench.results.privacy_store import privacy_for_leaderboard
     from mddbench.results.store import ResultStore
 
-    if Path(args.to).exists() and not Path(args.to).is_dir():
-        raise ConfigError(f"--to {args.to} is a file; name a folder for the leaderboards")
+    to = Path(args.to) if args.to else Path(args.results) / "leaderboards"
+    if to.exists() and not to.is_dir():
+        raise ConfigError(f"--to {to} is a file; name a folder for the leaderboards")
+    if is_published_folder(to):
+        raise ConfigError(f"{to} is the project's published leaderboard folder; `mddbench leaderboard` writes only "
+                          f"your own (default: {Path(args.results) / 'leaderboards'}). Publishing is its own step: "
+                          f"`mddbench publish --results {args.results}`")
+    load_plugins(args.plugin)
     if args.records:
         source, records = args.records, read_records(args.records)
     else:
         store = ResultStore(Path(args.results) / "results.sqlite", create=False)
         source, records = str(store.path), store.records()
+    _checked_records(records, source)
     store_path = Path(args.results) / "results.sqlite"
-    ensure_writable(Path(args.to), "--to")  # the records are read and valid: now the folder they go to
-    paths = publish(records, Path(args.to), source, privacy_for_leaderboard(store_path, args.records),
+    ensure_writable(to, "--to")  # the records are read and valid: now the folder they go to
+    paths = publish(records, to, source, privacy_for_leaderboard(store_path, args.records),
                     failures_of(args.records or store_path))
     print(f"{len(records)} records -> " + ", ".join(str(p) for p in paths))
+    _print_untrusted(records)
+
+
+def _print_untrusted(records: list[dict]) -> None:
+    from mddbench.results.verification import MARK, untrusted
+
+    bad = untrusted(records)
+    if bad:
+        print(f"{MARK} {len(bad)} record(s) were merged from other stores and are not verified here; their cells are "
+              f"marked {MARK} (`mddbench verify` re-evaluates their sets)")
+
+
+def cmd_publish(args) -> None:
+    from mddbench.registry import load_plugins
+    from mddbench.report.publish import publish_step, read_records
+    from mddbench.results.failures import failures_of
+    from mddbench.results.privacy_store import privacy_for_leaderboard
+    from mddbench.results.store import ResultStore
+    from mddbench.run.record import record_problems
+
+    to = Path(args.to)
+    if to.exists() and not to.is_dir():
+        raise ConfigError(f"--to {to} is a file; name the published leaderboard folder")
+    load_plugins(args.plugin)
+    if args.records:  # a file's records are its claims: those it adds count as merged from it (not verified)
+        source = str(Path(args.records).resolve())
+        records = [r if r.get("origin") else {**r, "origin": {"merged_from": source}}
+                   for r in read_records(args.records)]
+        privacy, failures = privacy_for_leaderboard(Path(args.results) / "results.sqlite", args.records), \
+            failures_of(args.records)
+    else:
+        store = ResultStore(Path(args.results) / "results.sqlite", create=False)
+        source, records = str(store.path), store.records()
+        privacy, failures = privacy_for_leaderboard(store.path, None), failures_of(store.path)
+    paths, plan = publish_step(records, to, source, privacy, failures, args.replace or (), args.allow_unverified,
+                               record_problems, args.dry_run)
+    changed = ", ".join(sorted(plan.changed)) or "none"
+    print(f"{len(plan.new)} new record(s) {'would be ' if args.dry_run else ''}published into {to} "
+          f"({len(plan.published)} already there; published cells changed: {changed})")
+    if plan.kept:
+        print(f"kept the published copy of {len(plan.kept)} record(s) this store measured differently: "
+              f"{', '.join(plan.kept[:5])}{', ...' if len(plan.kept) > 5 else ''}")
+    if plan.untrusted:
+        _print_untrusted([r for recs in plan.untrusted.values() for r in recs])
+    if paths:
+        print(f"wrote {len(paths)} file(s) in {to}")
+
+
+def cmd_verify(args) -> int:
+    from collections import Counter
+
+    from mddbench.results.verification import FAILED
+    from mddbench.run.verify import verify_store
+
+    outcomes = verify_store(args.results, args.id or (), args.sample, args.seed, args.data_root, args.device,
+                            args.tolerance, args.again, progress=not args.quiet)
+    for o in outcomes:
+        if o.state != "local" or args.verbose:
+            print(o.line())
+    counts = Counter(o.state for o in outcomes)
+    print(f"{len(outcomes)} record(s): " + (", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+                                             or "nothing left to check (verified already; --again re-checks)")
+          + ("" if not counts.get("local") else " (local: made in this store, trusted by construction)"))
+    failed = sum(counts[s] for s in FAILED)
+    if failed:
+        print(f"mddbench: {failed} record(s) are not reproduced by their own sets (see above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_web(args) -> None:
@@ -274,6 +366,7 @@ def cmd_web(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    from mddbench.atomic import ensure_writable
     from mddbench.scaleout.sweep import expand, run_sweep
 
     if threading.current_thread() is threading.main_thread():
@@ -294,6 +387,7 @@ def cmd_sweep(args) -> None:
                                args.shared_experts, args.max_retries)
     elif args.ray_address or args.shared_experts:
         raise ConfigError("--ray-address and --shared-experts are options of --executor ray")
+    ensure_writable(Path(args.out))  # before any job, not when the first one records
     jobs = expand(args.methods, args.datasets, args.ipc, args.seeds, **kw)
     outcomes = run_sweep(jobs, workers=args.jobs, progress=not args.quiet, executor=executor)
     failed = [o for o in outcomes if not o.ok]
@@ -429,6 +523,17 @@ def deprecated_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
                    default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
 
 
+def _seed(text: str) -> int:
+    """An argparse ``type`` for a seed: an integer from 0 to 2**63 - 1 (what every seed stream takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**63 - 1}, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, experts: bool = True, plugins: bool = True,
             budget_default: str = "quick") -> None:
     """The options a command shares; ``experts``/``plugins``: only where the command uses them."""
@@ -505,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="methods: each one's iterations at this budget against its official ones "
                                     "(default: not shown)")
     p.add_argument("--dataset", default="breastmnist", help="with --budget: the dataset")
-    p.add_argument("--ipc", type=int, default=2, help="with --budget: images per class")
+    p.add_argument("--ipc", type=option(int, AT_LEAST_1), default=2, help="with --budget: images per class")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's classes, splits, license and where its file goes")
@@ -525,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="a .safetensors synthetic set or a run folder")
     _eval_opts(p)
     deprecated_alias(p, "--model", "--eval-model")
-    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the set's own)")
+    p.add_argument("--seed", type=_seed, default=None, help="evaluation seed (default: the set's own)")
     p.add_argument("--no-record", action="store_true", help="print only; do not add records to the store")
     _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_eval, budget=None)
@@ -540,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_opts(p, many=False)
     for old, new in (("--model", "--eval-model"), ("--n-models", "--eval-n-models"), ("--epochs", "--eval-epochs")):
         deprecated_alias(p, old, new)
-    p.add_argument("--seed", type=int, default=None, help="audit seed (default: the set's own)")
+    p.add_argument("--seed", type=_seed, default=None, help="audit seed (default: the set's own)")
     p.add_argument("--real-epochs", type=option(int, AT_LEAST_1), metavar="N",
                    help="epochs of the real reference network (default: the budget's real epochs)")
     p.add_argument("--figure", metavar="PNG", help="PNG path of the nearest-image figure (default: OUT/privacy/...)")
@@ -552,10 +657,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, experts=False, plugins=False, budget_default="the set's own")
     p.set_defaults(fn=cmd_privacy, budget=None)
 
-    p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store")
+    p = sub.add_parser("leaderboard", help="render leaderboards (CSV + markdown) from the results store, into "
+                                           "your own folder")
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
-    p.add_argument("--records", help="a records.jsonl export to render instead of the store (default: the store)")
-    p.add_argument("--to", default="leaderboards", help="output folder (default: leaderboards)")
+    p.add_argument("--records", help="a records.jsonl export to render instead of the store")
+    p.add_argument("--to", help="output folder (default: RESULTS/leaderboards; never the published leaderboards/: "
+                                "that is `mddbench publish`)")
+    p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
     p.set_defaults(fn=cmd_leaderboard)
 
     p = sub.add_parser("web", help="render the leaderboards as one static web page (index.html + thumbs/)")
@@ -566,6 +674,37 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the --results folder, or the folder of --records)")
     p.add_argument("--to", default=f"{DEFAULT_OUT}/web", help=f"output folder (default: {DEFAULT_OUT}/web)")
     p.set_defaults(fn=cmd_web)
+
+    p = sub.add_parser("publish", help="add the store's records to the published leaderboards/ (explicit; refuses to "
+                                       "change a published cell or publish unverified records unless told to)")
+    p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
+    p.add_argument("--records", help="a records.jsonl to publish instead of the store (records it adds count as "
+                                     "unverified; `--records leaderboards/records.jsonl` re-renders the published "
+                                     "tables)")
+    p.add_argument("--to", default="leaderboards", help="the published folder (default: leaderboards)")
+    p.add_argument("--replace", action="append", metavar="CELL",
+                   help="allow changing this published cell (repeatable; the refusal names the cells, "
+                        "budget/protocol/dataset/ipc/network/row)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="publish records merged from other stores that `mddbench verify` has not verified "
+                        "(their cells are marked)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be published; write nothing")
+    p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
+    p.set_defaults(fn=cmd_publish)
+
+    p = sub.add_parser("verify", help="re-evaluate merged records' sets: verified only when the set is present, "
+                                      "its sha256 matches and its numbers reproduce (exit 1 on a mismatch)")
+    p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
+    p.add_argument("--id", action="append", metavar="ID", help="verify this record (repeatable; default: all)")
+    p.add_argument("--sample", type=option(int, AT_LEAST_1), metavar="N", help="verify a seeded sample of N records")
+    p.add_argument("--seed", type=option(int, NON_NEGATIVE), default=0, help="the sample's seed (default 0)")
+    p.add_argument("--tolerance", type=option(float, NON_NEGATIVE), default=1e-6,
+                   help="largest difference of a per-model value (a fraction) that still reproduces (default 1e-6)")
+    p.add_argument("--again", action="store_true", help="re-check records already verified")
+    p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("sweep", help="run a grid of jobs (skips finished ones; safe to kill and restart)")
     p.add_argument("--methods", nargs="+", help="methods to run (required unless --config names them)")
@@ -770,7 +909,7 @@ def _main(argv: list[str] | None) -> int:
     memory.set_budget(getattr(args, "memory_budget", None))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        args.fn(args)
+        code = args.fn(args)  # a command returns a code of its own only where it documents one (verify: 1)
     except MddError as exc:
         if args.verbose:
             raise
@@ -780,7 +919,7 @@ def _main(argv: list[str] | None) -> int:
         how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nmddbench: {how}; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ def test_committed_leaderboards_regenerate_byte_identically(tmp_path):
     written = {p.name: p for p in write_leaderboards(published_records(), tmp_path, privacy=published_privacy(),
                                                      failures=failures_of(BOARDS / "records.jsonl"))}
     committed = {p.name for p in BOARDS.iterdir() if p.suffix in (".md", ".csv") and p.name != "README.md"}
-    assert set(written) == committed, "regenerate with `mddbench leaderboard --records leaderboards/records.jsonl`"
+    assert set(written) == committed, "regenerate with `mddbench publish --records leaderboards/records.jsonl`"
     for name, path in written.items():
         assert path.read_bytes() == (BOARDS / name).read_bytes(), (
-            f"leaderboards/{name} is not what `mddbench leaderboard --records leaderboards/records.jsonl` writes")
+            f"leaderboards/{name} is not what `mddbench publish --records leaderboards/records.jsonl` writes")
 
 
 @pytest.mark.parametrize("block, source", [

@@ -42,6 +42,7 @@ from mddbench.report.privacy_leaderboard import write_privacy_leaderboard
 from mddbench.report.significance import ALPHA, LEVEL, verdict, welch_p
 from mddbench.report.table import Table
 from mddbench.results.store import METRIC_NAMES
+from mddbench.results.verification import MARK, legend, state, trusted, untrusted
 
 PAPER_RESULTS = Path(__file__).parents[1] / "paper_results.csv"
 METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
@@ -89,6 +90,11 @@ def _cells(records: list[Record], row_of: Callable[[Record], RowKey] = row_key
     return cols, cells
 
 
+def unverified_mark(cell: Sequence[Record]) -> str:
+    """`` †`` on a cell that rests on a record not trusted here (:mod:`mddbench.results.verification`)."""
+    return f" {MARK}" if any("metrics" in r and not trusted(r) for r in cell) else ""
+
+
 def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str], bold: bool,
            row_of: Callable[[Record], RowKey] = row_key,
            note_of: Callable[[list[Record]], str] = lambda recs: "", lost: Sequence[Record] = (),
@@ -112,7 +118,7 @@ def _pivot(records: list[Record], metric: str, col_label: Callable[[ColKey], str
     def cell(row: RowKey, c: ColKey) -> Cell:
         held = cells.get((row, c), [])
         return Cell(stats.get((row, c)), verdicts[c].significant and verdicts[c].best == row, row in verdicts[c].tied,
-                    tuple(held), note_of(held))
+                    tuple(held), note_of(held) + unverified_mark(held))
 
     data = [[cell(row, c) if as_cells else cell(row, c).text(bold) for c in cols] for row in rows]
     index = pd.Index([row_label(row) for row in rows], name="method")
@@ -241,7 +247,8 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
         for (budget, protocol, label_type), recs in sorted(groups.items()):
             s = cell_stat(recs, metric)
             diff = "" if reported is None or not s.n else f"{s.mean - reported:+.2f}"
-            out.append({**base, "label_type": label_type, "reproduced": format_cell(s), "difference": diff,
+            out.append({**base, "label_type": label_type, "reproduced": format_cell(s) + unverified_mark(recs),
+                        "difference": diff,
                         "budget": budget, "protocol": protocol})
         return out
 
@@ -263,7 +270,9 @@ def reported_vs_reproduced(records: Iterable[Record], paper_csv: str | os.PathLi
 
 
 def tidy(records: Iterable[Record]) -> pd.DataFrame:
-    """One row per record; metric means/stds in points (recomputed from per-model values, ddof=0)."""
+    """One row per record; metric means/stds in points (recomputed from per-model values, ddof=0); where some
+    record is not trusted here, a ``verification`` column says each one's state (local, verified, unverified, ...)."""
+    records = list(records)
     rows = []
     for r in sorted(records, key=record_order):
         row = {k: r.get(k) for k in ("job_id", "method", "dataset", "resolution", "ipc", "eval_model", "budget",
@@ -284,6 +293,10 @@ def tidy(records: Iterable[Record]) -> pd.DataFrame:
                "val_acc_mean",
                "auc_mean", "balanced_acc_mean", "iterations", "updates", "distill_seconds", "peak_memory_mb",
                "device"]
+    if untrusted(records):  # a column of its own only where some record is not trusted here
+        for row, r in zip(rows, sorted(records, key=record_order)):
+            row["verification"] = state(r)
+        columns.append("verification")
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -299,7 +312,8 @@ def _write_table(out_dir: Path, table: Table) -> list[Path]:
     return [_write(out_dir / f"{table.stem}.csv",
                    csv_df.to_csv(lineterminator="\n", index=csv_df.index.name is not None)),
             _write(out_dir / f"{table.stem}.md",
-                   to_markdown(table.frame("md"), table.title, table.notes, table.records, table.failures))]
+                   to_markdown(table.frame("md"), table.title, [*table.notes, *legend(table.records)], table.records,
+                               table.failures))]
 
 
 def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) -> list[str]:
@@ -423,5 +437,5 @@ def write_leaderboards(records: Iterable[Record], out_dir: str | os.PathLike[str
     paths.append(_write(out / "records.csv", tidy(records).to_csv(lineterminator="\n", index=False)))
     privacy = list(privacy)
     if privacy:
-        paths += write_privacy_leaderboard(privacy, out)
+        paths += write_privacy_leaderboard(privacy, out, {r.get("id") for r in untrusted(records)})
     return paths

@@ -16,7 +16,7 @@ import math
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from mddbench.report.cells import format_pm
 from mddbench.report.keys import REAL, col_order, row_key, row_label, row_order, selects_real
 from mddbench.report.markdown import to_markdown
 from mddbench.report.table import Table
+from mddbench.results.verification import MARK
 
 Record = dict[str, Any]
 
@@ -75,8 +76,9 @@ def _reference_rows(records: list[Record]) -> dict[tuple[str, str], list[Record]
     return {k: list(v.values()) for k, v in seen.items()}
 
 
-def privacy_table(records: Iterable[Record]) -> pd.DataFrame:
-    """Rows (dataset, ipc, eval model, method) with every privacy figure; `real` rows last per dataset."""
+def privacy_table(records: Iterable[Record], unverified: Collection[str] = ()) -> pd.DataFrame:
+    """Rows (dataset, ipc, eval model, method) with every privacy figure; `real` rows last per dataset.
+    ``unverified``: ids of evaluation records not trusted here; a row whose audits link to one is marked."""
     records = list(records)
     cells: dict[tuple, list[Record]] = defaultdict(list)
     for r in records:
@@ -88,8 +90,9 @@ def privacy_table(records: Iterable[Record]) -> pd.DataFrame:
             cells.update({name: f"{cells[name]} {BY_CONSTRUCTION}" for name in NEAR_COPY_COLUMNS
                           if cells[name] != "-"})
         rows.append(((col_order(col), row_order(row)), {
-            "dataset": col[0], "ipc": col[1], "eval_model": col[2], "method": row_label(row), "seeds": len(recs),
-            **cells}))
+            "dataset": col[0], "ipc": col[1], "eval_model": col[2],
+            "method": row_label(row) + (f" {MARK}" if any(r.get("eval_record_id") in unverified for r in recs) else ""),
+            "seeds": len(recs), **cells}))
     for (dataset, eval_model), recs in _reference_rows(records).items():
         ref = {name: _stat([r["membership"]["reference"][key]["mean"] for r in recs])
                for name, key in REFERENCE_COLUMNS.items()}
@@ -134,27 +137,31 @@ def notes(records: Iterable[Record]) -> list[str]:
                     "images."]
 
 
-def privacy_tables(records: Iterable[Record]) -> list[Table]:
+def privacy_tables(records: Iterable[Record], unverified: Collection[str] = ()) -> list[Table]:
     """One table per (privacy version, budget and its version, as the accuracy tables label it: ``quick_v3``);
-    never pooled across them."""
+    never pooled across them. ``unverified``: ids of evaluation records not trusted here (their rows are marked)."""
     records = list(records)
     scopes = sorted({(r["privacy_version"], budget_label(r)) for r in records})
     several = len({v for v, _ in scopes}) > 1
     tables = []
     for version, budget in scopes:
         recs = [r for r in records if (r["privacy_version"], budget_label(r)) == (version, budget)]
-        df = privacy_table(recs)
+        df = privacy_table(recs, unverified)
+        marked = sorted({r["eval_record_id"] for r in recs if r.get("eval_record_id") in unverified})
+        legend = [f"{MARK}: the row's audits are of sets whose evaluation records were merged from another store "
+                  f"and are not verified here (`mddbench verify`): {', '.join(marked)}."] if marked else []
         scope = f"{version}_{budget}" if several else budget
-        tables.append(Table(f"privacy_{scope}", f"Privacy audit ({version}, budget `{budget}`)", tuple(notes(recs)),
-                            tuple(recs), (), lambda kind, df=df: df, scope))
+        tables.append(Table(f"privacy_{scope}", f"Privacy audit ({version}, budget `{budget}`)",
+                            (*notes(recs), *legend), tuple(recs), (), lambda kind, df=df: df, scope))
     return tables
 
 
-def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str]) -> list[Path]:
+def write_privacy_leaderboard(records: Iterable[Record], out_dir: str | os.PathLike[str],
+                              unverified: Collection[str] = ()) -> list[Path]:
     """``privacy_<budget>.csv`` and ``.md`` per table of :func:`privacy_tables`."""
     out = Path(out_dir)
     paths = []
-    for table in privacy_tables(records):
+    for table in privacy_tables(records, unverified):
         df = table.frame("csv")
         for path, text in ((out / f"{table.stem}.csv", df.to_csv(lineterminator="\n", index=False)),
                            (out / f"{table.stem}.md", to_markdown(df, table.title, table.notes, table.records))):

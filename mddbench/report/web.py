@@ -34,6 +34,7 @@ from mddbench.report.markdown import devices
 from mddbench.report.privacy_leaderboard import privacy_tables
 from mddbench.report.significance import ALPHA, LEVEL
 from mddbench.report.table import Table
+from mddbench.results.verification import untrusted
 from mddbench.report.thumbnails import NOT_PUBLISHED, SetFile, SetFiles, write_thumbnail
 
 PAGE = "index.html"
@@ -285,7 +286,7 @@ def render_page(records: Iterable[Record], out: Path, privacy: Iterable[Record] 
     """The page's HTML; thumbnails are written to ``out/thumbs`` as the cells need them."""
     records, privacy, failures = list(records), list(privacy), list(failures)
     render = Renderer(out, SetFiles(sets_root))
-    accuracy, private = leaderboard_tables(records, paper_csv, failures), privacy_tables(privacy)
+    accuracy, private = leaderboard_tables(records, paper_csv, failures), privacy_tables(privacy, {r.get("id") for r in untrusted(records)})
     note = ("\"test acc (same cell)\" and \"bal. acc (same cell)\": the accuracy tables' cell of the same dataset, "
             "ipc, network, method and budget, pooled over all its seeds (the audited sets are some of them).")
     # the newest scope first: the tables a visitor should read first; then the tables over all scopes

@@ -6,8 +6,9 @@ idempotent: a record the store already has is skipped, and one that has the same
 other metrics is reported by id and the store's own is kept. A record whose own content contradicts
 itself (a summary that does not recompute from its per-model values, ids that do not recompute from
 its content, a method, dataset, protocol or budget unknown here) refuses the merge: a made-up line of
-JSON is never ranked. Every merged record says which file it came from (``origin``). Every record of every source is read and
-validated before anything is written: a bad source leaves the store untouched.
+JSON is never ranked. Every merged record says which file it came from (``origin``) and is unverified here
+until ``mddbench verify`` reproduces it (:mod:`mddbench.results.verification`). Every record of every source is
+read and validated before anything is written: a bad source leaves the store untouched.
 
 Privacy audits come along: a store's ``privacy`` table, or the ``privacy.jsonl`` beside a ``.jsonl``
 export (as ``mddbench leaderboard`` writes them), is added to the store's own (by id: idempotent too),
@@ -102,7 +103,11 @@ def merge_into(into: str | Path, sources: list[Path], check: Callable[[dict[str,
                 else:
                     differing.append(rid)
                 continue
-            origin = record.get("origin") or {"merged_from": str(Path(src).resolve())}
+            # where it came from, always this source (an earlier origin kept beside it); a verification made
+            # elsewhere is not believed here: ``mddbench verify`` earns it again in this store
+            origin = {"merged_from": str(Path(src).resolve()),
+                      **({"earlier": record["origin"]} if record.get("origin") else {})}
+            record = {k: v for k, v in record.items() if k != "verified"}
             added += store.add_new({**record, "origin": origin})
             have[rid] = {**record, "metrics": no_value_as_null(record["metrics"])}
         audited = audits_differing = 0

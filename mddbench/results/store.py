@@ -216,6 +216,24 @@ class ResultStore:
         rid = record_id(record["job_id"], record["eval_model"])
         return rid, self.insert(RESULTS, {**record, "id": rid, "created": record.get("created") or _now()})[1]
 
+    def set_verified(self, rid: str, verified: dict[str, Any]) -> dict[str, Any]:
+        """Store what ``mddbench verify`` found (:mod:`mddbench.results.verification`) in record ``rid``, in one
+        transaction that rewrites only its ``verified`` field; the record itself is never dropped or changed."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute("SELECT record FROM records WHERE id = ?", (rid,)).fetchone()
+                if found is None:
+                    raise ConfigError(f"{self.path} holds no record {rid!r}")
+                record = {**kinds.parsed(RESULTS, rid, found[0]), "verified": dict(verified)}
+                conn.execute("UPDATE records SET record = ? WHERE id = ?",
+                             (json.dumps(no_value_as_null(record), sort_keys=True, allow_nan=False), rid))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return record
+
     def has(self, job_id: str, eval_model: str) -> bool:
         return self.has_row(RESULTS, record_id(job_id, eval_model))
 

@@ -662,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
     p.add_argument("--records", help="a records.jsonl export to render instead of the store")
     p.add_argument("--to", help="output folder (default: RESULTS/leaderboards; never the published leaderboards/: "
-                                "that is `mddbench publish`)")
+                                "that is mddbench publish)")
     p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
     p.set_defaults(fn=cmd_leaderboard)
 
@@ -679,14 +679,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "change a published cell or publish unverified records unless told to)")
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
     p.add_argument("--records", help="a records.jsonl to publish instead of the store (records it adds count as "
-                                     "unverified; `--records leaderboards/records.jsonl` re-renders the published "
+                                     "unverified; --records leaderboards/records.jsonl re-renders the published "
                                      "tables)")
     p.add_argument("--to", default="leaderboards", help="the published folder (default: leaderboards)")
     p.add_argument("--replace", action="append", metavar="CELL",
                    help="allow changing this published cell (repeatable; the refusal names the cells, "
                         "budget/protocol/dataset/ipc/network/row)")
     p.add_argument("--allow-unverified", action="store_true",
-                   help="publish records merged from other stores that `mddbench verify` has not verified "
+                   help="publish records merged from other stores that mddbench verify has not verified "
                         "(their cells are marked)")
     p.add_argument("--dry-run", action="store_true", help="say what would be published; write nothing")
     p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a method plugin file (repeatable)")
@@ -697,9 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_OUT, help=f"folder holding results.sqlite (default: {DEFAULT_OUT})")
     p.add_argument("--id", action="append", metavar="ID", help="verify this record (repeatable; default: all)")
     p.add_argument("--sample", type=option(int, AT_LEAST_1), metavar="N", help="verify a seeded sample of N records")
-    p.add_argument("--seed", type=option(int, NON_NEGATIVE), default=0, help="the sample's seed (default 0)")
+    p.add_argument("--seed", type=option(int, NON_NEGATIVE), default=0, help="the sample's seed")
     p.add_argument("--tolerance", type=option(float, NON_NEGATIVE), default=1e-6,
-                   help="largest difference of a per-model value (a fraction) that still reproduces (default 1e-6)")
+                   help="largest difference of a per-model value (a fraction) that still reproduces")
     p.add_argument("--again", action="store_true", help="re-check records already verified")
     p.add_argument("--data-root", help="folder holding dataset files (default: $MDDBENCH_DATA or ~/.mddbench/data)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")

@@ -84,12 +84,12 @@ def test_quick_start_runs_as_written_and_ends_in_a_leaderboard(tmp_path, monkeyp
 def test_readme_plugin_runs_as_its_first_line_says(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", section("Add a method"), re.S).group(1)
     assert len([line for line in code.splitlines() if line.strip() and not line.startswith("#")]) <= 16
-    command = re.match(r"# herding\.py\s+-- run with: (mddbench .+)\n", code).group(1)
-    (tmp_path / "herding.py").write_text(code)
+    command = re.match(r"# nearest_mean\.py\s+-- run with: (mddbench .+)\n", code).group(1)
+    (tmp_path / "nearest_mean.py").write_text(code)
     monkeypatch.chdir(tmp_path)
     assert main(mddbench_args(command) + ["--quiet"]) == 0
     (record,) = ResultStore(tmp_path / "mddbench_out" / "results.sqlite").records()
-    assert record["method"] == "herding" and record["ipc"] == 2 and record["budget"] == "smoke"
+    assert record["method"] == "nearest-mean" and record["ipc"] == 2 and record["budget"] == "smoke"
     from mddbench.api.synset import SyntheticSet
 
     synset = SyntheticSet.load(artifact_path(record, tmp_path / "mddbench_out"))

@@ -1,4 +1,4 @@
-"""Welch's t between every two rows of one leaderboard column: the p-values behind leaderboards/README.md's sentences.
+"""Welch's t between every two rows of one leaderboard column, Holm-corrected: the p-values prose cites.
 
     python scripts/compare_rows.py leaderboards/records.jsonl --dataset retinamnist --ipc 10 --budget quick_v4
     python scripts/compare_rows.py STORE --dataset retinamnist --ipc 2 --budget quick_v3 --metric balanced_acc
@@ -6,7 +6,7 @@
 For each metric (default: accuracy and balanced accuracy), every row of the column (the methods' default
 runs, their variants and time-matched runs as their own rows, and ``real``), best mean first: the mean over
 every evaluation network, the number of seeds, each seed's mean, and the two-sided p of Welch's t over seed
-means against each other row (``mddbench.report.leaderboard.pairwise_table``), and ``lost``: how many of the row's
+means against each other row, Holm-corrected over every pair of the column (``mddbench.report.leaderboard.pairwise_table``), and ``lost``: how many of the row's
 seeds diverged in distillation (their failures are in the store, or in the failures.jsonl beside a records.jsonl),
 so that its mean is over the others only. Test-split numbers: for reporting,
 never for choosing a value (``scripts/val_table.py`` is the one for that).
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"compare_rows: {e}", file=sys.stderr)
             return 2
         print(f"\n{METRIC_LABELS[metric]} (%), {args.dataset} ipc {args.ipc}, {args.eval_model}"
-              f"{', ' + args.budget if args.budget else ''}:\n")
+              f"{', ' + args.budget if args.budget else ''} (p: Welch over seed means, Holm-corrected over every "
+              "pair of the column):\n")
         print(table.to_markdown(floatfmt="g"))
     return 0
 

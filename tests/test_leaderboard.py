@@ -80,25 +80,25 @@ def test_main_table_cells_rows_and_columns(records):
     assert df.loc["real", "pathmnist ipc2"] == ""
 
 
-def test_one_seed_cells_can_only_tie_and_real_never_competes(records):
+def test_one_seed_cells_are_unranked_and_real_never_competes(records):
     df = main_table(records, budget="quick", bold=True)
     col = df["breastmnist ipc1"]
-    # dc, tinydd (one seed each) and dm (two seeds) cannot be tested against each other: all tie
-    assert col["dc"] == "≈ 70.00 ± 10.00 (n=2, 1 seed)"
-    assert col["tinydd"] == "≈ 70.00 ± 0.00 (n=2, 1 seed)"
+    # dc and tinydd (one seed each) cannot be tested: shown unranked, never tying, although their means are above
+    # dm's, the only cell with two seeds, which is the lone contender and ties
+    assert col["dc"] == "70.00 ± 10.00 (n=2, 1 seed)"
+    assert col["tinydd"] == "70.00 ± 0.00 (n=2, 1 seed)"
     assert col["dm"] == "≈ 65.00 ± 11.18 [-62.1, 192.1] (n=4, 2 seeds)"  # seed means 55, 75: 10 * t(.975, 1)
     assert col["real"] == "85.00 ± 5.00 (n=2, 1 seed)"
-    # a lone contender ties (nothing tested; no mark would read "significantly below the best");
-    # the plain table (CSV) has neither marks nor intervals
-    assert df.loc["datm (soft labels)", "breastmnist ipc10"] == "≈ 76.00 ± 1.00 (n=2, 1 seed)"
-    assert df.loc["dc", "pathmnist ipc2"] == "≈ 59.00 ± 1.00 (n=2, 1 seed)"
+    # a column of one-seed cells has no verdict at all; the plain table (CSV) has neither marks nor intervals
+    assert df.loc["datm (soft labels)", "breastmnist ipc10"] == "76.00 ± 1.00 (n=2, 1 seed)"
+    assert df.loc["dc", "pathmnist ipc2"] == "59.00 ± 1.00 (n=2, 1 seed)"
     plain = "".join(main_table(records, budget="quick").to_numpy().ravel())
     assert "**" not in plain and "≈" not in plain and "seed" not in plain
 
 
 def test_balanced_accuracy_table(records):
     df = main_table(records, metric="balanced_acc", budget="quick", bold=True)
-    assert df.loc["dc", "breastmnist ipc1"] == "≈ 60.00 ± 5.00 (n=2, 1 seed)"
+    assert df.loc["dc", "breastmnist ipc1"] == "60.00 ± 5.00 (n=2, 1 seed)"
     assert df.loc["dm", "breastmnist ipc1"] == "≈ 40.00 ± 0.00 [40.0, 40.0] (n=4, 2 seeds)"
 
 
@@ -128,14 +128,25 @@ def test_best_inside_the_spread_ties():
     # mtt's seed means 70, 80, 60 against dc's 68, 72, 66: mtt's mean is higher, the difference is noise
     records = (seeded("mtt", [[0.70, 0.70], [0.80, 0.80], [0.60, 0.60]])
                + seeded("dc", [[0.68, 0.68], [0.72, 0.72], [0.66, 0.66]])
-               + seeded("random", [[0.40, 0.40], [0.41, 0.41], [0.42, 0.42]]))
+               + seeded("random", [[0.20, 0.20], [0.21, 0.21], [0.22, 0.22]]))
     col = main_table(records, bold=True)["breastmnist ipc2"]
     assert col["mtt"].startswith("≈ 70.00 ± 8.16") and col["dc"].startswith("≈ 68.67 ± 2.49")
-    assert col["random"].startswith("41.00")  # significantly below the best: not in the tie
+    # significantly below the best even after Holm (p = 0.0129, x 2 comparisons = 0.026): not in the tie
+    assert col["random"].startswith("21.00")
+
+
+def test_holm_correction_can_turn_a_win_into_a_tie():
+    # mtt against random alone: Welch p = 0.036 < 0.05, so mtt is significantly best; with dc in the column
+    # (p = 0.84) Holm multiplies the smaller p by 2 (0.073), and random joins the tie
+    mtt, random = seeded("mtt", [[0.70], [0.80], [0.60]]), seeded("random", [[0.40], [0.41], [0.42]])
+    dc = seeded("dc", [[0.68], [0.72], [0.66]])
+    assert main_table(mtt + random, bold=True)["breastmnist ipc2"]["mtt"].startswith("**70.00")
+    col = main_table(mtt + random + dc, bold=True)["breastmnist ipc2"]
+    assert col["random"].startswith("≈ 41.00") and col["mtt"].startswith("≈ 70.00")
 
 
 def test_welch_and_interval_match_hand_values():
-    from mddbench.report.significance import t_interval, verdict, welch_p
+    from mddbench.report.significance import holm, t_interval, verdict, welch_p
 
     # t = -3 / sqrt(2/3) = -3.674 with 4 degrees of freedom (equal variances): p = 0.0213
     assert welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.02131, abs=1e-4)
@@ -145,7 +156,13 @@ def test_welch_and_interval_match_hand_values():
     lo, hi = t_interval([1.0, 2.0, 3.0])  # 2 +- 4.303 * 1 / sqrt(3)
     assert (lo, hi) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-3)
     v = verdict({"a": 5.0, "b": 2.0, "c": 1.9}, {"a": [5, 5.1, 4.9], "b": [2, 2.1, 1.9], "c": [1.9]})
-    assert (v.best, v.significant, v.tied) == ("a", False, frozenset({"a", "c"}))  # c has one seed: untestable
+    assert (v.best, v.significant, v.tied) == ("a", True, frozenset())  # c has one seed: not a contender
+    one = verdict({"a": 5.0, "c": 9.0}, {"a": [5, 5.1, 4.9], "c": [9.0]})  # a higher one-seed cell never wins
+    assert (one.best, one.significant, one.tied) == ("a", False, frozenset({"a"}))
+    # Holm by hand: sorted p 0.01, 0.02, 0.04 -> 0.03, max(0.04, 0.03), max(0.04, 0.04); nan is not counted
+    assert holm({"x": 0.02, "y": 0.01, "z": 0.04, "w": math.nan}) == pytest.approx(
+        {"x": 0.04, "y": 0.03, "z": 0.04, "w": math.nan}, nan_ok=True)
+    assert holm({"x": 0.6, "y": 0.5}) == {"x": 1.0, "y": 1.0}  # 0.5 x 2 = 1; 0.6 x 1 < 1: the running maximum
     lone = verdict({"a": 5.0}, {"a": [5, 5.1, 4.9]})  # a column with one contender: nothing tested, so a tie
     assert (lone.best, lone.significant, lone.tied) == ("a", False, frozenset({"a"}))
 
@@ -163,8 +180,14 @@ def test_pairwise_table_gives_every_two_rows_their_welch_p():
     assert list(table.index) == ["real", "dc [lr=1]", "mtt [time budget]", "dc", "mtt", "random"]  # best mean first
     assert table.loc["mtt [time budget]", "seed means"] == "7.0 8.0"  # pooled across the seeds' own budgets
     assert table.loc["dc", "mean"] == 5.0 and table.loc["dc", "seeds"] == 3 and table.loc["dc", "seed means"] == "4.0 5.0 6.0"
-    assert table.loc["dc", "p vs mtt"] == pytest.approx(0.021, abs=1e-3) == table.loc["mtt", "p vs dc"]
-    assert table.loc["dc", "p vs dc [lr=1]"] == pytest.approx(0.020, abs=1e-3)  # t = 4 / (1 / sqrt 3), 2 df
+    # Holm over the 6 pairs of the 4 rows with two seeds or more; raw Welch p, smallest first: mtt [time budget]
+    # vs mtt 0.0063, dc [lr=1] vs mtt 0.0067, dc vs dc [lr=1] 0.0202 (t = 4 / (1 / sqrt 3), 2 df), dc vs mtt
+    # 0.0213 (above), dc vs mtt [time budget] 0.0494, dc [lr=1] vs mtt [time budget] 0.2048; times 6, 5, 4, 3,
+    # 2, 1 with a running maximum: 0.0378, 0.0378, 0.0808, 0.0808, 0.0988, 0.2048
+    assert table.loc["dc", "p vs mtt"] == pytest.approx(0.081, abs=1e-3) == table.loc["mtt", "p vs dc"]
+    assert table.loc["dc", "p vs dc [lr=1]"] == pytest.approx(0.081, abs=1e-3)
+    assert table.loc["mtt", "p vs mtt [time budget]"] == pytest.approx(0.038, abs=1e-3)
+    assert table.loc["dc", "p vs mtt [time budget]"] == pytest.approx(0.099, abs=1e-3)
     assert math.isnan(table.loc["mtt", "p vs random"]) and math.isnan(table.loc["mtt", "p vs mtt"])
     assert math.isnan(table.loc["real", "p vs dc"])  # real has one seed here
     with pytest.raises(ConfigError, match="no test_acc records"):
@@ -238,7 +261,7 @@ def test_diverged_models_are_shown_never_averaged_and_never_bold():
     df = cross_arch_table(records, ipc=2, budget="quick", bold=True)
     assert df.loc["mtt", "pathmnist alexnet"] == "80.00 ± 10.00 (n=2, 1 seed, 1 diverged)"
     assert df.loc["ftd", "pathmnist alexnet"] == "diverged (2/2)"
-    assert df.loc["dc", "pathmnist alexnet"] == "≈ 60.00 ± 0.00 (n=2, 1 seed)"  # the lone contender ties
+    assert df.loc["dc", "pathmnist alexnet"] == "60.00 ± 0.00 (n=2, 1 seed)"  # one seed: unranked
     rows = tidy(records).set_index("method")
     assert rows.loc["mtt", "diverged"] == 1 and rows.loc["ftd", "diverged"] == 2 and rows.loc["ftd", "test_acc_n"] == 0
 
@@ -357,7 +380,7 @@ def test_write_leaderboards_files_and_byte_identical_regeneration(records, tmp_p
     assert md.startswith("# Main leaderboard: test accuracy (%), ConvNet\n")
     assert "Protocol `v1`, budget `quick`" in md
     assert "Generated by `mddbench leaderboard` from 9 records; never edited by hand" in md
-    assert "≈ 70.00 ± 10.00 (n=2, 1 seed)" in md and "datm (soft labels)" in md
+    assert "70.00 ± 10.00 (n=2, 1 seed)" in md and "datm (soft labels)" in md
     rvr = (tmp_path / "a" / "reported_vs_reproduced.md").read_text()
     assert "budget(s): `quick`, `smoke`. `quick`, `smoke` are smaller than the paper's full protocol" in rvr
 

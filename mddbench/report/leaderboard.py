@@ -39,7 +39,7 @@ from mddbench.report.keys import (
 )
 from mddbench.report.markdown import to_markdown
 from mddbench.report.privacy_leaderboard import write_privacy_leaderboard
-from mddbench.report.significance import ALPHA, LEVEL, verdict, welch_p
+from mddbench.report.significance import ALPHA, LEVEL, MIN_SEEDS, holm, verdict, welch_p
 from mddbench.report.table import Table
 from mddbench.results.store import METRIC_NAMES
 from mddbench.results.verification import MARK, legend, state, trusted, untrusted
@@ -130,7 +130,8 @@ def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: st
                    lost: Iterable[Record] = ()) -> pd.DataFrame:
     """Every row of one column (default runs and variants, ``real`` included) against every other: the
     row's mean and seed means, and Welch's two-sided p over seed means (``significance.welch_p``) with
-    each other row; rows by mean, best first. The numbers behind a table's marks, for sentences that
+    each other row, Holm-corrected over every pair of the column (``significance.holm``); rows by mean,
+    best first. The numbers behind a table's marks, for sentences that
     compare two rows the marks do not (nan: a row with one seed cannot be tested). Rows as the variants
     table has them: time-matched runs of one method share a row whatever each seed's time budget.
     ``lost`` (failures, :func:`mddbench.results.failures.lost`): the "lost" column says how many of a row's runs
@@ -147,8 +148,11 @@ def pairwise_table(records: Iterable[Record], dataset: str, ipc: Any, metric: st
         raise ConfigError(f"no {metric} records for {dataset} ipc {ipc} on {eval_model}")
     rows = sorted(stats, key=lambda row: (-stats[row].mean, row_order(row)))
     labels = [row_label(row) for row in rows]
+    # one family per column: every pair of rows, Holm-corrected together (a row with one seed stays untested)
+    adjusted = holm({frozenset((a, b)): welch_p(stats[a].seeds, stats[b].seeds)
+                     for i, a in enumerate(rows) for b in rows[i + 1:]})
     data = [[round(stats[a].mean, 2), len(stats[a].seeds), stats[a].lost, " ".join(f"{x:.1f}" for x in stats[a].seeds)]
-            + [math.nan if a == b else round(welch_p(stats[a].seeds, stats[b].seeds), 3) for b in rows]
+            + [math.nan if a == b else round(adjusted[frozenset((a, b))], 3) for b in rows]
             for a in rows]
     return pd.DataFrame(data, index=pd.Index(labels, name="method"),
                         columns=["mean", "seeds", "lost", "seed means"] + [f"p vs {x}" for x in labels])
@@ -322,9 +326,10 @@ def _cell_notes(protocol: str, budget: str, eval_note: str, version: int = 1) ->
             f"[lo, hi] = {LEVEL * 100:.0f} % confidence interval of the mean, a t-interval over the seed means (each "
             "seed's mean over its models; none for one seed); n = number of trained evaluation models.",
             f"Verdict per column (`real` and cells that lost models or seeds to divergence do not compete): the best "
-            f"mean is **bold** only where it beats every other cell under Welch's two-sided t-test over seed "
-            f"means at p < {ALPHA:g}; otherwise {TIE} marks a tie: the best and every cell not significantly "
-            "below it (a cell with one seed, or alone in its column, cannot be tested and ties). "
+            f"mean among the cells with at least {MIN_SEEDS} seeds is **bold** only where it beats every other such "
+            f"cell under Welch's two-sided t-test over seed means, Holm-corrected over those comparisons, at "
+            f"p < {ALPHA:g}; otherwise {TIE} marks a tie: the best and every cell not significantly below it (a "
+            "lone contender ties). A cell with one seed cannot be tested: it is shown unranked, never best or tied. "
             "No mark: significantly below the best, or, in a cell that names a divergence, not ranked.",
             "\"never updated\": the record says its set never changed from its initialisation (updates = 0, "
             "e.g. a loss gate that never opened), so the cell scores the initial set; records older than the "

@@ -2,10 +2,12 @@
 
 The unit of replication is the seed (one distilled set, evaluated on several models): a cell's seed
 means are the means of each seed's per-model values. A cell's 95 % confidence interval is the
-t-interval over its seed means; the best cell of a column (highest pooled mean) is bold only when it
-beats every other contender under Welch's two-sided t-test over seed means at ``ALPHA``; otherwise
-it and every contender not significantly below it are tied. One seed gives no interval and no test:
-such a cell can only tie.
+t-interval over its seed means. Only cells with at least ``MIN_SEEDS`` seeds contend for a column's
+verdict: one seed gives no interval and no test, so such a cell is shown apart (unranked), never best
+and never tied. The best contender (highest pooled mean) is bold only when it beats every other
+contender under Welch's two-sided t-test over seed means, the p-values Holm-corrected over those
+comparisons at ``ALPHA``; otherwise it and every contender not significantly below it are tied.
+Pairwise p-values that prose cites (:func:`holm`) are Holm-corrected within their column.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from scipy import stats
 
 ALPHA = 0.05
 LEVEL = 0.95
+MIN_SEEDS = 2  # a cell with fewer seeds cannot be tested: it never wins or ties a column
 
 
 def t_interval(seed_means: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:
@@ -50,16 +53,28 @@ class Verdict:
     tied: frozenset  # best and the contenders not significantly below it (empty when significant)
 
 
+def holm(p_values: Mapping[Hashable, float]) -> dict[Hashable, float]:
+    """Holm's step-down adjusted p-values of a family of tests (nan stays nan and is not counted)."""
+    tested = sorted(((p, k) for k, p in p_values.items() if not math.isnan(p)), key=lambda pk: pk[0])
+    m, running, out = len(tested), 0.0, {k: math.nan for k in p_values}
+    for i, (p, k) in enumerate(tested):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out
+
+
 def verdict(means: Mapping[Hashable, float], seed_means: Mapping[Hashable, Sequence[float]],
             alpha: float = ALPHA) -> Verdict:
-    """The verdict of one column over its contenders (``means``: the displayed means that rank them)."""
+    """The verdict of one column (``means``: the displayed means that rank the cells). Cells with fewer than
+    ``MIN_SEEDS`` seeds do not contend; the best contender's comparisons are Holm-corrected."""
+    means = {k: v for k, v in means.items() if len(seed_means[k]) >= MIN_SEEDS}
     if not means:
         return Verdict(None, False, frozenset())
     best = max(means, key=lambda k: means[k])
     if len(means) == 1:  # nothing to beat: untested, so it ties (no mark would read "significantly below")
         return Verdict(best, False, frozenset({best}))
-    below = {k: welch_p(seed_means[best], seed_means[k]) for k in means if k != best}
-    not_beaten = {k for k, p in below.items() if not p < alpha}  # nan (one seed) is never significant
+    below = holm({k: welch_p(seed_means[best], seed_means[k]) for k in means if k != best})
+    not_beaten = {k for k, p in below.items() if not p < alpha}
     if not not_beaten:
         return Verdict(best, True, frozenset())
     return Verdict(best, False, frozenset(not_beaten | {best}))

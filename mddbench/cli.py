@@ -168,8 +168,8 @@ def cmd_distill(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from mddbench.results.store import ResultStore
     from mddbench.atomic import ensure_writable
+    from mddbench.results.store import ResultStore
     from mddbench.run.pipeline import evaluate_saved
 
     if not args.no_record:
@@ -196,10 +196,10 @@ def cmd_show(args) -> None:
 
 
 def cmd_privacy(args) -> None:
+    from mddbench.atomic import ensure_writable, ensure_writable_file
     from mddbench.privacy.audit import audit_artifact, audited_images, summary_lines
     from mddbench.report.privacy_figure import nearest_figure
     from mddbench.results.privacy_store import PrivacyStore
-    from mddbench.atomic import ensure_writable, ensure_writable_file
     from mddbench.run.job import resolve_device
 
     if args.figure and len(args.artifacts) > 1:
@@ -400,8 +400,8 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from mddbench.results.merge import audits_of_other_files, merge_into, merge_target
     from mddbench.registry import load_plugins
+    from mddbench.results.merge import audits_of_other_files, merge_into, merge_target
     from mddbench.run.record import record_problems
 
     load_plugins(args.plugin)
@@ -449,8 +449,8 @@ def cmd_curve(args) -> None:
 
 
 def cmd_plot(args) -> None:
-    from mddbench.report.figures import plot_runs
     from mddbench.atomic import ensure_writable
+    from mddbench.report.figures import plot_runs
 
     ensure_writable(Path(args.to), "--to")
     for path in plot_runs([Path(r) for r in args.runs], Path(args.to)):

@@ -48,8 +48,8 @@ from mddbench.api.method import Task
 from mddbench.api.synset import SyntheticSet, register_renderer
 from mddbench.data.dataset import DatasetSpec
 from mddbench.errors import ConfigError
-from mddbench.memory import backward_through_features, micro_batch
 from mddbench.limits import AT_LEAST_1, MOMENTUM, NON_NEGATIVE, POSITIVE
+from mddbench.memory import backward_through_features, micro_batch
 from mddbench.nn.losses import cross_entropy
 from mddbench.nn.networks import init_parameters
 from mddbench.registry import register_method

@@ -112,6 +112,7 @@ class OldStyle(Method):
 '''
 
 
+@pytest.mark.slow
 def test_a_plugin_written_against_the_flat_layout_still_runs(tmp_path):
     plugin = tmp_path / "oldstyle.py"
     plugin.write_text(OLD_STYLE_PLUGIN)

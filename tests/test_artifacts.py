@@ -145,6 +145,7 @@ def run_out(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_eval_reevaluates_a_saved_set(run_out, capsys):
     store = ResultStore(run_out / "results.sqlite")
     [original] = store.records()

@@ -254,6 +254,7 @@ def test_demo_is_deterministic_balanced_and_as_documented():
     assert (data.x["train"].mean() ** 2).item() < 1e-8
 
 
+@pytest.mark.slow
 def test_medmnist_sets_load_when_medmnist_has_no_default_root(tmp_path):
     """medmnist's DEFAULT_ROOT is None when it cannot create ~/.medmnist (read-only home, or two processes
     importing it at once: a sweep's first jobs on a fresh machine). Every MedMNIST dataset vanished then."""

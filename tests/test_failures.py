@@ -47,7 +47,7 @@ def _cell(table: str) -> str:
     return line.split("|")[2].strip()
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"], ids=["in process", "worker processes"])
+@pytest.mark.parametrize("jobs", ["1", pytest.param("2", marks=pytest.mark.slow)], ids=["in process", "worker processes"])
 def test_a_diverged_seed_is_stored_named_in_its_cell_exported_and_merged(plugin, tmp_path, jobs, capsys):
     out = tmp_path / "out"
     rc = main(["sweep", "--plugin", str(plugin), "--methods", "unsteady", "--datasets", "demo", "--ipc", "2",

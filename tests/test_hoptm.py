@@ -11,8 +11,15 @@ from methodkit import distill, falls, load, log_rows, make_task, noise_like, sma
 
 from mddbench.api.budgets import get_budget
 from mddbench.data.dataset import get_spec
-from mddbench.methods.hoptm import (HoPTM, admit, angle_loss, masked_distance, official_row, threshold_at,
-                                    triangle_cosines)
+from mddbench.methods.hoptm import (
+    HoPTM,
+    admit,
+    angle_loss,
+    masked_distance,
+    official_row,
+    threshold_at,
+    triangle_cosines,
+)
 from mddbench.nn.augment import DSA
 from mddbench.nn.losses import cross_entropy
 from mddbench.nn.networks import create_network
@@ -203,6 +210,7 @@ def _same_generator(task):
     return task
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hp", [dict(self_paced=False), dict(base_threshold=1e3)], ids=["no-mask", "all-admitted"])
 def test_with_the_terms_off_it_is_mtt_on_flat_experts_exactly(tmp_path, expert_cache, hp):
     common = dict(iterations=3, max_start_epoch=2, expert_epochs=1, lr_img=100.0, lr_lr=1e-5, batch_syn=4)

@@ -154,6 +154,7 @@ def test_dc_real_gradients_dm_and_cafe_real_passes_equal_the_whole_batch(budget)
     assert _close(*out, tol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_small_runs_accuracy_is_unchanged_by_micro_batches(budget, breast):
     """Evaluation end to end (training, then prediction in chunks) on genuine BreastMNIST."""
     gen = torch.Generator().manual_seed(0)

@@ -13,8 +13,17 @@ from methodkit import distill, falls, load, log_rows, make_task, noise_like, sma
 
 from mddbench.api.loop import MetricsLog
 from mddbench.errors import ConfigError
-from mddbench.methods.ncfm import (NCFM, Normaliser, SamplingNet, cf_discrepancy, cf_match_loss, decode, interpolate,
-                                   match_step, mix_init)
+from mddbench.methods.ncfm import (
+    NCFM,
+    Normaliser,
+    SamplingNet,
+    cf_discrepancy,
+    cf_match_loss,
+    decode,
+    interpolate,
+    match_step,
+    mix_init,
+)
 from mddbench.nn.networks import create_network
 from mddbench.run.pipeline import set_problems
 
@@ -184,6 +193,7 @@ def test_loss_falls_and_the_set_beats_noise(tmp_path, expert_cache):
     assert acc > noise + 0.1, (acc, noise)
 
 
+@pytest.mark.slow
 def test_resume_with_the_sampling_net_equals_an_uninterrupted_run(tmp_path, monkeypatch, expert_cache):
     hp = {"iterations": 5, "sampling_net": True, "t_batchsize": 32}
     kw = dict(hp=hp, expert_root=expert_cache, checkpoint_every=2)

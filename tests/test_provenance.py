@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RANDOM_DEMO, cli
+
 from mddbench.api.synset import SyntheticSet
 from mddbench.atomic import locked
 from mddbench.errors import ArtifactError
-from mddbench.results.merge import merge_into
 from mddbench.results.store import ResultStore
 from mddbench.run.job import Job
 from mddbench.run.record import claimed_job_id, record_problems

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, TEST_DATA_ENV
 
 CHECKS = "tests/test_published.py::test_class_counts_match_the_data"
@@ -30,18 +31,21 @@ def test_without_the_variable_the_end_of_the_run_says_what_was_skipped_and_how_t
     assert "MDDBENCH_TEST_DATA=../shared/data python -m pytest" in last[0] and "4 skipped" in last[1]
 
 
+@pytest.mark.slow
 def test_a_folder_without_the_files_names_what_is_missing(tmp_path):
     done = pytest_run(tmp_path, str(tmp_path))
     assert done.returncode == 0 and f"4 real-data test(s) skipped: put the files they name into {tmp_path}" \
         in done.stdout, done.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_a_variable_that_names_no_folder_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("")
     done = pytest_run(tmp_path, str(tmp_path / "file"))
     assert done.returncode == 4 and f"{TEST_DATA_ENV}={tmp_path / 'file'} is not a folder" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_relative_value_is_taken_from_the_repository_root(tmp_path):
     """.ci/run sets ../shared/data: the folder beside the clone, wherever pytest was started from."""
     from conftest import SHARED_DATA, TEST_DATA_SET

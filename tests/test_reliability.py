@@ -190,6 +190,7 @@ def test_hyperparameters_outside_their_declared_range_are_refused(method, key, v
         METHODS.get(method)().resolve(spec, 2, budget, {key: value})
 
 
+@pytest.mark.slow
 def test_every_method_default_lies_in_its_declared_range():
     for name in METHODS.names():
         m = METHODS.get(name)()

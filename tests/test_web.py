@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import io
 import os
 import re
 import shutil

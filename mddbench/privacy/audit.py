@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mddbench.api.budgets import Budget, canonical_budget, get_budget
+from mddbench.api.saved import own_seed as saved_seed
 from mddbench.api.synset import SyntheticSet
 from mddbench.data.dataset import RealData
 from mddbench.errors import ArtifactError, ConfigError, UnknownNameError
@@ -44,7 +45,6 @@ from mddbench.nn.networks import create_network
 from mddbench.privacy.membership import attack_metrics, loss_scores
 from mddbench.privacy.memorisation import NEAR_COPY_QUANTILE, SPACE_LABELS, flat, near_copies, nearest, standardized
 from mddbench.registry import METHODS
-from mddbench.api.saved import own_seed as saved_seed
 from mddbench.run.record import file_digest, provenance
 from mddbench.seeding import generator as seeded
 

@@ -21,12 +21,10 @@ refuses, before anything is written and saying why:
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Iterable
-
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from mddbench.api.budgets import budget_label
 from mddbench.atomic import ensure_writable, write_text

@@ -34,8 +34,8 @@ from mddbench.report.markdown import devices
 from mddbench.report.privacy_leaderboard import privacy_tables
 from mddbench.report.significance import ALPHA, LEVEL
 from mddbench.report.table import Table
-from mddbench.results.verification import untrusted
 from mddbench.report.thumbnails import NOT_PUBLISHED, SetFile, SetFiles, write_thumbnail
+from mddbench.results.verification import untrusted
 
 PAGE = "index.html"
 THUMBS = "thumbs"

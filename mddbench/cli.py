@@ -235,14 +235,10 @@ def cmd_privacy(args) -> None:
 
 def _checked_records(records: list[dict], source: str) -> list[dict]:
     """``records``, refused when one contradicts itself (a forged or hand-edited record is never ranked)."""
+    from mddbench.results.merge import refuse_contradictions
     from mddbench.run.record import record_problems
 
-    for i, record in enumerate(records, 1):
-        problems = record_problems(record)
-        if problems:
-            raise ConfigError(f"{source}: record {i} ({record['method']}, {record['dataset']}, ipc {record['ipc']}, "
-                              f"seed {record['seed']}, {record['eval_model']}) contradicts itself: "
-                              f"{'; '.join(problems)}; nothing was written")
+    refuse_contradictions(records, source, record_problems, "nothing was written")
     return records
 
 

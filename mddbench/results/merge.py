@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from mddbench.atomic import ensure_writable
 from mddbench.errors import ConfigError
@@ -56,6 +56,18 @@ def _nothing_merged(read):
         raise ConfigError(f"{exc}; nothing was merged") from exc
 
 
+def refuse_contradictions(records: Iterable[dict], source: object, check: Callable[[dict], list[str]],
+                          outcome: str) -> None:
+    """Raise ConfigError naming the first record of ``source`` that ``check`` finds self-contradicting (a forged
+    or hand-edited record is never merged or ranked); ``outcome`` says what was not done."""
+    for i, record in enumerate(records, 1):
+        problems = check(record)
+        if problems:
+            raise ConfigError(f"{source}: record {i} ({record['method']}, {record['dataset']}, ipc {record['ipc']}, "
+                              f"seed {record['seed']}, {record['eval_model']}) contradicts itself: "
+                              f"{'; '.join(problems)}; {outcome}")
+
+
 def merge_into(into: str | Path, sources: list[Path], check: Callable[[dict[str, Any]], list[str]] | None = None
                ) -> list[tuple[str, int, int, int, int, int, int, list[str]]]:
     """Add every source's new records, privacy results and failures to the store at ``into``; per source:
@@ -71,12 +83,7 @@ def merge_into(into: str | Path, sources: list[Path], check: Callable[[dict[str,
             for src in sources]
     if check is not None:
         for src, records, _, _ in read:
-            for i, record in enumerate(records, 1):
-                problems = check(record)
-                if problems:
-                    raise ConfigError(f"{src}: record {i} ({record['method']}, {record['dataset']}, ipc "
-                                      f"{record['ipc']}, seed {record['seed']}, {record['eval_model']}) contradicts "
-                                      f"itself: {'; '.join(problems)}; nothing was merged")
+            refuse_contradictions(records, src, check, "nothing was merged")
     target = merge_target(into)
     ensure_writable(target.parent, "--into")
     existed = target.exists()

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from conftest import SHARED_DATA
 
 from mddbench.api.budgets import get_budget
-from mddbench.api.loop import read_log
+from mddbench.api.loop import MetricsLog, read_log
 from mddbench.api.method import Task
 from mddbench.api.synset import SyntheticSet
 from mddbench.data.dataset import SPLITS, DatasetSpec, RawArrays, RealData, load_dataset
@@ -108,3 +108,21 @@ def small_eval(synset: SyntheticSet, data: RealData, n_models: int = 3, epochs: 
 def falls(values: list[float], window: int = 5) -> bool:
     """The mean of the last ``window`` values is below the mean of the first ``window``."""
     return float(np.mean(values[-window:])) < float(np.mean(values[:window]))
+
+
+def interrupted_at(it: int, monkeypatch, run: Callable[[], Any]) -> None:
+    """Run ``run`` with a KeyboardInterrupt raised right after iteration ``it`` is logged (a crash mid-run), and
+    check that it stopped there; the log is restored afterwards, so the next call resumes normally."""
+    import pytest
+
+    original = MetricsLog.write
+
+    def crash(self, **row):
+        original(self, **row)
+        if row.get("it") == it:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MetricsLog, "write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(MetricsLog, "write", original)

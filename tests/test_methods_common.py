@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methodkit import distill, make_task
+from methodkit import distill, interrupted_at, make_task
 
-from mddbench.api.loop import MetricsLog
 from mddbench.api.synset import SyntheticSet
 from mddbench.errors import ConfigError, DistillationDiverged
 from mddbench.registry import METHODS
@@ -40,17 +39,8 @@ def test_resume_equals_uninterrupted(method, tmp_path, monkeypatch, expert_cache
     experts = expert_cache
     full, full_task = distill(method, hp=_hp(method), run_dir=tmp_path / "a", expert_root=experts, checkpoint_every=2)
 
-    original = MetricsLog.write
-
-    def crash_at_3(self, **row):
-        original(self, **row)
-        if row.get("it") == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(MetricsLog, "write", crash_at_3)
-    with pytest.raises(KeyboardInterrupt):
-        distill(method, hp=_hp(method), run_dir=tmp_path / "b", expert_root=experts, checkpoint_every=2)
-    monkeypatch.setattr(MetricsLog, "write", original)
+    interrupted_at(3, monkeypatch, lambda: distill(method, hp=_hp(method), run_dir=tmp_path / "b", expert_root=experts,
+                                                   checkpoint_every=2))
     resumed, task = distill(method, hp=_hp(method), run_dir=tmp_path / "b", expert_root=experts, checkpoint_every=2)
     assert torch.equal(full.images, resumed.images)
     assert torch.equal(full.labels, resumed.labels)

@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from methodkit import distill, falls, load, log_rows, make_task, noise_like, small_eval
+from methodkit import distill, falls, interrupted_at, load, log_rows, make_task, noise_like, small_eval
 
-from mddbench.api.loop import MetricsLog
 from mddbench.errors import ConfigError
 from mddbench.methods.ncfm import (
     NCFM,
@@ -198,17 +197,7 @@ def test_resume_with_the_sampling_net_equals_an_uninterrupted_run(tmp_path, monk
     hp = {"iterations": 5, "sampling_net": True, "t_batchsize": 32}
     kw = dict(hp=hp, expert_root=expert_cache, checkpoint_every=2)
     full, _ = distill("ncfm", run_dir=tmp_path / "a", **kw)
-    original = MetricsLog.write
-
-    def crash_at_3(self, **row):
-        original(self, **row)
-        if row.get("it") == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(MetricsLog, "write", crash_at_3)
-    with pytest.raises(KeyboardInterrupt):
-        distill("ncfm", run_dir=tmp_path / "b", **kw)
-    monkeypatch.setattr(MetricsLog, "write", original)
+    interrupted_at(3, monkeypatch, lambda: distill("ncfm", run_dir=tmp_path / "b", **kw))
     resumed, _ = distill("ncfm", run_dir=tmp_path / "b", **kw)
     assert torch.equal(full.images, resumed.images) and torch.equal(full.labels, resumed.labels)
 

@@ -8,20 +8,19 @@ or a Ray cluster parse with the real parser, so a renamed option fails here.
 from __future__ import annotations
 
 import glob
-import os
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA, skip_without_data
 
 from mddbench.cli import build_parser, main
 from mddbench.results.store import ResultStore, artifact_path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DATA = Path(os.environ.get("MDDBENCH_TEST_DATA") or ROOT.parent / "shared" / "data")
 
 
 def section(title: str) -> str:
@@ -66,12 +65,11 @@ def test_readme_sections_come_in_the_issue_46_order():
 
 @pytest.mark.slow
 def test_quick_start_runs_as_written_and_ends_in_a_leaderboard(tmp_path, monkeypatch, capsys):
-    if not (DATA / "retinamnist.npz").is_file():
-        pytest.skip(f"retinamnist.npz is not in {DATA}: set MDDBENCH_TEST_DATA to the genuine data folder")
+    skip_without_data("retinamnist.npz")
     lines = commands(section("Quick start"))
     assert lines[0].startswith("mddbench run --method random --dataset retinamnist")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MDDBENCH_DATA", str(DATA))
+    monkeypatch.setenv("MDDBENCH_DATA", str(SHARED_DATA.resolve()))  # absolute: the test changes folder
     monkeypatch.setenv("MDDBENCH_OFFLINE", "1")
     for line in lines:
         assert main(mddbench_args(line, tmp_path)) == 0, line

@@ -17,6 +17,8 @@ cache built beforehand, so they time distillation and evaluation alone.
 
     python benchmarks/bench_memory.py --pieces experts-112 dm-2 ptm-2 --rounds 1
     python benchmarks/bench_memory.py --all --rounds 1 --json memory.json   # every method, hours on a CPU
+    # quick's shapes (its batches, steps and micro-batches) for a few iterations and one short evaluation:
+    python benchmarks/bench_memory.py --budget quick --pieces dm-10:iterations=50 --eval-n-models 1 --eval-epochs 10
 
 Nothing else may run on the machine meanwhile: with 2 cores a second process distorts timings many
 times over. Piece names: ``experts-112``, ``flat-experts-112``, ``experts-3d``, ``experts-28`` (BreastMNIST),
@@ -43,12 +45,13 @@ SETTINGS = {
     "heap": {"MDDBENCH_ALLOCATOR": "heap"},
     "heap-whole": {"MDDBENCH_ALLOCATOR": "heap", "MDDBENCH_MEMORY_BUDGET": "1e9"},
 }
-METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm", "ptm", "smdd", "seqmatch", "haba")
+METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm", "ptm", "smdd", "seqmatch", "haba",
+              "hoptm", "ncfm", "herding", "kcenter")
 METHODS_3D = ("random", "dc", "dsa", "dm")
 
 
-def command(piece: str, work: Path, cache: Path, budget: str = "smoke") -> list[str]:
-    """The mddbench command line of one piece."""
+def command(piece: str, work: Path, cache: Path, budget: str = "smoke", evaluation: tuple[str, ...] = ()) -> list[str]:
+    """The mddbench command line of one piece (``evaluation``: run options added to a run piece)."""
     common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", budget]
     if piece in ("experts-112", "flat-experts-112", "experts-3d", "experts-28"):
         dataset = {"experts-3d": "adrenalmnist3d", "experts-28": "breastmnist"}.get(piece, "breast-uls")
@@ -62,7 +65,7 @@ def command(piece: str, work: Path, cache: Path, budget: str = "smoke") -> list[
         method, _, ipc = piece.rpartition("-")
         dataset = "breast-uls"
     return ["run", "--method", method, "--dataset", dataset, "--ipc", ipc, "--expert-cache", str(cache),
-            "--out", str(work / "out"), *common, *[a for hp in hps.split(",") if hp for a in ("--hp", hp)]]
+            "--out", str(work / "out"), *common, *evaluation, *[a for hp in hps.split(",") if hp for a in ("--hp", hp)]]
 
 
 def measure(argv: list[str], env: dict[str, str], threads: int) -> dict[str, float]:
@@ -85,17 +88,18 @@ def measure(argv: list[str], env: dict[str, str], threads: int) -> dict[str, flo
 
 
 def prebuild(pieces: list[str], cache: Path, threads: int, budget: str = "smoke") -> None:
-    """The smoke expert buffers the run pieces read, built once (not timed)."""
-    trajectory = ("mtt", "ftd", "datm", "ptm", "smdd", "haba", "hoptm")
-    needs = {("adrenalmnist3d" if p.startswith("3d-") else "breast-uls", "mtt") for p in pieces
-             if p.partition(":")[0].rpartition("-")[0].removeprefix("3d-") in trajectory}
-    for dataset, method in sorted(needs):
-        for m in (method, "ftd"):
-            argv = ["buffers", "--dataset", dataset, "--method", m, "--expert-cache", str(cache), "--out",
-                    str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",
-                    "--budget", budget]
-            print(f"building {m} experts on {dataset} (not timed) ...", flush=True)
-            measure(argv, {}, threads)
+    """The expert buffers the run pieces read, built once (not timed): ``mddbench buffers`` for each piece's
+    method builds what that method declares (``Method.expert_recipes``; nothing for a method that reads none),
+    and a buffer two methods share (PTM's and FTD's flat experts) is built once."""
+    needs = sorted({("adrenalmnist3d" if p.startswith("3d-") else "breast-uls",
+                     p.partition(":")[0].rpartition("-")[0].removeprefix("3d-"))
+                    for p in pieces if not p.startswith("experts-") and not p.startswith("flat-experts-")})
+    for dataset, method in needs:
+        argv = ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(cache), "--out",
+                str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",
+                "--budget", budget]
+        print(f"building the experts {method} reads on {dataset}, if any (not timed) ...", flush=True)
+        measure(argv, {}, threads)
 
 
 def main() -> None:
@@ -105,11 +109,16 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["before", "after"], choices=list(SETTINGS))
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--budget", default="smoke", help="the pieces' budget (default: smoke)")
+    parser.add_argument("--eval-n-models", type=int, help="fewer evaluation networks for every run piece (its peak "
+                        "is that of one network's training; default: the budget's)")
+    parser.add_argument("--eval-epochs", type=int, help="fewer evaluation epochs for every run piece (default: the budget's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write every measurement here")
     parser.add_argument("--cache", help="keep the prebuilt expert buffers here, for the next invocation")
     args = parser.parse_args()
     pieces = args.pieces
+    evaluation = tuple(a for flag, v in (("--eval-n-models", args.eval_n_models), ("--eval-epochs", args.eval_epochs))
+                       if v is not None for a in (flag, str(v)))
     if args.all:
         pieces = (["experts-112", "flat-experts-112", "experts-3d"] + [f"{m}-{i}" for i in (2, 10) for m in METHODS_2D]
                   + [f"3d-{m}" for m in METHODS_3D])
@@ -122,7 +131,7 @@ def main() -> None:
                 order = args.settings if r % 2 == 0 else list(reversed(args.settings))
                 for name in order:
                     work = Path(tmp) / f"{piece}-{name}-{r}"
-                    m = measure(command(piece, work, cache, args.budget), SETTINGS[name], args.threads)
+                    m = measure(command(piece, work, cache, args.budget, evaluation), SETTINGS[name], args.threads)
                     results.setdefault((piece, name), []).append(m)
                     print(f"round {r} {piece:>18} {name:>10}: {m['wall_s']:7.1f} s wall, "
                           f"{m['kernel_share']:5.1%} kernel, {m['peak_rss_mb']:7.0f} MB peak", flush=True)

@@ -12,6 +12,7 @@
 #   3. the leaderboards of OUT (records.jsonl beside them: merge it into the project's store to publish).
 # Each stage is cut at its time limit; what finished is recorded, and a rerun skips it.
 #   scripts/gpu_leaderboard.sh [DATA_ROOT] [OUT]
+# Method lists: METHODS_BUSI, METHODS_RETINA, METHODS3D (defaults above).
 # Limits in seconds and the device: BUSI_S (240), RETINA_S (180), ADRENAL_S (120), DEVICE (cuda); each cut may take 15 s
 # more to stop, so the defaults leave about a minute of a 10-minute slot for start-up and the tables. For a plumbing check
 # on a CPU: DEVICE=cpu BUDGET2D=smoke BUDGET3D=smoke METHODS3D="random dm" SEEDS3D=0 scripts/gpu_leaderboard.sh
@@ -35,7 +36,8 @@ stage() {  # stage NAME SECONDS ARGS...: one sweep under a time limit; a cut or 
 # shellcheck disable=SC2086  # the method list splits on purpose
 stage "breast-uls ipc 2, ${BUDGET_BUSI:-paper}" "${BUSI_S:-240}" --methods ${METHODS_BUSI:-ptm datm ftd mtt random real} \
   --datasets breast-uls --ipc 2 --seeds 0 --budget "${BUDGET_BUSI:-paper}"
-stage "retinamnist ipc 2, ${BUDGET2D:-medium}" "${RETINA_S:-180}" --methods ptm mtt ftd --datasets retinamnist \
+# shellcheck disable=SC2086  # the method list splits on purpose
+stage "retinamnist ipc 2, ${BUDGET2D:-medium}" "${RETINA_S:-180}" --methods ${METHODS_RETINA:-ptm mtt ftd} --datasets retinamnist \
   --ipc 2 --seeds 0 --budget "${BUDGET2D:-medium}"
 # shellcheck disable=SC2086  # the method list splits on purpose
 stage "adrenalmnist3d ipc 1, ${BUDGET3D:-quick}" "${ADRENAL_S:-120}" --methods $methods3d --datasets adrenalmnist3d \

@@ -179,13 +179,14 @@ def test_sigint_to_a_background_sweep_driver_stops_it_with_130_and_a_rerun_resum
     ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731  (as `cmd &` in a script starts it)
     proc = subprocess.Popen(argv, preexec_fn=ignore, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(out.glob("runs/*/checkpoint*")) and proc.poll() is None:
+    while time.time() < deadline and not list(out.glob("runs/*/*.ckpt")) and proc.poll() is None:
         time.sleep(0.5)
-    time.sleep(2)
+    assert proc.poll() is None and list(out.glob("runs/*/*.ckpt")), "the sweep never reached its first checkpoint"
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "interrupted" in err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    assert list(out.glob("runs/*/*.ckpt")), "the checkpoint a rerun resumes from is gone"
 
 
 # ------------------------------------------------------------------- 6. outputs before the work

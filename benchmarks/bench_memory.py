@@ -91,9 +91,14 @@ def prebuild(pieces: list[str], cache: Path, threads: int, budget: str = "smoke"
     """The expert buffers the run pieces read, built once (not timed): ``mddbench buffers`` for each piece's
     method builds what that method declares (``Method.expert_recipes``; nothing for a method that reads none),
     and a buffer two methods share (PTM's and FTD's flat experts) is built once."""
+    from mddbench.api.method import Method
+    from mddbench.registry import METHODS
+
     needs = sorted({("adrenalmnist3d" if p.startswith("3d-") else "breast-uls",
                      p.partition(":")[0].rpartition("-")[0].removeprefix("3d-"))
                     for p in pieces if not p.startswith("experts-") and not p.startswith("flat-experts-")})
+    # a method that reads experts declares them (it overrides Method.expert_recipes); the others need none
+    needs = [(d, m) for d, m in needs if METHODS[m].expert_recipes is not Method.expert_recipes]
     for dataset, method in needs:
         argv = ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(cache), "--out",
                 str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",

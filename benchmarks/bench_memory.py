@@ -38,7 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED_DATA = Path(os.environ.get("MDDBENCH_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+REPO = Path(__file__).resolve().parents[1]
+# as the tests read it (tests/conftest.py): a relative value is taken from the repository's root, not the cwd
+SHARED_DATA = REPO / Path(os.environ.get("MDDBENCH_TEST_DATA") or "../shared/data")
 SETTINGS = {
     "before": {"MDDBENCH_ALLOCATOR": "thresholds", "MDDBENCH_MEMORY_BUDGET": "1e9"},
     "after": {},
@@ -48,24 +50,29 @@ SETTINGS = {
 METHODS_2D = ("random", "real", "dc", "dsa", "dm", "cafe", "mtt", "ftd", "datm", "ptm", "smdd", "seqmatch", "haba",
               "hoptm", "ncfm", "herding", "kcenter")
 METHODS_3D = ("random", "dc", "dsa", "dm")
+EXPERT_PIECES = ("experts-112", "flat-experts-112", "experts-3d", "experts-28")  # `buffers` pieces; the rest run
 
 
 def command(piece: str, work: Path, cache: Path, budget: str = "smoke", evaluation: tuple[str, ...] = ()) -> list[str]:
     """The mddbench command line of one piece (``evaluation``: run options added to a run piece)."""
     common = ["--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet", "--budget", budget]
-    if piece in ("experts-112", "flat-experts-112", "experts-3d", "experts-28"):
+    if piece in EXPERT_PIECES:
         dataset = {"experts-3d": "adrenalmnist3d", "experts-28": "breastmnist"}.get(piece, "breast-uls")
         method = "ftd" if piece.startswith("flat") else "mtt"
         return ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(work / "fresh"),
                 "--out", str(work / "out"), *common]
-    piece, _, hps = piece.partition(":")  # e.g. ptm-10:unroll_memory=constant
-    if piece.startswith("3d-"):
-        method, dataset, ipc = piece[3:], "adrenalmnist3d", "1"
-    else:
-        method, _, ipc = piece.rpartition("-")
-        dataset = "breast-uls"
+    method, dataset, ipc, hps = run_piece(piece)
     return ["run", "--method", method, "--dataset", dataset, "--ipc", ipc, "--expert-cache", str(cache),
             "--out", str(work / "out"), *common, *evaluation, *[a for hp in hps.split(",") if hp for a in ("--hp", hp)]]
+
+
+def run_piece(piece: str) -> tuple[str, str, str, str]:
+    """A run piece's method, dataset, ipc and hyperparameters: ``ptm-10:unroll_memory=constant``, ``3d-dm``."""
+    piece, _, hps = piece.partition(":")
+    if piece.startswith("3d-"):
+        return piece[3:], "adrenalmnist3d", "1", hps
+    method, _, ipc = piece.rpartition("-")
+    return method, "breast-uls", ipc, hps
 
 
 def measure(argv: list[str], env: dict[str, str], threads: int) -> dict[str, float]:
@@ -94,12 +101,9 @@ def prebuild(pieces: list[str], cache: Path, threads: int, budget: str = "smoke"
     from mddbench.api.method import Method
     from mddbench.registry import METHODS
 
-    needs = sorted({("adrenalmnist3d" if p.startswith("3d-") else "breast-uls",
-                     p.partition(":")[0].rpartition("-")[0].removeprefix("3d-"))
-                    for p in pieces if not p.startswith("experts-") and not p.startswith("flat-experts-")})
+    runs = {run_piece(p)[:2] for p in pieces if p not in EXPERT_PIECES}
     # a method that reads experts declares them (it overrides Method.expert_recipes); the others need none
-    needs = [(d, m) for d, m in needs if METHODS[m].expert_recipes is not Method.expert_recipes]
-    for dataset, method in needs:
+    for method, dataset in sorted((m, d) for m, d in runs if METHODS[m].expert_recipes is not Method.expert_recipes):
         argv = ["buffers", "--dataset", dataset, "--method", method, "--expert-cache", str(cache), "--out",
                 str(cache.parent / "prebuild"), "--data-root", str(SHARED_DATA), "--device", "cpu", "--quiet",
                 "--budget", budget]
